@@ -1,0 +1,289 @@
+#include "common/config.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "common/units.h"
+
+namespace pacer {
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  Error error(const toml::node* node, const std::string& key,
+              const std::string& what) const {
+    std::string where = source_;
+    if (node && node->source().begin.line > 0)
+      where += ":" + std::to_string(node->source().begin.line);
+    return Error{where + ": " + key + ": " + what};
+  }
+
+  // Refuses keys the table does not know, so a typo is an error not a default.
+  std::optional<Error> check_keys(const toml::table& t, const std::string& prefix,
+                                  const std::set<std::string>& known) const {
+    for (auto&& [k, v] : t) {
+      if (!known.count(std::string(k.str())))
+        return error(&v, prefix + std::string(k.str()), "unknown key");
+    }
+    return std::nullopt;
+  }
+
+  std::optional<Error> string(const toml::table& t, const std::string& prefix,
+                              const char* key, std::string& out) const {
+    if (auto* n = t.get(key)) {
+      auto v = n->value<std::string>();
+      if (!v) return error(n, prefix + key, "must be a string");
+      out = *v;
+    }
+    return std::nullopt;
+  }
+
+  std::optional<Error> integer(const toml::table& t, const std::string& prefix,
+                               const char* key, std::int64_t lo, std::int64_t hi,
+                               auto& out) const {
+    if (auto* n = t.get(key)) {
+      auto v = n->value<std::int64_t>();
+      if (!v || !n->is_integer()) return error(n, prefix + key, "must be an integer");
+      if (*v < lo || *v > hi)
+        return error(n, prefix + key, "must be between " + std::to_string(lo) +
+                                          " and " + std::to_string(hi));
+      out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+    }
+    return std::nullopt;
+  }
+
+  std::optional<Error> duration(const toml::table& t, const std::string& prefix,
+                                const char* key, Millis& out) const {
+    if (auto* n = t.get(key)) {
+      auto s = n->value<std::string>();
+      if (!s || !n->is_string())
+        return error(n, prefix + key, "must be a duration string like \"2s\"");
+      auto d = parse_duration(*s);
+      if (!d) return error(n, prefix + key, d.error());
+      out = *d;
+    }
+    return std::nullopt;
+  }
+
+  std::optional<Error> size(const toml::table& t, const std::string& prefix,
+                            const char* key, std::int64_t& out) const {
+    if (auto* n = t.get(key)) {
+      if (n->is_integer()) {
+        out = *n->value<std::int64_t>();
+      } else if (auto s = n->value<std::string>(); s && n->is_string()) {
+        auto v = parse_size(*s);
+        if (!v) return error(n, prefix + key, v.error());
+        out = *v;
+      } else {
+        return error(n, prefix + key, "must be a size like \"1MiB\" or bytes");
+      }
+      if (out <= 0) return error(n, prefix + key, "must be positive");
+    }
+    return std::nullopt;
+  }
+
+  std::optional<Error> string_list(const toml::table& t, const std::string& prefix,
+                                   const char* key,
+                                   std::vector<std::string>& out) const {
+    if (auto* n = t.get(key)) {
+      auto* arr = n->as_array();
+      if (!arr) return error(n, prefix + key, "must be an array of strings");
+      out.clear();
+      for (auto&& e : *arr) {
+        auto v = e.value<std::string>();
+        if (!v || !e.is_string())
+          return error(&e, prefix + key, "must be an array of strings");
+        out.push_back(*v);
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  std::string source_;
+};
+
+bool valid_base_url(const std::string& url) {
+  auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return false;
+  auto scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return false;
+  auto host = url.substr(scheme_end + 3);
+  if (host.empty() || host[0] == '/' || host.find_first_of(" \t\r\n?#@") != std::string::npos)
+    return false;
+  return true;
+}
+
+Result<Config> parse_table(const toml::table& root, const std::string& source) {
+  Reader r(source);
+  Config c;
+  c.source = source;
+  if (auto e = r.check_keys(root, "", {"broker", "worker", "client", "api"}))
+    return *e;
+
+  if (auto* n = root.get("broker")) {
+    auto* t = n->as_table();
+    if (!t) return r.error(n, "broker", "must be a table");
+    const std::string p = "broker.";
+    if (auto e = r.check_keys(*t, p,
+                              {"database", "worker_endpoint", "client_endpoint",
+                               "heartbeat", "liveness", "synchronous",
+                               "retention", "window", "lease_grace"}))
+      return *e;
+    auto& b = c.broker;
+    if (auto e = r.string(*t, p, "database", b.database)) return *e;
+    if (auto e = r.string(*t, p, "worker_endpoint", b.worker_endpoint)) return *e;
+    if (auto e = r.string(*t, p, "client_endpoint", b.client_endpoint)) return *e;
+    if (auto e = r.duration(*t, p, "heartbeat", b.heartbeat_ms)) return *e;
+    if (auto e = r.integer(*t, p, "liveness", 2, 100, b.liveness)) return *e;
+    if (auto e = r.string(*t, p, "synchronous", b.synchronous)) return *e;
+    if (b.synchronous != "normal" && b.synchronous != "full")
+      return r.error(t->get("synchronous"), p + "synchronous",
+                     "must be \"normal\" or \"full\"");
+    if (auto e = r.duration(*t, p, "retention", b.retention_ms)) return *e;
+    if (auto e = r.integer(*t, p, "window", 16, 100'000, b.window)) return *e;
+    if (auto e = r.duration(*t, p, "lease_grace", b.lease_grace_ms)) return *e;
+    if (b.heartbeat_ms < 50 || b.heartbeat_ms > 60'000)
+      return r.error(t->get("heartbeat"), p + "heartbeat",
+                     "must be between 50ms and 60s");
+  }
+
+  if (auto* n = root.get("worker")) {
+    auto* t = n->as_table();
+    if (!t) return r.error(n, "worker", "must be a table");
+    const std::string p = "worker.";
+    if (auto e = r.check_keys(*t, p,
+                              {"broker", "concurrency", "apis", "max_body_bytes",
+                               "connect_timeout"}))
+      return *e;
+    auto& w = c.worker;
+    if (auto e = r.string(*t, p, "broker", w.broker)) return *e;
+    if (auto e = r.integer(*t, p, "concurrency", 1, 10'000, w.concurrency)) return *e;
+    if (auto e = r.string_list(*t, p, "apis", w.apis)) return *e;
+    if (auto e = r.size(*t, p, "max_body_bytes", w.max_body_bytes)) return *e;
+    if (auto e = r.duration(*t, p, "connect_timeout", w.connect_timeout_ms)) return *e;
+  }
+
+  if (auto* n = root.get("client")) {
+    auto* t = n->as_table();
+    if (!t) return r.error(n, "client", "must be a table");
+    const std::string p = "client.";
+    if (auto e = r.check_keys(*t, p, {"broker", "timeout"})) return *e;
+    if (auto e = r.string(*t, p, "broker", c.client.broker)) return *e;
+    if (auto e = r.duration(*t, p, "timeout", c.client.timeout_ms)) return *e;
+  }
+
+  if (auto* n = root.get("api")) {
+    auto* apis = n->as_table();
+    if (!apis) return r.error(n, "api", "must be a table of [api.NAME] tables");
+    for (auto&& [name_key, node] : *apis) {
+      std::string name(name_key.str());
+      const std::string p = "api." + name + ".";
+      auto* t = node.as_table();
+      if (!t) return r.error(&node, "api." + name, "must be a table");
+      for (char ch : name)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-')
+          return r.error(&node, "api." + name,
+                         "API names may use letters, digits, '_' and '-'");
+      if (auto e = r.check_keys(*t, p,
+                                {"base_url", "limits", "concurrency", "margin",
+                                 "timeout", "max_attempts", "backoff_base",
+                                 "backoff_cap", "headers"}))
+        return *e;
+      ApiConfig a;
+      a.name = name;
+      if (!t->get("base_url"))
+        return r.error(&node, p + "base_url", "is required");
+      if (auto e = r.string(*t, p, "base_url", a.base_url)) return *e;
+      while (!a.base_url.empty() && a.base_url.back() == '/') a.base_url.pop_back();
+      if (!valid_base_url(a.base_url))
+        return r.error(t->get("base_url"), p + "base_url",
+                       "must be an http:// or https:// URL with a host");
+      if (auto* ln = t->get("limits")) {
+        std::vector<std::string> texts;
+        if (ln->is_string()) {
+          texts.push_back(*ln->value<std::string>());
+        } else if (auto e = r.string_list(*t, p, "limits", texts)) {
+          return *e;
+        }
+        for (auto& text : texts) {
+          auto spec = parse_limit(text);
+          if (!spec) return r.error(ln, p + "limits", spec.error());
+          a.limits.push_back(*spec);
+        }
+      }
+      if (auto e = r.integer(*t, p, "concurrency", 0, 100'000, a.concurrency)) return *e;
+      if (t->get("margin")) {
+        Millis m = 0;
+        if (auto e = r.duration(*t, p, "margin", m)) return *e;
+        a.margin_ms = m;
+      }
+      if (auto e = r.duration(*t, p, "timeout", a.timeout_ms)) return *e;
+      if (a.timeout_ms <= 0)
+        return r.error(t->get("timeout"), p + "timeout", "must be positive");
+      if (auto e = r.integer(*t, p, "max_attempts", 1, 1000, a.max_attempts)) return *e;
+      if (auto e = r.duration(*t, p, "backoff_base", a.backoff_base_ms)) return *e;
+      if (auto e = r.duration(*t, p, "backoff_cap", a.backoff_cap_ms)) return *e;
+      if (auto* hn = t->get("headers")) {
+        auto* ht = hn->as_table();
+        if (!ht) return r.error(hn, p + "headers", "must be a table of strings");
+        for (auto&& [hk, hv] : *ht) {
+          auto v = hv.value<std::string>();
+          if (!v || !hv.is_string())
+            return r.error(&hv, p + "headers." + std::string(hk.str()),
+                           "must be a string");
+          a.headers[std::string(hk.str())] = *v;
+        }
+      }
+      c.apis[name] = std::move(a);
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<Config> parse_config(const std::string& text, const std::string& source) {
+  try {
+    toml::table root = toml::parse(text, source);
+    return parse_table(root, source);
+  } catch (const toml::parse_error& e) {
+    return Error{source + ":" + std::to_string(e.source().begin.line) + ": " +
+                 std::string(e.description())};
+  }
+}
+
+Result<Config> load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error{path + ": cannot open the configuration file"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+Result<std::string> expand_env(const std::string& value) {
+  std::string out;
+  for (std::size_t i = 0; i < value.size();) {
+    if (value.compare(i, 2, "${") == 0) {
+      auto end = value.find('}', i + 2);
+      if (end == std::string::npos) return Error{"unterminated ${ in a header value"};
+      std::string name = value.substr(i + 2, end - i - 2);
+      const char* v = std::getenv(name.c_str());
+      if (!v) return Error{"environment variable " + name + " is not set"};
+      out += v;
+      i = end + 1;
+    } else {
+      out += value[i++];
+    }
+  }
+  return out;
+}
+
+}  // namespace pacer

@@ -1,0 +1,84 @@
+// Config: the one TOML file that broker, workers and client read (each uses
+// its part); see docs/configuration.md. Loading validates every key and
+// reports errors as "FILE:LINE: KEY: problem". Values; thread-safe.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/limit_spec.h"
+#include "common/result.h"
+
+namespace pacer {
+
+struct ApiConfig {
+  std::string name;
+  std::string base_url;            // scheme://host[:port][/prefix], no trailing '/'
+  std::vector<LimitSpec> limits;   // empty: no configured limit
+  int concurrency = 0;             // max requests in flight, 0 = no cap
+  std::optional<Millis> margin_ms; // empty: derived from each window
+  Millis timeout_ms = 30'000;      // per HTTP attempt
+  int max_attempts = 5;
+  Millis backoff_base_ms = 500;
+  Millis backoff_cap_ms = 60'000;
+  // Headers the worker adds to every call (credentials). Values may reference
+  // environment variables as ${NAME}; they are expanded by the worker only.
+  std::map<std::string, std::string> headers;
+};
+
+struct BrokerConfig {
+  std::string database = "pacer.db";
+  std::string worker_endpoint = "tcp://127.0.0.1:5555";
+  std::string client_endpoint = "tcp://127.0.0.1:5556";
+  Millis heartbeat_ms = 1000;
+  int liveness = 3;
+  std::string synchronous = "normal";  // "normal" or "full"
+  Millis retention_ms = 7LL * 86'400'000;
+  int window = 512;           // ready jobs per lane held in memory
+  Millis lease_grace_ms = 30'000;
+};
+
+struct WorkerConfig {
+  std::string broker;         // empty: broker.worker_endpoint
+  int concurrency = 64;
+  std::vector<std::string> apis;  // empty: every configured API
+  std::int64_t max_body_bytes = 1 << 20;
+  Millis connect_timeout_ms = 10'000;
+};
+
+struct ClientConfig {
+  std::string broker;  // empty: broker.client_endpoint
+  Millis timeout_ms = 10'000;
+};
+
+struct Config {
+  std::string source = "<defaults>";
+  BrokerConfig broker;
+  WorkerConfig worker;
+  ClientConfig client;
+  std::map<std::string, ApiConfig> apis;
+
+  const ApiConfig* api(const std::string& name) const {
+    auto it = apis.find(name);
+    return it == apis.end() ? nullptr : &it->second;
+  }
+  std::string worker_broker() const {
+    return worker.broker.empty() ? broker.worker_endpoint : worker.broker;
+  }
+  std::string client_broker() const {
+    return client.broker.empty() ? broker.client_endpoint : client.broker;
+  }
+};
+
+Result<Config> load_config_file(const std::string& path);
+Result<Config> parse_config(const std::string& text,
+                            const std::string& source = "<string>");
+
+// Expands ${NAME} references from the environment. An unset variable is an
+// error naming it (never an empty credential sent silently).
+Result<std::string> expand_env(const std::string& value);
+
+}  // namespace pacer

@@ -1,0 +1,25 @@
+// Parsing of the human-written quantities in configuration files and job
+// specs: durations ("250ms", "2s", "5min", "1.5h", "7d") and byte sizes
+// ("64KiB", "1MB"). Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/clock.h"
+#include "common/result.h"
+
+namespace pacer {
+
+// A duration in milliseconds. A bare number is rejected (the unit is the
+// whole point); callers that accept plain milliseconds check for a number first.
+Result<Millis> parse_duration(std::string_view text);
+
+// A byte count: a bare integer, or a number with B, KB, KiB, MB, MiB, GB, GiB.
+Result<std::int64_t> parse_size(std::string_view text);
+
+// "1500ms", "2s", "1m30s" style rendering for messages.
+std::string format_duration(Millis ms);
+
+}  // namespace pacer

@@ -1,0 +1,55 @@
+// Owns the "how many were accepted in the busiest window" bookkeeping that
+// /stats reports, computed exactly from acceptance timestamps. Not
+// thread-safe: the owner serialises calls.
+#ifndef PACER_TESTS_MOCK_API_INTERVAL_MAX_H_
+#define PACER_TESTS_MOCK_API_INTERVAL_MAX_H_
+
+#include <cstdint>
+#include <deque>
+
+namespace pacer::mock {
+
+// Largest number of events in any half-open interval (t - W, t]. Only the
+// intervals ending at an event need checking: any other interval holds no
+// more events than the one ending at its last event. Memory is bounded by
+// the number of events in the most recent W.
+class IntervalMaxTracker {
+ public:
+  explicit IntervalMaxTracker(int64_t window_ns);
+
+  // `t_ns` must be non-decreasing across calls.
+  void Record(int64_t t_ns);
+  void Reset(int64_t window_ns);
+
+  int64_t max() const { return max_; }
+  int64_t window_ns() const { return window_ns_; }
+
+ private:
+  int64_t window_ns_;
+  std::deque<int64_t> recent_;
+  int64_t max_ = 0;
+};
+
+// Largest number of events in any window [origin + kW, origin + (k+1)W),
+// i.e. the windows a fixed-window limiter enforces.
+class FixedWindowMaxTracker {
+ public:
+  FixedWindowMaxTracker(int64_t origin_ns, int64_t window_ns);
+
+  // `t_ns` must be non-decreasing across calls.
+  void Record(int64_t t_ns);
+  void Reset(int64_t origin_ns, int64_t window_ns);
+
+  int64_t max() const { return max_; }
+
+ private:
+  int64_t origin_ns_;
+  int64_t window_ns_;
+  int64_t current_index_ = 0;
+  int64_t current_count_ = 0;
+  int64_t max_ = 0;
+};
+
+}  // namespace pacer::mock
+
+#endif  // PACER_TESTS_MOCK_API_INTERVAL_MAX_H_

@@ -1,0 +1,131 @@
+// Owns the mock upstream's behaviour independent of any HTTP library: the
+// runtime config, the rate limiter, the counters behind /stats and the reply
+// for every endpoint. Thread-safe: all state sits behind one mutex, which is
+// held only for the admission decision and bookkeeping, never while a reply
+// is delayed or a large body is parsed or serialised.
+#ifndef PACER_TESTS_MOCK_API_MOCK_API_H_
+#define PACER_TESTS_MOCK_API_MOCK_API_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/mock_api/interval_max.h"
+#include "tests/mock_api/limit_spec.h"
+#include "tests/mock_api/rate_limiter.h"
+
+namespace pacer::mock {
+
+// Insertion-ordered so replies list fields in a readable order and echoed
+// objects keep the caller's key order.
+using Json = nlohmann::ordered_json;
+
+struct MockConfig {
+  double latency_ms = 0.0;
+  double error_rate = 0.0;
+  uint64_t seed = 1;
+  std::optional<LimitSpec> limit;  // nullopt = unlimited
+  Algorithm algorithm = Algorithm::kFixed;
+  // When set, every /v1/* request is answered with this status.
+  std::optional<int> fail_status;
+  // K > 0: batch items whose 1-based index is a multiple of K fail.
+  int64_t batch_item_error_every = 0;
+  bool batch_short = false;     // drop the last batch result
+  bool batch_non_json = false;  // answer batches with a text/plain body
+};
+
+struct Reply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Configured latency to add before sending. Handed back rather than slept
+  // here so the mutex is never held across it and tests need no sleeps.
+  std::chrono::nanoseconds delay{0};
+};
+
+class MockApi {
+ public:
+  // Monotonic nanoseconds on an arbitrary scale.
+  using Clock = std::function<int64_t()>;
+
+  static int64_t SteadyNowNs();
+
+  // Max-in-interval statistics need a window even when no limit is set.
+  static constexpr int64_t kUnlimitedStatsWindowNs = 1'000'000'000;
+
+  explicit MockApi(MockConfig config, Clock clock = &MockApi::SteadyNowNs);
+
+  MockApi(const MockApi&) = delete;
+  MockApi& operator=(const MockApi&) = delete;
+
+  Reply Echo(std::string_view body);    // POST /v1/echo
+  Reply Batch(std::string_view body);   // POST /v1/batch
+  Reply Stats();                        // GET /stats
+  Reply Reset();                        // POST /admin/reset
+  Reply Configure(std::string_view body);  // POST /admin/config
+  Reply Config();                       // GET /admin/config
+  // Any unrouted method/path; counted in /stats when under /v1/.
+  Reply NotFound(std::string_view method, std::string_view path);
+
+  Json StatsJson();
+  Json ConfigJson();
+
+ private:
+  // Outcome of the locked admission step for a /v1/* request.
+  struct Gate {
+    std::optional<Reply> refusal;  // set unless the request was accepted
+    int64_t sequence = 0;          // accepted-request number, 1-based
+    MockConfig config;             // snapshot for building the reply
+    std::chrono::nanoseconds delay{0};
+  };
+
+  // `bad_request` is the reason a body was unusable; such requests never
+  // reach the limiter. `batch_items` < 0 marks a non-batch request.
+  Gate Admit(const std::optional<std::string>& bad_request,
+             int64_t batch_items);
+  void RebuildLimiterLocked(int64_t now_ns);
+  void ResetCountersLocked(int64_t now_ns);
+  int64_t StatsWindowNsLocked() const;
+  Json StatsJsonLocked(int64_t now_ns) const;
+  Json ConfigJsonLocked() const;
+  std::chrono::nanoseconds LatencyLocked() const;
+
+  const Clock clock_;
+  const int64_t start_ns_;
+
+  std::mutex mu_;
+  MockConfig config_;
+  RateLimiter limiter_;
+  std::mt19937_64 rng_;
+  IntervalMaxTracker any_interval_;
+  FixedWindowMaxTracker fixed_windows_;
+
+  int64_t accepted_ = 0;
+  int64_t rejected_ = 0;
+  int64_t errors_ = 0;
+  int64_t requests_ = 0;
+  int64_t batch_requests_ = 0;
+  int64_t batch_items_ = 0;
+  std::optional<int64_t> first_accept_ns_;
+  std::optional<int64_t> last_accept_ns_;
+  std::map<int, int64_t> status_counts_;
+};
+
+// Serialises without throwing on invalid UTF-8 (echoed non-JSON bodies can
+// contain anything); offending bytes become U+FFFD.
+std::string DumpJson(const Json& value);
+
+}  // namespace pacer::mock
+
+#endif  // PACER_TESTS_MOCK_API_MOCK_API_H_
