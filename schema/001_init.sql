@@ -73,3 +73,7 @@ CREATE TABLE lanes (
   state        TEXT,                -- JSON: learned limits and similar
   updated_at   INTEGER NOT NULL
 );
+
+-- When the next delayed or backed-off job of a lane becomes ready.
+CREATE INDEX jobs_due ON jobs (api, run_at)
+  WHERE state IN ('queued', 'retrying', 'waiting_quota');

@@ -1,0 +1,843 @@
+#include "broker/broker.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <stdexcept>
+
+#include "common/log.h"
+#include "common/units.h"
+
+namespace pacer {
+
+using protocol::Command;
+using protocol::Message;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kMaxWorkerMessagesPerTurn = 4000;
+constexpr int kMaxClientMessagesPerTurn = 200;
+constexpr Millis kMaxPollMs = 1000;
+constexpr Millis kDefaultQuotaWaitMs = 24LL * 3600 * 1000;
+constexpr int kPurgeStep = 500;
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Seconds form of Retry-After only; the full header parser arrives with the
+// quota feedback loop.
+std::optional<Millis> retry_after_ms(const json& headers) {
+  if (!headers.is_object()) return std::nullopt;
+  auto it = headers.find("retry-after");
+  if (it == headers.end() || !it->is_string()) return std::nullopt;
+  const std::string& v = it->get_ref<const std::string&>();
+  if (v.empty() || v.size() > 9 ||
+      !std::all_of(v.begin(), v.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+    return std::nullopt;
+  return std::stoll(v) * 1000;
+}
+
+std::string random_group() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "g-%012llx",
+                static_cast<unsigned long long>(rng() & 0xFFFFFFFFFFFFULL));
+  return buf;
+}
+
+zmq::socket_t bind_router(zmq::context_t& ctx, const std::string& endpoint,
+                          const char* what) {
+  zmq::socket_t s(ctx, zmq::socket_type::router);
+  s.set(zmq::sockopt::router_mandatory, 1);
+  s.set(zmq::sockopt::maxmsgsize, protocol::kMaxMessageBytes);
+  s.set(zmq::sockopt::linger, 0);
+  // Credit, not the high-water mark, bounds what is queued for a worker; a
+  // silently dropped JOBS message would strand its jobs until their lease.
+  s.set(zmq::sockopt::sndhwm, 0);
+  s.set(zmq::sockopt::rcvhwm, 0);
+  try {
+    s.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error(std::string("cannot bind the ") + what +
+                             " endpoint " + endpoint + ": " + e.what());
+  }
+  return s;
+}
+
+}  // namespace
+
+Broker::Broker(Config config, Clock& clock)
+    : config_(std::move(config)), clock_(clock) {
+  try {
+    store_ = std::make_unique<Store>(config_.broker.database,
+                                     config_.broker.synchronous == "full");
+  } catch (const sqlite::StoreError& e) {
+    throw std::runtime_error(e.what());
+  }
+  workers_sock_ = bind_router(ctx_, config_.broker.worker_endpoint, "worker");
+  clients_sock_ = bind_router(ctx_, config_.broker.client_endpoint, "client");
+  for (auto& [name, api] : config_.apis) {
+    lanes_[name] = std::make_unique<Lane>(api, config_.broker.window);
+    lane_order_.push_back(lanes_[name].get());
+  }
+}
+
+Broker::~Broker() = default;
+
+Lane* Broker::lane(const std::string& api) {
+  auto it = lanes_.find(api);
+  return it == lanes_.end() ? nullptr : it->second.get();
+}
+
+void Broker::recover() {
+  Millis now = clock_.now_ms();
+  started_ms_ = now;
+  // Jobs that were running when the broker stopped: their workers may still
+  // answer (fencing accepts a current attempt); otherwise the lease requeues
+  // them. They keep their concurrency slots until then.
+  int orphans = 0;
+  for (auto& r : store_->running_jobs()) {
+    InFlight f;
+    f.api = r.api;
+    f.attempt = r.attempt;
+    f.attempts_used = r.attempts_used;
+    f.max_attempts = r.max_attempts;
+    f.cost = r.cost;
+    f.lease_until = r.lease_until.value_or(now + config_.broker.lease_grace_ms);
+    f.quota_deadline = r.quota_deadline;
+    f.priority = r.priority;
+    if (auto* l = lane(r.api)) l->started();
+    in_flight_[r.id] = std::move(f);
+    ++orphans;
+  }
+  // Rebuild each limiter from the starts inside its longest window, so a
+  // restart never bursts past a quota.
+  for (auto& [name, l] : lanes_) {
+    Millis span = l->limiter().longest_span();
+    if (span > 0) {
+      for (auto& [t, cost] : store_->attempt_starts(name, now - span))
+        l->limiter().record(cost, t);
+    }
+    l->set_next_due(store_->next_due(name, now));
+  }
+  for (auto& [api, n] : store_->apis_with_ready_jobs()) {
+    if (!lane(api))
+      log::warn("jobs_for_unknown_api",
+                {{"api", api}, {"jobs", n},
+                 {"hint", "add [api." + api + "] to the configuration to run them"}});
+  }
+  log::info("recovered", {{"running_jobs", orphans},
+                          {"schema_version", store_->schema_version()}});
+}
+
+int Broker::run() {
+  recover();
+  log::info("listening", {{"workers", config_.broker.worker_endpoint},
+                          {"clients", config_.broker.client_endpoint},
+                          {"database", config_.broker.database},
+                          {"apis", lanes_.size()}});
+  while (!stopping_) turn();
+  // Tell workers we are going; they reconnect to the next broker.
+  for (auto& [rid, w] : workers_)
+    protocol::send(workers_sock_, Message{Command::kDisconnect, {{"reason", "broker shutting down"}}}, &rid);
+  store_->commit();
+  log::info("stopped", {{"in_flight", in_flight_.size()}});
+  return 0;
+}
+
+void Broker::turn() {
+  Millis now = clock_.now_ms();
+  Millis wake = next_wakeup(now);
+  long timeout = static_cast<long>(std::clamp<Millis>(wake - now, 0, kMaxPollMs));
+  zmq::pollitem_t items[] = {
+      {workers_sock_.handle(), 0, ZMQ_POLLIN, 0},
+      {clients_sock_.handle(), 0, ZMQ_POLLIN, 0},
+  };
+  try {
+    zmq::poll(items, 2, std::chrono::milliseconds(timeout));
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+    return;
+  }
+  now = clock_.now_ms();
+  store_->begin();
+  std::string rid;
+  for (int i = 0; i < kMaxWorkerMessagesPerTurn; ++i) {
+    auto frames = protocol::recv_frames(workers_sock_, true, &rid);
+    if (!frames) break;
+    on_worker_message(rid, *frames, now);
+  }
+  for (int i = 0; i < kMaxClientMessagesPerTurn; ++i) {
+    auto frames = protocol::recv_frames(clients_sock_, true, &rid);
+    if (!frames) break;
+    on_client_message(rid, *frames, now);
+  }
+  timers(now);
+  dispatch(now);
+  store_->commit();
+  flush();
+}
+
+Millis Broker::next_wakeup(Millis now) {
+  Millis wake = now + kMaxPollMs;
+  bool any_credit = false;
+  for (auto& [rid, w] : workers_) {
+    if (w.free_credit() > 0) any_credit = true;
+    wake = std::min(wake, w.last_sent + config_.broker.heartbeat_ms);
+    wake = std::min(wake, w.last_seen + config_.broker.heartbeat_ms * config_.broker.liveness + 1);
+  }
+  for (Lane* l : lane_order_) {
+    if (l->next_due()) wake = std::min(wake, *l->next_due());
+    if (any_credit && l->has_ready() && l->under_concurrency()) {
+      Millis t = l->limiter().next_admit(l->head().cost, now);
+      if (t != Limiter::kNever) wake = std::min(wake, t);
+      else wake = now;  // dispatch() fails the job that can never fit
+    }
+  }
+  wake = std::min(wake, next_lease_check_);
+  wake = std::min(wake, next_purge_);
+  return std::max(wake, now);
+}
+
+// ---------------------------------------------------------------- workers
+
+void Broker::on_worker_message(const std::string& rid,
+                               std::vector<zmq::message_t>& frames, Millis now) {
+  auto decoded = protocol::decode(frames);
+  if (decoded.error) {
+    auto& err = *decoded.error;
+    if (err.code == "foreign") {
+      log::warn("foreign_message", {{"socket", "workers"}});
+      return;
+    }
+    auto& last = malformed_logged_[rid];
+    if (now - last > 60'000) {
+      last = now;
+      log::warn("protocol_error", {{"socket", "workers"}, {"code", err.code},
+                                   {"message", err.message}});
+    }
+    reply(workers_sock_, rid, protocol::make_error(err.code, err.message));
+    if (err.code == "version") forget_worker(rid, "protocol version mismatch", now);
+    return;
+  }
+  Message& m = *decoded.message;
+  if (m.command == Command::kReady) {
+    on_ready(rid, m.body, now);
+    return;
+  }
+  auto it = workers_.find(rid);
+  WorkerRec* w = it == workers_.end() ? nullptr : &it->second;
+  if (w) w->last_seen = now;
+  switch (m.command) {
+    case Command::kHeartbeat:
+      break;
+    case Command::kResults:
+      if (w) {
+        on_results(*w, m.body, now);
+      } else if (m.body.contains("results") && m.body["results"].is_array()) {
+        // A worker from before a restart: its answers are still good when
+        // their attempt is current (fencing). Credit is not tracked for it.
+        for (auto& r : m.body["results"]) apply_result(r, nullptr, now);
+      }
+      break;
+    case Command::kDisconnect:
+      if (w) forget_worker(rid, "worker disconnected", now);
+      return;
+    default:
+      reply(workers_sock_, rid,
+            protocol::make_error("malformed", std::string(protocol::to_string(m.command)) +
+                                                  " is not a worker command"));
+      return;
+  }
+  if (!w) {
+    reply(workers_sock_, rid,
+          Message{Command::kDisconnect, {{"reason", "unknown worker"}}});
+  }
+}
+
+void Broker::on_ready(const std::string& rid, const json& body, Millis now) {
+  auto cap = body.find("capacity");
+  if (cap == body.end() || !cap->is_number_integer() || cap->get<std::int64_t>() < 1 ||
+      cap->get<std::int64_t>() > 100'000) {
+    reply(workers_sock_, rid,
+          protocol::make_error("malformed", "READY: 'capacity' must be an integer from 1 to 100000"));
+    return;
+  }
+  std::set<std::string> apis;
+  if (auto a = body.find("apis"); a != body.end()) {
+    if (!a->is_array()) {
+      reply(workers_sock_, rid, protocol::make_error("malformed", "READY: 'apis' must be an array"));
+      return;
+    }
+    for (auto& v : *a) {
+      if (!v.is_string()) {
+        reply(workers_sock_, rid, protocol::make_error("malformed", "READY: 'apis' must hold strings"));
+        return;
+      }
+      apis.insert(v.get<std::string>());
+    }
+  }
+  auto& w = workers_[rid];
+  bool fresh = w.routing_id.empty();
+  w.routing_id = rid;
+  w.name = body.value("worker", std::string("worker"));
+  if (w.name.size() > 200) w.name.resize(200);
+  w.capacity = static_cast<int>(cap->get<std::int64_t>());
+  w.apis = std::move(apis);
+  w.last_seen = now;
+  for (auto& a : w.apis)
+    if (!lane(a)) log::warn("worker_serves_unknown_api", {{"worker", w.name}, {"api", a}});
+  log::info(fresh ? "worker_connected" : "worker_ready_again",
+            {{"worker", w.name}, {"capacity", w.capacity},
+             {"apis", json(std::vector<std::string>(w.apis.begin(), w.apis.end()))}});
+  reply(workers_sock_, rid,
+        Message{Command::kWelcome,
+                {{"heartbeat_ms", config_.broker.heartbeat_ms},
+                 {"liveness", config_.broker.liveness}}});
+}
+
+void Broker::on_results(WorkerRec& w, const json& body, Millis now) {
+  auto it = body.find("results");
+  if (it == body.end() || !it->is_array()) {
+    reply(workers_sock_, w.routing_id,
+          protocol::make_error("malformed", "RESULTS: 'results' must be an array"));
+    return;
+  }
+  for (auto& r : *it) apply_result(r, &w, now);
+}
+
+void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
+  if (!r.is_object() || !r.contains("id") || !r["id"].is_number_integer() ||
+      !r.contains("attempt") || !r["attempt"].is_number_integer()) {
+    log::warn("malformed_result", {{"worker", w ? w->name : "?"}});
+    return;
+  }
+  JobId id = r["id"].get<JobId>();
+  int attempt = r["attempt"].get<int>();
+  if (w) {
+    auto o = w->outstanding.find(id);
+    if (o != w->outstanding.end() && o->second == attempt) w->outstanding.erase(o);
+  }
+  auto f = in_flight_.find(id);
+  if (f == in_flight_.end() || f->second.attempt != attempt) {
+    log::debug("stale_result", {{"job", id}, {"attempt", attempt}});
+    return;
+  }
+  InFlight job = std::move(f->second);
+  in_flight_.erase(f);
+  Lane* l = lane(job.api);
+  if (l) l->finished();
+  ++results_total_;
+
+  int status = r.value("status", 0);
+  Outcome outcome = Outcome::kTransient;
+  if (status > 0) {
+    outcome = classify_status(status);
+  } else if (auto o = parse_outcome(r.value("outcome", std::string("transient")))) {
+    outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
+  }
+  AttemptEnd end;
+  end.id = id;
+  end.attempt = attempt;
+  end.outcome = outcome;
+  end.status = status;
+  end.error = r.value("error", std::string());
+  if (end.error.empty() && outcome != Outcome::kSuccess)
+    end.error = "HTTP " + std::to_string(status);
+  json headers = r.value("headers", json::object());
+  if (!headers.empty()) end.headers_json = headers.dump();
+  if (auto b = r.find("body"); b != r.end() && b->is_string()) end.body = b->get<std::string>();
+  end.duration_ms = r.value("duration_ms", 0.0);
+  if (auto o = r.find("observation"); o != r.end() && !o->is_null()) end.observation_json = o->dump();
+  end.run_at = now;
+  const ApiConfig* api = config_.api(job.api);
+  Millis base = api ? api->backoff_base_ms : 500;
+  Millis cap = api ? api->backoff_cap_ms : 60'000;
+
+  switch (outcome) {
+    case Outcome::kSuccess:
+      end.next = JobState::kSucceeded;
+      break;
+    case Outcome::kPermanent:
+      end.next = JobState::kDead;
+      break;
+    case Outcome::kRateLimited: {
+      // Not the job's fault: no attempt used, but the wait has a deadline.
+      end.uses_attempt = false;
+      Millis deadline = job.quota_deadline.value_or(now + kDefaultQuotaWaitMs);
+      end.quota_deadline = deadline;
+      if (now >= deadline) {
+        end.next = JobState::kDead;
+        end.error = "quota wait deadline passed: " + end.error;
+      } else {
+        end.next = JobState::kWaitingQuota;
+        Millis floor = retry_after_ms(headers).value_or(0);
+        end.run_at = now + backoff_.next(1, base, cap, floor);
+      }
+      break;
+    }
+    default: {
+      int used = job.attempts_used + 1;
+      if (used >= job.max_attempts) {
+        end.next = JobState::kDead;
+        end.error = "attempts exhausted (" + std::to_string(used) + "): " + end.error;
+      } else {
+        end.next = JobState::kRetrying;
+        end.run_at = now + backoff_.next(used, base, cap, retry_after_ms(headers).value_or(0));
+      }
+      break;
+    }
+  }
+  if (!store_->end_attempt(end, now)) return;
+  if (end.next == JobState::kRetrying || end.next == JobState::kWaitingQuota)
+    release(job.api, id, job.priority, end.run_at, job.cost, now);
+}
+
+void Broker::release(const std::string& api, JobId id, std::int64_t priority,
+                     Millis run_at, std::int64_t cost, Millis now) {
+  Lane* l = lane(api);
+  if (!l) return;
+  if (run_at <= now) l->offer({id, priority, run_at, cost});
+  else l->note_future(run_at);
+}
+
+void Broker::fail_in_flight(JobId id, const std::string& why, Outcome outcome,
+                            Millis now) {
+  auto f = in_flight_.find(id);
+  if (f == in_flight_.end()) return;
+  InFlight job = std::move(f->second);
+  in_flight_.erase(f);
+  Lane* l = lane(job.api);
+  if (l) l->finished();
+  AttemptEnd end;
+  end.id = id;
+  end.attempt = job.attempt;
+  end.outcome = outcome;
+  end.error = why;
+  end.run_at = now;
+  int used = job.attempts_used + 1;
+  const ApiConfig* api = config_.api(job.api);
+  if (used >= job.max_attempts) {
+    end.next = JobState::kDead;
+    end.error = "attempts exhausted (" + std::to_string(used) + "): " + why;
+  } else {
+    end.next = JobState::kRetrying;
+    end.run_at = now + backoff_.next(used, api ? api->backoff_base_ms : 500,
+                                     api ? api->backoff_cap_ms : 60'000);
+  }
+  if (!store_->end_attempt(end, now)) return;
+  if (end.next == JobState::kRetrying)
+    release(job.api, id, job.priority, end.run_at, job.cost, now);
+}
+
+void Broker::forget_worker(const std::string& rid, const std::string& why,
+                           Millis now) {
+  auto it = workers_.find(rid);
+  if (it == workers_.end()) return;
+  WorkerRec w = std::move(it->second);
+  workers_.erase(it);
+  int requeued = 0;
+  for (auto& [job, attempt] : w.outstanding) {
+    auto f = in_flight_.find(job);
+    if (f != in_flight_.end() && f->second.attempt == attempt && f->second.worker == rid) {
+      fail_in_flight(job, "worker " + w.name + " lost: " + why, Outcome::kLost, now);
+      ++requeued;
+    }
+  }
+  log::warn("worker_gone", {{"worker", w.name}, {"reason", why}, {"requeued", requeued}});
+}
+
+// ---------------------------------------------------------------- clients
+
+void Broker::on_client_message(const std::string& rid,
+                               std::vector<zmq::message_t>& frames, Millis now) {
+  auto decoded = protocol::decode(frames);
+  if (decoded.error) {
+    if (decoded.error->code == "foreign") {
+      log::warn("foreign_message", {{"socket", "clients"}});
+      return;
+    }
+    reply(clients_sock_, rid, protocol::make_error(decoded.error->code, decoded.error->message));
+    return;
+  }
+  Message& m = *decoded.message;
+  json req = m.body.value("req", json());
+  std::string code;
+  json result;
+  try {
+    result = handle_client(m.command, m.body, now, code);
+  } catch (const json::exception& e) {
+    code = "invalid";
+    result = {{"message", std::string("bad request: ") + e.what()}};
+  }
+  if (!code.empty()) {
+    auto err = protocol::make_error(code, result.value("message", std::string("error")), req);
+    for (auto it = result.begin(); it != result.end(); ++it)
+      if (it.key() != "message") err.body[it.key()] = it.value();
+    reply(clients_sock_, rid, std::move(err));
+    return;
+  }
+  result["req"] = req;
+  result["ok"] = true;
+  reply(clients_sock_, rid, Message{Command::kReply, std::move(result)});
+}
+
+namespace {
+std::vector<JobId> id_list(const json& body, const char* key = "ids") {
+  std::vector<JobId> ids;
+  auto it = body.find(key);
+  if (it == body.end() || !it->is_array())
+    throw std::invalid_argument(std::string("'") + key + "' must be an array of job ids");
+  for (auto& v : *it) {
+    if (!v.is_number_integer()) throw std::invalid_argument("job ids must be integers");
+    ids.push_back(v.get<JobId>());
+  }
+  if (ids.size() > 100'000) throw std::invalid_argument("too many ids in one request");
+  return ids;
+}
+}  // namespace
+
+json Broker::handle_client(Command cmd, const json& body, Millis now,
+                           std::string& code) {
+  try {
+    switch (cmd) {
+      case Command::kSubmit:
+        return submit(body, now, code);
+      case Command::kStatus:
+        return {{"jobs", store_->job_infos(id_list(body))}};
+      case Command::kResult: {
+        if (!body.contains("id") || !body["id"].is_number_integer())
+          throw std::invalid_argument("'id' must be a job id");
+        auto r = store_->job_result(body["id"].get<JobId>());
+        if (!r) {
+          code = "not_found";
+          return {{"message", "no job " + std::to_string(body["id"].get<JobId>())}};
+        }
+        return *r;
+      }
+      case Command::kList: {
+        ListFilter f;
+        if (auto s = body.find("state"); s != body.end() && !s->is_null()) {
+          if (!s->is_string() || !parse_job_state(s->get<std::string>()))
+            throw std::invalid_argument("unknown state; use queued, running, succeeded, "
+                                        "retrying, waiting_quota, dead or canceled");
+          f.state = s->get<std::string>();
+        }
+        if (auto a = body.find("api"); a != body.end() && a->is_string()) f.api = a->get<std::string>();
+        if (auto g = body.find("group"); g != body.end() && g->is_string()) f.group = g->get<std::string>();
+        if (auto a = body.find("after"); a != body.end() && a->is_number_integer()) f.after = a->get<JobId>();
+        if (auto n = body.find("limit"); n != body.end() && n->is_number_integer())
+          f.limit = std::clamp(n->get<int>(), 1, 1000);
+        return store_->list(f);
+      }
+      case Command::kCancel: {
+        json canceled = json::array(), not_cancelable = json::array();
+        for (JobId id : id_list(body)) {
+          if (store_->cancel(id, now)) {
+            canceled.push_back(id);
+            if (auto st = in_flight_.find(id); st == in_flight_.end()) {
+              for (auto& [name, l] : lanes_) l->remove(id);
+            }
+          } else {
+            not_cancelable.push_back(id);
+          }
+        }
+        return {{"canceled", canceled}, {"not_cancelable", not_cancelable}};
+      }
+      case Command::kStats:
+        return stats(now);
+      case Command::kProgress: {
+        Progress p;
+        if (body.contains("ids")) p = store_->progress_ids(id_list(body));
+        else if (body.contains("group") && body["group"].is_string())
+          p = store_->progress_group(body["group"].get<std::string>());
+        else if (body.value("all", false)) p = store_->progress_all();
+        else throw std::invalid_argument("give 'ids', 'group' or 'all'");
+        return {{"total", p.total}, {"succeeded", p.succeeded}, {"dead", p.dead},
+                {"canceled", p.canceled}, {"pending", p.pending}};
+      }
+      case Command::kApis: {
+        json apis = json::array();
+        for (auto& [name, l] : lanes_) {
+          json limits = json::array();
+          for (auto& s : l->config().limits) limits.push_back(s.to_string());
+          apis.push_back({{"name", name}, {"base_url", l->config().base_url},
+                          {"limits", limits}, {"concurrency", l->config().concurrency},
+                          {"max_attempts", l->config().max_attempts},
+                          {"timeout_ms", l->config().timeout_ms}});
+        }
+        return {{"apis", apis}};
+      }
+      case Command::kDeadList:
+      case Command::kDeadReplay:
+        code = "invalid";
+        return {{"message", std::string(protocol::to_string(cmd)) +
+                                " is not supported by this broker version"}};
+      default:
+        code = "malformed";
+        return {{"message", std::string(protocol::to_string(cmd)) + " is not a client command"}};
+    }
+  } catch (const std::invalid_argument& e) {
+    code = "invalid";
+    return {{"message", e.what()}};
+  }
+}
+
+json Broker::submit(const json& body, Millis now, std::string& code) {
+  auto jobs = body.find("jobs");
+  if (jobs == body.end() || !jobs->is_array() || jobs->empty())
+    throw std::invalid_argument("'jobs' must be a non-empty array");
+  if (jobs->size() > kMaxJobsPerSubmit) {
+    code = "too_large";
+    return {{"message", "at most " + std::to_string(kMaxJobsPerSubmit) +
+                            " jobs per SUBMIT; split the submission"}};
+  }
+  std::string group;
+  if (auto g = body.find("group"); g != body.end() && g->is_string()) group = g->get<std::string>();
+  if (group.size() > 200) throw std::invalid_argument("'group' is longer than 200 bytes");
+  if (group.empty()) group = random_group();
+
+  // Validate everything before writing anything: a SUBMIT is all or nothing.
+  std::vector<JobSpec> specs;
+  specs.reserve(jobs->size());
+  for (std::size_t i = 0; i < jobs->size(); ++i) {
+    auto fail = [&](const std::string& c, const std::string& msg) {
+      code = c;
+      return json{{"message", "job " + std::to_string(i) + ": " + msg}, {"index", i}};
+    };
+    auto spec = parse_job_spec((*jobs)[i]);
+    if (!spec) return fail("invalid", spec.error());
+    const ApiConfig* api = config_.api(spec->api);
+    if (!api) return fail("unknown_api", "unknown api '" + spec->api + "'");
+    for (auto& [name, value] : spec->headers) {
+      for (auto& [cred, v] : api->headers)
+        if (lower(cred) == lower(name))
+          return fail("invalid", "header '" + name + "' is set by the worker's "
+                                 "configuration of api '" + api->name + "' and cannot be overridden");
+    }
+    for (auto& limit : api->limits)
+      if (!limit.counts_requests() && spec->cost > limit.amount)
+        return fail("invalid", "cost " + std::to_string(spec->cost) +
+                                   " can never fit the limit " + limit.to_string());
+    specs.push_back(std::move(*spec));
+  }
+  store_->savepoint();
+  json ids = json::array();
+  int duplicates = 0;
+  std::vector<std::pair<std::string, ReadyEntry>> fresh;
+  try {
+    for (auto& spec : specs) {
+      const ApiConfig* api = config_.api(spec.api);
+      auto r = store_->insert_job(spec, group, spec.max_attempts.value_or(api->max_attempts),
+                                  spec.timeout_ms.value_or(api->timeout_ms), now);
+      ids.push_back(r.id);
+      if (r.duplicate) ++duplicates;
+      else fresh.emplace_back(spec.api, r.entry);
+    }
+    store_->release();
+  } catch (...) {
+    store_->rollback_to_savepoint();
+    throw;
+  }
+  for (auto& [api, e] : fresh) release(api, e.id, e.priority, e.run_at, e.cost, now);
+  return {{"ids", ids}, {"group", group}, {"duplicates", duplicates}};
+}
+
+json Broker::stats(Millis now) {
+  auto counts = store_->state_counts();
+  json lanes = json::array();
+  json totals = json::object();
+  for (auto& [api, states] : counts)
+    for (auto& [state, n] : states) totals[state] = totals.value(state, 0) + n;
+  auto lane_json = [&](const std::string& api, Lane* l) {
+    json states = json::object();
+    if (auto it = counts.find(api); it != counts.end())
+      for (auto& [s, n] : it->second) states[s] = n;
+    json j = {{"api", api}, {"configured", l != nullptr}, {"states", states}};
+    if (l) {
+      json limits = json::array(), usage = json::array();
+      for (auto& u : l->limiter().usage(now)) {
+        limits.push_back(u.spec.to_string());
+        usage.push_back({{"limit", u.spec.to_string()}, {"used", u.used}});
+      }
+      j["base_url"] = l->config().base_url;
+      j["limits"] = limits;
+      j["usage"] = usage;
+      j["concurrency"] = l->config().concurrency;
+      j["in_flight"] = l->in_flight();
+      j["window"] = l->window_size();
+      j["rate_per_s"] = l->rate_per_s(now);
+      j["dispatched_total"] = l->dispatched_total();
+      j["paused_until_ms"] = nullptr;
+      j["next_due_ms"] = l->next_due() ? json(*l->next_due()) : json();
+    }
+    return j;
+  };
+  for (auto& [name, l] : lanes_) lanes.push_back(lane_json(name, l.get()));
+  for (auto& [api, states] : counts)
+    if (!lane(api)) lanes.push_back(lane_json(api, nullptr));
+  json workers = json::array();
+  for (auto& [rid, w] : workers_) {
+    workers.push_back({{"id", w.name},
+                       {"apis", std::vector<std::string>(w.apis.begin(), w.apis.end())},
+                       {"capacity", w.capacity},
+                       {"outstanding", w.outstanding.size()},
+                       {"last_seen_ms_ago", now - w.last_seen}});
+  }
+  return {{"lanes", lanes},
+          {"states", totals},
+          {"workers", workers},
+          {"broker", {{"uptime_s", (now - started_ms_) / 1000},
+                      {"in_flight", in_flight_.size()},
+                      {"results_total", results_total_},
+                      {"database", config_.broker.database}}}};
+}
+
+// ---------------------------------------------------------------- dispatch
+
+void Broker::dispatch(Millis now) {
+  for (Lane* l : lane_order_) {
+    bool due = l->next_due() && *l->next_due() <= now;
+    if (due) {
+      l->mark_incomplete();
+      l->set_next_due(store_->next_due(l->name(), now));
+    }
+    if (due || l->wants_refill()) {
+      auto rows = store_->ready(l->name(), now, l->window_cap());
+      l->refill(rows, static_cast<int>(rows.size()) < l->window_cap());
+    }
+  }
+  if (workers_.empty() || lane_order_.empty()) return;
+  const std::size_t n = lane_order_.size();
+  bool progress = true;
+  // One job per lane per pass: lanes share the workers fairly.
+  while (progress) {
+    progress = false;
+    for (std::size_t i = 0; i < n; ++i) {
+      Lane* l = lane_order_[(rr_ + i) % n];
+      if (!l->has_ready() || !l->under_concurrency()) continue;
+      const ReadyEntry head = l->head();
+      Millis at = l->limiter().next_admit(head.cost, now);
+      WorkerRec* best = nullptr;
+      for (auto& [rid, w] : workers_)
+        if (w.serves(l->name()) && w.free_credit() > 0 &&
+            (!best || w.free_credit() > best->free_credit()))
+          best = &w;
+      if (!best) continue;
+      if (at > now && at != Limiter::kNever) continue;
+      l->pop_head();
+      auto claimed = store_->claim(head.id, l->name(), best->name, now,
+                                   l->config().timeout_ms + config_.broker.lease_grace_ms);
+      progress = true;
+      if (!claimed) continue;  // canceled or otherwise no longer ready
+      if (at == Limiter::kNever) {
+        AttemptEnd end;
+        end.id = head.id;
+        end.attempt = claimed->attempt;
+        end.next = JobState::kDead;
+        end.outcome = Outcome::kPermanent;
+        end.error = "cost " + std::to_string(head.cost) + " can never fit the lane's limits";
+        end.run_at = now;
+        store_->end_attempt(end, now);
+        continue;
+      }
+      l->limiter().record(claimed->cost, now);
+      l->started();
+      l->count_dispatch(now);
+      InFlight f;
+      f.api = l->name();
+      f.attempt = claimed->attempt;
+      f.attempts_used = claimed->attempts_used;
+      f.max_attempts = claimed->max_attempts;
+      f.cost = claimed->cost;
+      f.lease_until = now + claimed->timeout_ms + config_.broker.lease_grace_ms;
+      f.worker = best->routing_id;
+      f.quota_deadline = claimed->quota_deadline;
+      f.priority = claimed->priority;
+      in_flight_[head.id] = std::move(f);
+      best->outstanding[head.id] = claimed->attempt;
+      json job = {{"id", head.id},
+                  {"attempt", claimed->attempt},
+                  {"api", l->name()},
+                  {"method", claimed->method},
+                  {"path", claimed->path},
+                  {"timeout_ms", claimed->timeout_ms}};
+      if (!claimed->headers_json.empty())
+        job["headers"] = json::parse(claimed->headers_json, nullptr, false);
+      if (claimed->body) job["body"] = *claimed->body;
+      best->pending_jobs.push_back(std::move(job));
+      if (l->wants_refill()) {
+        auto rows = store_->ready(l->name(), now, l->window_cap());
+        l->refill(rows, static_cast<int>(rows.size()) < l->window_cap());
+      }
+    }
+    ++rr_;
+  }
+  for (auto& [rid, w] : workers_) {
+    if (w.pending_jobs.empty()) continue;
+    outbox_.push_back({&workers_sock_, rid,
+                       Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
+    w.pending_jobs = json::array();
+  }
+}
+
+void Broker::timers(Millis now) {
+  const Millis hb = config_.broker.heartbeat_ms;
+  std::vector<std::string> expired;
+  for (auto& [rid, w] : workers_) {
+    if (now - w.last_seen > hb * config_.broker.liveness) expired.push_back(rid);
+    else if (now - w.last_sent >= hb)
+      outbox_.push_back({&workers_sock_, rid, Message{Command::kHeartbeat, nullptr}});
+  }
+  for (auto& rid : expired)
+    forget_worker(rid, "no message for " + format_duration(hb * config_.broker.liveness), now);
+
+  if (now >= next_lease_check_) {
+    next_lease_check_ = now + 1000;
+    std::vector<JobId> lapsed;
+    for (auto& [id, f] : in_flight_)
+      if (f.lease_until < now) lapsed.push_back(id);
+    for (JobId id : lapsed) {
+      auto& f = in_flight_[id];
+      if (auto w = workers_.find(f.worker); w != workers_.end()) w->second.outstanding.erase(id);
+      fail_in_flight(id, "lease expired: no result within the job's timeout and grace",
+                     Outcome::kLost, now);
+    }
+  }
+  if (now >= next_purge_) {
+    auto purged = store_->purge_finished(now - config_.broker.retention_ms, kPurgeStep);
+    // Keep purging in small steps while there is a backlog, without stalling.
+    next_purge_ = now + (purged == kPurgeStep ? 50 : 5000);
+    if (purged) log::debug("purged", {{"jobs", purged}});
+  }
+}
+
+void Broker::reply(zmq::socket_t& s, const std::string& rid, Message m) {
+  outbox_.push_back({&s, rid, std::move(m)});
+}
+
+void Broker::flush() {
+  Millis now = clock_.now_ms();
+  std::vector<std::string> unreachable;
+  for (auto& o : outbox_) {
+    bool ok = protocol::send(*o.socket, o.message, &o.routing_id);
+    if (o.socket == &workers_sock_) {
+      auto it = workers_.find(o.routing_id);
+      if (it == workers_.end()) continue;
+      if (ok) it->second.last_sent = now;
+      else unreachable.push_back(o.routing_id);
+    }
+  }
+  outbox_.clear();
+  if (!unreachable.empty()) {
+    // Requeue what was meant for them, in a transaction of its own.
+    store_->begin();
+    for (auto& rid : unreachable) forget_worker(rid, "unreachable", now);
+    store_->commit();
+  }
+}
+
+}  // namespace pacer

@@ -1,0 +1,78 @@
+#include "broker/lane.h"
+
+namespace pacer {
+
+Lane::Lane(ApiConfig config, int window_cap)
+    : config_(std::move(config)),
+      limiter_(config_.limits, config_.margin_ms),
+      cap_(window_cap) {}
+
+ReadyEntry Lane::pop_head() {
+  ReadyEntry e = *window_.begin();
+  window_.erase(window_.begin());
+  ids_.erase(e.id);
+  return e;
+}
+
+void Lane::offer(const ReadyEntry& e) {
+  if (ids_.count(e.id)) return;
+  if (!complete_ && !window_.empty() && !Order{}(e, *window_.rbegin())) {
+    return;  // ranks after the window: the database has it
+  }
+  if (!complete_ && window_.empty()) return;  // the next refill will find it
+  window_.insert(e);
+  ids_.insert(e.id);
+  evict_over_cap();
+}
+
+void Lane::remove(JobId id) {
+  if (!ids_.erase(id)) return;
+  for (auto it = window_.begin(); it != window_.end(); ++it) {
+    if (it->id == id) {
+      window_.erase(it);
+      return;
+    }
+  }
+}
+
+bool Lane::wants_refill() const {
+  return !complete_ && static_cast<int>(window_.size()) <= cap_ / 2;
+}
+
+void Lane::refill(const std::vector<ReadyEntry>& rows, bool complete_hint) {
+  for (const auto& r : rows) {
+    if (ids_.insert(r.id).second) window_.insert(r);
+  }
+  complete_ = complete_hint;
+  evict_over_cap();
+}
+
+void Lane::evict_over_cap() {
+  while (static_cast<int>(window_.size()) > cap_) {
+    auto last = std::prev(window_.end());
+    ids_.erase(last->id);
+    window_.erase(last);
+    complete_ = false;
+  }
+}
+
+void Lane::count_dispatch(Millis now) {
+  Millis second = now / 1000;
+  if (rate_buckets_.empty() || rate_buckets_.back().first != second)
+    rate_buckets_.emplace_back(second, 0);
+  rate_buckets_.back().second++;
+  while (!rate_buckets_.empty() && rate_buckets_.front().first < second - kRateSeconds)
+    rate_buckets_.pop_front();
+  ++dispatched_total_;
+}
+
+double Lane::rate_per_s(Millis now) const {
+  Millis second = now / 1000;
+  std::int64_t n = 0;
+  // Whole seconds only: the current, partial second would bias the rate low.
+  for (auto& [s, c] : rate_buckets_)
+    if (s < second && s >= second - kRateSeconds) n += c;
+  return static_cast<double>(n) / kRateSeconds;
+}
+
+}  // namespace pacer

@@ -1,0 +1,94 @@
+// Lane: the dispatch state of one API. Owns the API's limiter, its in-flight
+// count against the concurrency cap, and a bounded window of the lane's best
+// ready jobs (the database holds the rest: memory does not grow with the
+// queue). Not thread-safe; owned by the broker loop.
+//
+// Window invariant: the window holds the top of the lane's ready jobs in
+// dispatch order (priority desc, run_at, id). When `complete` is false the
+// database may hold more ready jobs, all ranked after the window's last.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_set>
+
+#include "broker/limiter.h"
+#include "broker/store.h"
+#include "common/config.h"
+
+namespace pacer {
+
+class Lane {
+ public:
+  Lane(ApiConfig config, int window_cap);
+
+  const std::string& name() const { return config_.name; }
+  const ApiConfig& config() const { return config_; }
+  Limiter& limiter() { return limiter_; }
+
+  // --- the ready window ---
+  bool has_ready() const { return !window_.empty(); }
+  const ReadyEntry& head() const { return *window_.begin(); }
+  ReadyEntry pop_head();
+  // A job became ready (new submission, or a release): keeps the invariant.
+  void offer(const ReadyEntry& e);
+  void remove(JobId id);
+  // True when the window is low and the database may hold more.
+  bool wants_refill() const;
+  // Merges the database's current top rows; `complete_hint`: the query
+  // returned fewer rows than asked, so the database has no others.
+  void refill(const std::vector<ReadyEntry>& rows, bool complete_hint);
+  void mark_incomplete() { complete_ = false; }
+  std::size_t window_size() const { return window_.size(); }
+  int window_cap() const { return cap_; }
+
+  // --- jobs that are not ready yet (delay, backoff) ---
+  std::optional<Millis> next_due() const { return next_due_; }
+  void set_next_due(std::optional<Millis> t) { next_due_ = t; }
+  void note_future(Millis run_at) {
+    if (!next_due_ || run_at < *next_due_) next_due_ = run_at;
+  }
+
+  // --- concurrency ---
+  int in_flight() const { return in_flight_; }
+  bool under_concurrency() const {
+    return config_.concurrency <= 0 || in_flight_ < config_.concurrency;
+  }
+  void started() { ++in_flight_; }
+  void finished() {
+    if (in_flight_ > 0) --in_flight_;
+  }
+
+  // --- rate over the last seconds, for stats ---
+  void count_dispatch(Millis now);
+  double rate_per_s(Millis now) const;
+  std::int64_t dispatched_total() const { return dispatched_total_; }
+
+ private:
+  struct Order {
+    bool operator()(const ReadyEntry& a, const ReadyEntry& b) const {
+      if (a.priority != b.priority) return a.priority > b.priority;
+      if (a.run_at != b.run_at) return a.run_at < b.run_at;
+      return a.id < b.id;
+    }
+  };
+  void evict_over_cap();
+
+  ApiConfig config_;
+  Limiter limiter_;
+  int cap_;
+  std::set<ReadyEntry, Order> window_;
+  std::unordered_set<JobId> ids_;
+  bool complete_ = false;
+  std::optional<Millis> next_due_;
+  int in_flight_ = 0;
+  // Dispatches per second over the last kRateSeconds whole seconds.
+  static constexpr int kRateSeconds = 10;
+  std::deque<std::pair<Millis, std::int64_t>> rate_buckets_;
+  std::int64_t dispatched_total_ = 0;
+};
+
+}  // namespace pacer

@@ -1,0 +1,98 @@
+#include "broker/limiter.h"
+
+#include <algorithm>
+
+namespace pacer {
+
+Limiter::Limiter(std::vector<LimitSpec> limits, std::optional<Millis> margin)
+    : specs_(std::move(limits)) {
+  for (const auto& spec : specs_) {
+    Log log;
+    log.spec = spec;
+    log.span = spec.window_ms + (margin ? *margin : default_margin(spec.window_ms));
+    // Exact logs for short windows; for long ones, round so that at most
+    // ~kMaxEntries distinct times exist within a span.
+    if (spec.amount > static_cast<std::int64_t>(kMaxEntries))
+      log.bucket = std::max<Millis>(1, log.span / static_cast<Millis>(kMaxEntries));
+    logs_.push_back(std::move(log));
+  }
+}
+
+Millis Limiter::default_margin(Millis window_ms) {
+  return std::clamp<Millis>(window_ms / 200, 1, 10);
+}
+
+void Limiter::evict(Log& log, Millis now) {
+  while (!log.entries.empty() && log.entries.front().t <= now - log.span) {
+    log.sum -= log.entries.front().units;
+    log.entries.pop_front();
+  }
+}
+
+bool Limiter::admits(std::int64_t cost, Millis now) {
+  for (auto& log : logs_) {
+    evict(log, now);
+    if (log.sum + charge(log, cost) > log.spec.amount) return false;
+  }
+  return true;
+}
+
+Millis Limiter::next_admit(std::int64_t cost, Millis now) {
+  Millis at = now;
+  for (auto& log : logs_) {
+    evict(log, now);
+    std::int64_t c = charge(log, cost);
+    if (c > log.spec.amount) return kNever;
+    std::int64_t need = log.sum + c - log.spec.amount;
+    if (need <= 0) continue;
+    // Walk from the oldest start until enough units have expired; the start
+    // that frees the last needed unit stops counting at t + span.
+    std::int64_t freed = 0;
+    for (const auto& e : log.entries) {
+      freed += e.units;
+      if (freed >= need) {
+        at = std::max(at, e.t + log.span);
+        break;
+      }
+    }
+  }
+  return at;
+}
+
+void Limiter::record(std::int64_t cost, Millis t) {
+  for (auto& log : logs_) {
+    std::int64_t c = charge(log, cost);
+    Millis when = t;
+    if (log.bucket > 0) when = (t + log.bucket - 1) / log.bucket * log.bucket;
+    // Starts are recorded in time order in practice; keep the deque sorted
+    // anyway so a replayed older start cannot break eviction.
+    if (!log.entries.empty() && log.entries.back().t == when) {
+      log.entries.back().units += c;
+    } else if (log.entries.empty() || log.entries.back().t < when) {
+      log.entries.push_back({when, c});
+    } else {
+      auto it = std::upper_bound(
+          log.entries.begin(), log.entries.end(), when,
+          [](Millis v, const Entry& e) { return v < e.t; });
+      log.entries.insert(it, {when, c});
+    }
+    log.sum += c;
+  }
+}
+
+std::vector<Limiter::Usage> Limiter::usage(Millis now) {
+  std::vector<Usage> out;
+  for (auto& log : logs_) {
+    evict(log, now);
+    out.push_back({log.spec, log.sum});
+  }
+  return out;
+}
+
+Millis Limiter::longest_span() const {
+  Millis m = 0;
+  for (const auto& log : logs_) m = std::max(m, log.span);
+  return m;
+}
+
+}  // namespace pacer

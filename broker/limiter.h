@@ -1,0 +1,74 @@
+// Limiter: the admission decision of one lane. Holds one sliding log of
+// (start time, units) per configured limit and admits a start only if, for
+// every limit, the units started in the last (window + margin) plus the new
+// start stay within the limit. This gives the guarantee a token bucket does
+// not: no interval of length W ever sees more than L units started.
+//
+// Logs of long windows are bucketed (times rounded *later*, which only delays
+// expiry and so stays safe) so memory stays bounded at ~kMaxEntries per limit.
+// Time is passed in, never read: tests drive it with explicit values.
+// Not thread-safe; owned by the broker loop.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/limit_spec.h"
+
+namespace pacer {
+
+class Limiter {
+ public:
+  static constexpr std::size_t kMaxEntries = 2000;
+
+  // `margin`: extra time added to every window to absorb network jitter
+  // between dispatch and arrival; empty means default_margin(window).
+  explicit Limiter(std::vector<LimitSpec> limits,
+                   std::optional<Millis> margin = std::nullopt);
+
+  static Millis default_margin(Millis window_ms);
+
+  // Whether a job of `cost` units may start at `now`.
+  bool admits(std::int64_t cost, Millis now);
+  // The earliest time >= now at which it may start (now if it may now).
+  // kNever when the cost can never fit (larger than a limit).
+  Millis next_admit(std::int64_t cost, Millis now);
+  // Records a start. Callers record only what they admitted (or what they
+  // replay from the attempts table after a restart).
+  void record(std::int64_t cost, Millis t);
+
+  struct Usage {
+    LimitSpec spec;
+    std::int64_t used = 0;  // units counted in the current window
+  };
+  std::vector<Usage> usage(Millis now);
+  const std::vector<LimitSpec>& limits() const { return specs_; }
+  Millis longest_span() const;
+
+  static constexpr Millis kNever = INT64_MAX;
+
+ private:
+  struct Entry {
+    Millis t;
+    std::int64_t units;
+  };
+  struct Log {
+    LimitSpec spec;
+    Millis span = 0;    // window + margin
+    Millis bucket = 0;  // rounding granularity, 0 = exact
+    std::deque<Entry> entries;
+    std::int64_t sum = 0;
+  };
+  static std::int64_t charge(const Log& log, std::int64_t cost) {
+    return log.spec.counts_requests() ? 1 : cost;
+  }
+  static void evict(Log& log, Millis now);
+
+  std::vector<LimitSpec> specs_;
+  std::vector<Log> logs_;
+};
+
+}  // namespace pacer

@@ -1,0 +1,106 @@
+#include "broker/sqlite.h"
+
+namespace pacer::sqlite {
+
+static void check(sqlite3* db, int rc, std::string_view what) {
+  if (rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+    throw StoreError(std::string(what) + ": " + sqlite3_errmsg(db));
+}
+
+Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
+  check(db, sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                               SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr),
+        "prepare " + std::string(sql.substr(0, 60)));
+}
+
+Statement::~Statement() { sqlite3_finalize(stmt_); }
+
+Statement& Statement::bind(int i, std::int64_t v) {
+  check(db_, sqlite3_bind_int64(stmt_, i, v), "bind");
+  return *this;
+}
+Statement& Statement::bind(int i, double v) {
+  check(db_, sqlite3_bind_double(stmt_, i, v), "bind");
+  return *this;
+}
+Statement& Statement::bind(int i, std::string_view v) {
+  check(db_, sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
+                               SQLITE_TRANSIENT), "bind");
+  return *this;
+}
+Statement& Statement::bind_blob(int i, std::string_view v) {
+  check(db_, sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()),
+                               SQLITE_TRANSIENT), "bind");
+  return *this;
+}
+Statement& Statement::bind_null(int i) {
+  check(db_, sqlite3_bind_null(stmt_, i), "bind");
+  return *this;
+}
+
+bool Statement::step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  std::string msg = sqlite3_errmsg(db_);
+  sqlite3_reset(stmt_);
+  throw StoreError("step: " + msg);
+}
+
+void Statement::exec() {
+  while (step()) {
+  }
+  reset();
+}
+
+void Statement::reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+bool Statement::is_null(int col) const {
+  return sqlite3_column_type(stmt_, col) == SQLITE_NULL;
+}
+std::int64_t Statement::i64(int col) const { return sqlite3_column_int64(stmt_, col); }
+double Statement::f64(int col) const { return sqlite3_column_double(stmt_, col); }
+std::string Statement::text(int col) const {
+  auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+  int n = sqlite3_column_bytes(stmt_, col);
+  return p ? std::string(p, static_cast<std::size_t>(n)) : std::string();
+}
+std::optional<std::int64_t> Statement::opt_i64(int col) const {
+  if (is_null(col)) return std::nullopt;
+  return i64(col);
+}
+
+Database::Database(const std::string& path) {
+  int rc = sqlite3_open_v2(path.c_str(), &db_,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                               SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw StoreError("cannot open database " + path + ": " + msg);
+  }
+  sqlite3_busy_timeout(db_, 5000);
+  sqlite3_extended_result_codes(db_, 1);
+}
+
+Database::~Database() { sqlite3_close_v2(db_); }
+
+void Database::exec(std::string_view sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    throw StoreError(msg);
+  }
+}
+
+std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+int Database::changes() const { return sqlite3_changes(db_); }
+
+}  // namespace pacer::sqlite

@@ -1,0 +1,526 @@
+#include "broker/store.h"
+
+#include <string_view>
+
+#include "schema_migrations.h"
+
+namespace pacer {
+namespace {
+
+constexpr std::string_view kReadyStates =
+    "state IN ('queued', 'retrying', 'waiting_quota')";
+
+constexpr std::string_view kInfoColumns =
+    "id, api, state, method, path, priority, cost, group_id, idempotency_key, "
+    "attempts, max_attempts, created_at, run_at, finished_at, result_status, "
+    "last_outcome, last_error, updated_at, batch_key";
+
+enum Stmt : int {
+  kInsert,
+  kFindKey,
+  kReady,
+  kNextDue,
+  kClaim,
+  kInsertAttempt,
+  kEndJob,
+  kEndAttempt,
+  kRunning,
+  kStarts,
+  kCancel,
+  kStateOf,
+  kPurgeJobs,
+  kPurgeAttempts,
+  kReadyApis,
+  kInfo,
+  kResult,
+  kAttempts,
+  kProgressGroup,
+  kProgressAll,
+  kStateCounts,
+  kCount,
+};
+
+std::string sql_for(int which) {
+  std::string ready(kReadyStates);
+  std::string info(kInfoColumns);
+  switch (which) {
+    case kInsert:
+      return "INSERT INTO jobs (api, state, method, path, headers, body, priority,"
+             " run_at, cost, batch_key, idempotency_key, group_id, max_attempts,"
+             " timeout_ms, created_at, updated_at)"
+             " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+             " ?13, ?14, ?14)"
+             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+    case kFindKey:
+      return "SELECT id, priority, run_at, cost FROM jobs WHERE idempotency_key = ?1";
+    case kReady:
+      return "SELECT id, priority, run_at, cost FROM jobs INDEXED BY jobs_ready"
+             " WHERE api = ?1 AND " + ready + " AND run_at <= ?2"
+             " ORDER BY priority DESC, run_at, id LIMIT ?3";
+    case kNextDue:
+      return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
+             " WHERE api = ?1 AND " + ready + " AND run_at > ?2";
+    case kClaim:
+      return "UPDATE jobs SET state = 'running', dispatches = dispatches + 1,"
+             " lease_until = ?2, updated_at = ?3"
+             " WHERE id = ?1 AND " + ready +
+             " RETURNING dispatches, attempts, max_attempts, method, path, headers,"
+             " body, timeout_ms, cost, quota_deadline, priority";
+    case kInsertAttempt:
+      return "INSERT INTO attempts (job_id, n, api, cost, worker, started_at)"
+             " VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    case kEndJob:
+      return "UPDATE jobs SET state = ?3, attempts = attempts + ?4, run_at = ?5,"
+             " lease_until = NULL, updated_at = ?6, finished_at = ?7,"
+             " last_outcome = ?8, last_error = ?9, result_status = ?10,"
+             " result_headers = ?11, result_body = ?12, quota_deadline = ?13"
+             " WHERE id = ?1 AND dispatches = ?2 AND state = 'running'";
+    case kEndAttempt:
+      return "UPDATE attempts SET finished_at = ?3, outcome = ?4, status = ?5,"
+             " error = ?6, duration_ms = ?7, observation = ?8"
+             " WHERE job_id = ?1 AND n = ?2";
+    case kRunning:
+      return "SELECT id, api, dispatches, attempts, max_attempts, cost, lease_until,"
+             " quota_deadline, priority FROM jobs WHERE state = 'running'";
+    case kStarts:
+      return "SELECT started_at, cost FROM attempts"
+             " WHERE api = ?1 AND started_at > ?2 ORDER BY started_at";
+    case kCancel:
+      return "UPDATE jobs SET state = 'canceled', lease_until = NULL,"
+             " updated_at = ?2, finished_at = ?2, last_outcome = 'canceled'"
+             " WHERE id = ?1 AND state NOT IN ('succeeded', 'dead', 'canceled')";
+    case kStateOf:
+      return "SELECT state FROM jobs WHERE id = ?1";
+    case kPurgeJobs:
+      return "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished"
+             " WHERE state IN ('succeeded', 'dead', 'canceled') AND finished_at < ?1"
+             " ORDER BY finished_at LIMIT ?2) RETURNING id";
+    case kPurgeAttempts:
+      return "DELETE FROM attempts WHERE job_id = ?1";
+    case kReadyApis:
+      return "SELECT api, COUNT(*) FROM jobs WHERE " + ready + " GROUP BY api";
+    case kInfo:
+      return "SELECT " + info + " FROM jobs WHERE id = ?1";
+    case kResult:
+      return "SELECT " + info + ", result_headers, result_body FROM jobs WHERE id = ?1";
+    case kAttempts:
+      return "SELECT n, worker, started_at, finished_at, outcome, status, error,"
+             " duration_ms FROM attempts WHERE job_id = ?1 ORDER BY n";
+    case kProgressGroup:
+      return "SELECT state, COUNT(*) FROM jobs WHERE group_id = ?1 GROUP BY state";
+    case kProgressAll:
+      return "SELECT state, COUNT(*) FROM jobs GROUP BY state";
+    case kStateCounts:
+      return "SELECT api, state, COUNT(*) FROM jobs GROUP BY api, state";
+  }
+  return "";
+}
+
+void add_progress(Progress& p, const std::string& state, std::int64_t n) {
+  p.total += n;
+  if (state == "succeeded") p.succeeded += n;
+  else if (state == "dead") p.dead += n;
+  else if (state == "canceled") p.canceled += n;
+  else p.pending += n;
+}
+
+}  // namespace
+
+Store::Store(const std::string& path, bool synchronous_full) : db_(path) {
+  db_.exec("PRAGMA journal_mode = WAL");
+  db_.exec(synchronous_full ? "PRAGMA synchronous = FULL"
+                            : "PRAGMA synchronous = NORMAL");
+  db_.exec("PRAGMA foreign_keys = ON");
+  // Bounded page cache: SQLite is the queue, memory is not (8 MiB).
+  db_.exec("PRAGMA cache_size = -8192");
+  db_.exec("PRAGMA temp_store = MEMORY");
+  // Checkpoint in bigger steps than the default so the WAL is not rewritten
+  // every 1000 pages under load.
+  db_.exec("PRAGMA wal_autocheckpoint = 4000");
+  migrate();
+  stmts_.resize(kCount);
+}
+
+Store::~Store() {
+  if (in_tx_) {
+    try {
+      db_.exec("ROLLBACK");
+    } catch (...) {
+    }
+  }
+  stmts_.clear();
+}
+
+int Store::schema_version() {
+  sqlite::Statement s(db_.handle(), "PRAGMA user_version");
+  s.step();
+  return static_cast<int>(s.i64(0));
+}
+
+void Store::migrate() {
+  int version = schema_version();
+  const int available = static_cast<int>(std::size(schema::kMigrations));
+  if (version > available)
+    throw sqlite::StoreError(
+        "the database has schema version " + std::to_string(version) +
+        " but this pacer-broker knows only " + std::to_string(available) +
+        ": use a newer pacer-broker");
+  for (int v = version; v < available; ++v) {
+    db_.exec("BEGIN IMMEDIATE");
+    try {
+      db_.exec(schema::kMigrations[v]);
+      db_.exec("PRAGMA user_version = " + std::to_string(v + 1));
+      db_.exec("COMMIT");
+    } catch (...) {
+      db_.exec("ROLLBACK");
+      throw;
+    }
+  }
+}
+
+sqlite::Statement& Store::stmt(int which) {
+  auto& s = stmts_[static_cast<std::size_t>(which)];
+  if (!s) s = std::make_unique<sqlite::Statement>(db_.handle(), sql_for(which));
+  return *s;
+}
+
+void Store::begin() {
+  if (in_tx_) return;
+  db_.exec("BEGIN IMMEDIATE");
+  in_tx_ = true;
+}
+
+void Store::commit() {
+  if (!in_tx_) return;
+  in_tx_ = false;
+  db_.exec("COMMIT");
+}
+
+void Store::rollback() {
+  if (!in_tx_) return;
+  in_tx_ = false;
+  db_.exec("ROLLBACK");
+}
+
+void Store::savepoint() { db_.exec("SAVEPOINT submit"); }
+void Store::release() { db_.exec("RELEASE submit"); }
+void Store::rollback_to_savepoint() {
+  db_.exec("ROLLBACK TO submit");
+  db_.exec("RELEASE submit");
+}
+
+Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
+                           int max_attempts, Millis timeout_ms, Millis now) {
+  Inserted r;
+  r.entry.priority = spec.priority;
+  r.entry.run_at = now + spec.delay_ms;
+  r.entry.cost = spec.cost;
+  auto& s = stmt(kInsert);
+  s.bind(1, spec.api).bind(2, spec.method).bind(3, spec.path);
+  if (spec.headers.empty()) s.bind_null(4);
+  else s.bind(4, nlohmann::json(spec.headers).dump());
+  if (spec.body) s.bind_blob(5, *spec.body);
+  else s.bind_null(5);
+  s.bind(6, spec.priority).bind(7, r.entry.run_at).bind(8, spec.cost);
+  if (spec.batch_key.empty()) s.bind_null(9);
+  else s.bind(9, spec.batch_key);
+  if (spec.key.empty()) s.bind_null(10);
+  else s.bind(10, spec.key);
+  if (group.empty()) s.bind_null(11);
+  else s.bind(11, group);
+  s.bind(12, max_attempts).bind(13, timeout_ms).bind(14, now);
+  if (s.step()) {
+    r.id = s.i64(0);
+    s.reset();
+  } else {
+    s.reset();
+    auto& f = stmt(kFindKey);
+    f.bind(1, spec.key);
+    if (!f.step()) {
+      f.reset();
+      throw sqlite::StoreError("insert of job with key '" + spec.key + "' failed");
+    }
+    r.id = f.i64(0);
+    r.duplicate = true;
+    r.entry = {f.i64(0), f.i64(1), f.i64(2), f.i64(3)};
+    f.reset();
+  }
+  r.entry.id = r.id;
+  return r;
+}
+
+std::vector<ReadyEntry> Store::ready(const std::string& api, Millis now, int limit) {
+  std::vector<ReadyEntry> out;
+  auto& s = stmt(kReady);
+  s.bind(1, api).bind(2, now).bind(3, limit);
+  while (s.step()) out.push_back({s.i64(0), s.i64(1), s.i64(2), s.i64(3)});
+  s.reset();
+  return out;
+}
+
+std::optional<Millis> Store::next_due(const std::string& api, Millis now) {
+  auto& s = stmt(kNextDue);
+  s.bind(1, api).bind(2, now);
+  std::optional<Millis> r;
+  if (s.step()) r = s.opt_i64(0);
+  s.reset();
+  return r;
+}
+
+std::optional<Claimed> Store::claim(JobId id, const std::string& api,
+                                    const std::string& worker, Millis now,
+                                    Millis lease_ms) {
+  auto& s = stmt(kClaim);
+  s.bind(1, id).bind(2, now + lease_ms).bind(3, now);
+  if (!s.step()) {
+    s.reset();
+    return std::nullopt;
+  }
+  Claimed c;
+  c.id = id;
+  c.attempt = static_cast<int>(s.i64(0));
+  c.attempts_used = static_cast<int>(s.i64(1));
+  c.max_attempts = static_cast<int>(s.i64(2));
+  c.method = s.text(3);
+  c.path = s.text(4);
+  if (!s.is_null(5)) c.headers_json = s.text(5);
+  if (!s.is_null(6)) c.body = s.text(6);
+  c.timeout_ms = s.i64(7);
+  c.cost = s.i64(8);
+  c.quota_deadline = s.opt_i64(9);
+  c.priority = s.i64(10);
+  s.reset();
+  auto& a = stmt(kInsertAttempt);
+  a.bind(1, id).bind(2, c.attempt).bind(3, api).bind(4, c.cost).bind(5, worker).bind(6, now);
+  a.exec();
+  return c;
+}
+
+bool Store::end_attempt(const AttemptEnd& e, Millis now) {
+  auto& s = stmt(kEndJob);
+  s.bind(1, e.id).bind(2, e.attempt).bind(3, to_string(e.next));
+  s.bind(4, e.uses_attempt ? 1 : 0).bind(5, e.run_at).bind(6, now);
+  if (is_final(e.next)) s.bind(7, now);
+  else s.bind_null(7);
+  s.bind(8, to_string(e.outcome));
+  if (e.error.empty()) s.bind_null(9);
+  else s.bind(9, e.error);
+  if (e.status) s.bind(10, e.status);
+  else s.bind_null(10);
+  if (e.headers_json.empty()) s.bind_null(11);
+  else s.bind(11, e.headers_json);
+  if (e.body) s.bind_blob(12, *e.body);
+  else s.bind_null(12);
+  s.bind(13, e.quota_deadline);
+  s.exec();
+  if (db_.changes() != 1) return false;
+  auto& a = stmt(kEndAttempt);
+  a.bind(1, e.id).bind(2, e.attempt).bind(3, now).bind(4, to_string(e.outcome));
+  if (e.status) a.bind(5, e.status);
+  else a.bind_null(5);
+  if (e.error.empty()) a.bind_null(6);
+  else a.bind(6, e.error);
+  a.bind(7, e.duration_ms);
+  if (e.observation_json.empty()) a.bind_null(8);
+  else a.bind(8, e.observation_json);
+  a.exec();
+  return true;
+}
+
+std::vector<RunningJob> Store::running_jobs() {
+  std::vector<RunningJob> out;
+  auto& s = stmt(kRunning);
+  while (s.step()) {
+    RunningJob r;
+    r.id = s.i64(0);
+    r.api = s.text(1);
+    r.attempt = static_cast<int>(s.i64(2));
+    r.attempts_used = static_cast<int>(s.i64(3));
+    r.max_attempts = static_cast<int>(s.i64(4));
+    r.cost = s.i64(5);
+    r.lease_until = s.opt_i64(6);
+    r.quota_deadline = s.opt_i64(7);
+    r.priority = s.i64(8);
+    out.push_back(std::move(r));
+  }
+  s.reset();
+  return out;
+}
+
+std::vector<std::pair<Millis, std::int64_t>> Store::attempt_starts(
+    const std::string& api, Millis since) {
+  std::vector<std::pair<Millis, std::int64_t>> out;
+  auto& s = stmt(kStarts);
+  s.bind(1, api).bind(2, since);
+  while (s.step()) out.emplace_back(s.i64(0), s.i64(1));
+  s.reset();
+  return out;
+}
+
+bool Store::cancel(JobId id, Millis now) {
+  auto& s = stmt(kCancel);
+  s.bind(1, id).bind(2, now);
+  s.exec();
+  return db_.changes() == 1;
+}
+
+std::optional<JobState> Store::state_of(JobId id) {
+  auto& s = stmt(kStateOf);
+  s.bind(1, id);
+  std::optional<JobState> r;
+  if (s.step()) r = parse_job_state(s.text(0));
+  s.reset();
+  return r;
+}
+
+std::int64_t Store::purge_finished(Millis before, int limit) {
+  std::vector<JobId> ids;
+  auto& s = stmt(kPurgeJobs);
+  s.bind(1, before).bind(2, limit);
+  while (s.step()) ids.push_back(s.i64(0));
+  s.reset();
+  auto& a = stmt(kPurgeAttempts);
+  for (JobId id : ids) {
+    a.bind(1, id);
+    a.exec();
+  }
+  return static_cast<std::int64_t>(ids.size());
+}
+
+std::map<std::string, std::int64_t> Store::apis_with_ready_jobs() {
+  std::map<std::string, std::int64_t> out;
+  auto& s = stmt(kReadyApis);
+  while (s.step()) out[s.text(0)] = s.i64(1);
+  s.reset();
+  return out;
+}
+
+nlohmann::json Store::info_row(sqlite::Statement& s, bool with_result) {
+  auto opt = [&](int col) -> nlohmann::json {
+    if (s.is_null(col)) return nullptr;
+    return s.i64(col);
+  };
+  auto opt_text = [&](int col) -> nlohmann::json {
+    if (s.is_null(col)) return nullptr;
+    return s.text(col);
+  };
+  nlohmann::json j = {
+      {"id", s.i64(0)},          {"api", s.text(1)},
+      {"state", s.text(2)},      {"method", s.text(3)},
+      {"path", s.text(4)},       {"priority", s.i64(5)},
+      {"cost", s.i64(6)},        {"group", opt_text(7)},
+      {"key", opt_text(8)},      {"attempts", s.i64(9)},
+      {"max_attempts", s.i64(10)}, {"created_ms", s.i64(11)},
+      {"run_at_ms", s.i64(12)},  {"finished_ms", opt(13)},
+      {"status", opt(14)},       {"outcome", opt_text(15)},
+      {"error", opt_text(16)},   {"updated_ms", s.i64(17)},
+      {"batch_key", opt_text(18)}};
+  if (with_result) {
+    j["headers"] = nlohmann::json::object();
+    if (!s.is_null(19)) {
+      auto h = nlohmann::json::parse(s.text(19), nullptr, false);
+      if (!h.is_discarded()) j["headers"] = h;
+    }
+    j["body"] = opt_text(20);
+  }
+  return j;
+}
+
+nlohmann::json Store::job_infos(const std::vector<JobId>& ids) {
+  nlohmann::json out = nlohmann::json::array();
+  auto& s = stmt(kInfo);
+  for (JobId id : ids) {
+    s.bind(1, id);
+    if (s.step()) out.push_back(info_row(s, false));
+    s.reset();
+  }
+  return out;
+}
+
+std::optional<nlohmann::json> Store::job_result(JobId id) {
+  auto& s = stmt(kResult);
+  s.bind(1, id);
+  if (!s.step()) {
+    s.reset();
+    return std::nullopt;
+  }
+  nlohmann::json job = info_row(s, true);
+  s.reset();
+  nlohmann::json attempts = nlohmann::json::array();
+  auto& a = stmt(kAttempts);
+  a.bind(1, id);
+  while (a.step()) {
+    attempts.push_back({{"n", a.i64(0)},
+                        {"worker", a.text(1)},
+                        {"started_ms", a.i64(2)},
+                        {"finished_ms", a.is_null(3) ? nlohmann::json() : nlohmann::json(a.i64(3))},
+                        {"outcome", a.is_null(4) ? nlohmann::json() : nlohmann::json(a.text(4))},
+                        {"status", a.is_null(5) ? nlohmann::json() : nlohmann::json(a.i64(5))},
+                        {"error", a.is_null(6) ? nlohmann::json() : nlohmann::json(a.text(6))},
+                        {"duration_ms", a.f64(7)}});
+  }
+  a.reset();
+  return nlohmann::json{{"job", job}, {"attempts", attempts}};
+}
+
+nlohmann::json Store::list(const ListFilter& f) {
+  // Built per call: filters vary and listing is not on the hot path.
+  std::string sql = "SELECT " + std::string(kInfoColumns) + " FROM jobs WHERE id > ?1";
+  int n = 2;
+  int state_i = 0, api_i = 0, group_i = 0;
+  if (f.state) { sql += " AND state = ?" + std::to_string(n); state_i = n++; }
+  if (f.api) { sql += " AND api = ?" + std::to_string(n); api_i = n++; }
+  if (f.group) { sql += " AND group_id = ?" + std::to_string(n); group_i = n++; }
+  sql += " ORDER BY id LIMIT ?" + std::to_string(n);
+  sqlite::Statement s(db_.handle(), sql);
+  s.bind(1, f.after);
+  if (state_i) s.bind(state_i, *f.state);
+  if (api_i) s.bind(api_i, *f.api);
+  if (group_i) s.bind(group_i, *f.group);
+  s.bind(n, f.limit + 1);
+  nlohmann::json jobs = nlohmann::json::array();
+  nlohmann::json next = nullptr;
+  while (s.step()) {
+    if (static_cast<int>(jobs.size()) == f.limit) {
+      next = jobs.back()["id"];
+      break;
+    }
+    jobs.push_back(info_row(s, false));
+  }
+  return {{"jobs", jobs}, {"next", next}};
+}
+
+Progress Store::progress_ids(const std::vector<JobId>& ids) {
+  Progress p;
+  for (JobId id : ids) {
+    if (auto st = state_of(id)) add_progress(p, std::string(to_string(*st)), 1);
+  }
+  return p;
+}
+
+Progress Store::progress_group(const std::string& group) {
+  Progress p;
+  auto& s = stmt(kProgressGroup);
+  s.bind(1, group);
+  while (s.step()) add_progress(p, s.text(0), s.i64(1));
+  s.reset();
+  return p;
+}
+
+Progress Store::progress_all() {
+  Progress p;
+  auto& s = stmt(kProgressAll);
+  while (s.step()) add_progress(p, s.text(0), s.i64(1));
+  s.reset();
+  return p;
+}
+
+std::map<std::string, std::map<std::string, std::int64_t>> Store::state_counts() {
+  std::map<std::string, std::map<std::string, std::int64_t>> out;
+  auto& s = stmt(kStateCounts);
+  while (s.step()) out[s.text(0)][s.text(1)] = s.i64(2);
+  s.reset();
+  return out;
+}
+
+}  // namespace pacer

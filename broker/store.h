@@ -1,0 +1,154 @@
+// Store: the broker's job store. All SQL of pacer lives here (and in
+// schema/*.sql, the migrations it applies at open). SQLite in WAL mode; the
+// broker groups every change of one loop turn into one transaction (begin /
+// commit), so a client's SUBMIT is acknowledged only once it is durable.
+// Errors throw sqlite::StoreError: fatal for the broker by design.
+// Not thread-safe; owned by the broker loop.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "broker/sqlite.h"
+#include "common/clock.h"
+#include "common/job.h"
+
+namespace pacer {
+
+struct ReadyEntry {
+  JobId id = 0;
+  std::int64_t priority = 0;
+  Millis run_at = 0;
+  std::int64_t cost = 1;
+};
+
+struct Inserted {
+  JobId id = 0;
+  bool duplicate = false;
+  ReadyEntry entry;
+};
+
+// A job claimed for dispatch: its state is now running and an attempt row
+// numbered `attempt` exists.
+struct Claimed {
+  JobId id = 0;
+  int attempt = 0;  // dispatch number, the fencing token
+  int attempts_used = 0;
+  int max_attempts = 1;
+  std::string method;
+  std::string path;
+  std::string headers_json;  // empty: none
+  std::optional<std::string> body;
+  Millis timeout_ms = 0;
+  std::int64_t cost = 1;
+  std::optional<Millis> quota_deadline;
+  std::int64_t priority = 0;
+};
+
+// The end of one attempt, and the state it moves the job to.
+struct AttemptEnd {
+  JobId id = 0;
+  int attempt = 0;
+  JobState next = JobState::kSucceeded;
+  Outcome outcome = Outcome::kSuccess;
+  bool uses_attempt = true;
+  int status = 0;
+  std::string error;
+  std::string headers_json;
+  std::optional<std::string> body;
+  Millis run_at = 0;  // for retrying / waiting_quota
+  std::optional<Millis> quota_deadline;
+  double duration_ms = 0;
+  std::string observation_json;
+};
+
+struct RunningJob {
+  JobId id = 0;
+  std::string api;
+  int attempt = 0;
+  int attempts_used = 0;
+  int max_attempts = 1;
+  std::int64_t cost = 1;
+  std::optional<Millis> lease_until;
+  std::optional<Millis> quota_deadline;
+  std::int64_t priority = 0;
+};
+
+struct ListFilter {
+  std::optional<std::string> state;
+  std::optional<std::string> api;
+  std::optional<std::string> group;
+  JobId after = 0;
+  int limit = 100;
+};
+
+struct Progress {
+  std::int64_t total = 0, succeeded = 0, dead = 0, canceled = 0, pending = 0;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) and migrates. `synchronous_full` trades
+  // throughput for power-loss durability (NORMAL loses nothing on a crash of
+  // the process).
+  Store(const std::string& path, bool synchronous_full);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  int schema_version();
+
+  void begin();
+  void commit();
+  void rollback();
+  bool in_transaction() const { return in_tx_; }
+  // A savepoint inside the turn's transaction: one SUBMIT is all or nothing.
+  void savepoint();
+  void release();
+  void rollback_to_savepoint();
+
+  Inserted insert_job(const JobSpec& spec, const std::string& group,
+                      int max_attempts, Millis timeout_ms, Millis now);
+  std::vector<ReadyEntry> ready(const std::string& api, Millis now, int limit);
+  std::optional<Millis> next_due(const std::string& api, Millis now);
+  std::optional<Claimed> claim(JobId id, const std::string& api,
+                               const std::string& worker, Millis now,
+                               Millis lease_ms);
+  // Applies the end of an attempt if `attempt` is still the job's current
+  // one and it is running. Returns whether it applied (fencing).
+  bool end_attempt(const AttemptEnd& end, Millis now);
+  std::vector<RunningJob> running_jobs();
+  std::vector<std::pair<Millis, std::int64_t>> attempt_starts(
+      const std::string& api, Millis since);
+  // Moves a job from any non-final state to canceled.
+  bool cancel(JobId id, Millis now);
+  std::optional<JobState> state_of(JobId id);
+  std::int64_t purge_finished(Millis before, int limit);
+  std::map<std::string, std::int64_t> apis_with_ready_jobs();
+
+  nlohmann::json job_infos(const std::vector<JobId>& ids);
+  std::optional<nlohmann::json> job_result(JobId id);
+  nlohmann::json list(const ListFilter& f);
+  Progress progress_ids(const std::vector<JobId>& ids);
+  Progress progress_group(const std::string& group);
+  Progress progress_all();
+  // api -> state -> count
+  std::map<std::string, std::map<std::string, std::int64_t>> state_counts();
+
+ private:
+  sqlite::Statement& stmt(int which);
+  void migrate();
+  nlohmann::json info_row(sqlite::Statement& s, bool with_result);
+
+  sqlite::Database db_;
+  std::vector<std::unique_ptr<sqlite::Statement>> stmts_;
+  bool in_tx_ = false;
+};
+
+}  // namespace pacer
