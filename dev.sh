@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# pacer's one entry point for people and CI:
+#   ./dev.sh demo    install what is missing, build, run the demo fleet
+#   ./dev.sh test    install what is missing, build, run every test
+#                    (a normal build, then an ASan+UBSan build)
+#   ./dev.sh build   install what is missing and build (build/)
+#   ./dev.sh deps    only install the Debian packages
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(build-essential cmake ninja-build pkg-config
+  libzmq3-dev cppzmq-dev libsqlite3-dev nlohmann-json3-dev libcurl4-openssl-dev
+  doctest-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev
+  bc curl jq sqlite3 nginx-light)
+
+JOBS=${JOBS:-$(nproc)}
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # nginx is only a benchmark peer: never leave the packaged service running.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    $sudo systemctl stop nginx || true
+  fi
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+run_tests() {  # DIR
+  ctest --test-dir "$1" --output-on-failure --timeout 900 -j "${CTEST_JOBS:-2}"
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) deps; build build ;;
+  demo)
+    deps; build build
+    exec ./scripts/demo.sh "${@:2}"
+    ;;
+  test)
+    deps
+    echo "==> build (release with debug info)"
+    build build
+    echo "==> tests"
+    run_tests build
+    if [ "${PACER_SKIP_SANITIZE:-0}" != 1 ]; then
+      echo "==> build (AddressSanitizer + UndefinedBehaviorSanitizer)"
+      build build-asan -DPACER_SANITIZE=ON
+      echo "==> tests under sanitizers"
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        run_tests build-asan
+    fi
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | test | build | deps" >&2
+    exit 2
+    ;;
+esac
