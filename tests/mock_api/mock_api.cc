@@ -84,7 +84,8 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
   } else if (key == "fail_status") {
     if (value.is_null()) {
       config.fail_status.reset();
-    } else if (value.is_number_integer() && value.get<int64_t>() >= kMinFailStatus &&
+    } else if (value.is_number_integer() &&
+               value.get<int64_t>() >= kMinFailStatus &&
                value.get<int64_t>() <= kMaxFailStatus) {
       config.fail_status = value.get<int>();
     } else {
@@ -351,9 +352,8 @@ Json MockApi::ConfigJsonLocked() const {
   config["error_rate"] = config_.error_rate;
   config["seed"] = config_.seed;
   config["limit"] = config_.limit ? Json(config_.limit->text) : Json(nullptr);
-  config["window_ms"] = config_.limit
-                            ? WindowMsJson(config_.limit->window_ns)
-                            : Json(nullptr);
+  config["window_ms"] =
+      config_.limit ? WindowMsJson(config_.limit->window_ns) : Json(nullptr);
   config["algorithm"] = std::string(AlgorithmName(config_.algorithm));
   config["fail_status"] =
       config_.fail_status ? Json(*config_.fail_status) : Json(nullptr);

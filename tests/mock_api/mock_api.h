@@ -11,14 +11,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/mock_api/interval_max.h"
 #include "tests/mock_api/limit_spec.h"
@@ -69,12 +68,12 @@ class MockApi {
   MockApi(const MockApi&) = delete;
   MockApi& operator=(const MockApi&) = delete;
 
-  Reply Echo(std::string_view body);    // POST /v1/echo
-  Reply Batch(std::string_view body);   // POST /v1/batch
-  Reply Stats();                        // GET /stats
-  Reply Reset();                        // POST /admin/reset
+  Reply Echo(std::string_view body);       // POST /v1/echo
+  Reply Batch(std::string_view body);      // POST /v1/batch
+  Reply Stats();                           // GET /stats
+  Reply Reset();                           // POST /admin/reset
   Reply Configure(std::string_view body);  // POST /admin/config
-  Reply Config();                       // GET /admin/config
+  Reply Config();                          // GET /admin/config
   // Any unrouted method/path; counted in /stats when under /v1/.
   Reply NotFound(std::string_view method, std::string_view path);
 

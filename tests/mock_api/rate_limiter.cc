@@ -65,7 +65,8 @@ void RateLimiter::Reset(int64_t origin_ns) {
   admitted_.clear();
   level_ = 0;
   if (spec_ && algorithm_ == Algorithm::kTokenBucket) {
-    level_ = static_cast<Wide>(spec_->limit) * spec_->window_ns;
+    level_ =
+        static_cast<Wide>(spec_->limit) * static_cast<Wide>(spec_->window_ns);
   }
 }
 
@@ -118,32 +119,34 @@ Admission RateLimiter::AdmitSliding(int64_t now_ns) {
 }
 
 Admission RateLimiter::AdmitTokenBucket(int64_t now_ns) {
-  const Wide window = spec_->window_ns;
-  const Wide capacity = static_cast<Wide>(spec_->limit) * window;
-  const Wide elapsed = now_ns - last_now_ns_;
+  const Wide window = static_cast<Wide>(spec_->window_ns);
+  const Wide rate = static_cast<Wide>(spec_->limit);
+  const Wide capacity = rate * window;
+  const Wide elapsed = static_cast<Wide>(now_ns - last_now_ns_);
   last_now_ns_ = now_ns;
-  level_ = std::min(capacity, level_ + elapsed * spec_->limit);
+  level_ = std::min(capacity, level_ + elapsed * rate);
   if (level_ >= window) {
     level_ -= window;
     return {};
   }
   const Wide missing = window - level_;
-  const Wide wait = (missing + spec_->limit - 1) / spec_->limit;
+  const Wide wait = (missing + rate - 1) / rate;
   return {.admitted = false, .retry_after_ns = static_cast<int64_t>(wait)};
 }
 
 Admission RateLimiter::AdmitLeaky(int64_t now_ns) {
-  const Wide window = spec_->window_ns;
-  const Wide capacity = static_cast<Wide>(spec_->limit) * window;
-  const Wide elapsed = now_ns - last_now_ns_;
+  const Wide window = static_cast<Wide>(spec_->window_ns);
+  const Wide rate = static_cast<Wide>(spec_->limit);
+  const Wide capacity = rate * window;
+  const Wide drained = static_cast<Wide>(now_ns - last_now_ns_) * rate;
   last_now_ns_ = now_ns;
-  level_ = std::max<Wide>(0, level_ - elapsed * spec_->limit);
+  level_ = drained >= level_ ? 0 : level_ - drained;
   if (level_ + window <= capacity) {
     level_ += window;
     return {};
   }
   const Wide overflow = level_ + window - capacity;
-  const Wide wait = (overflow + spec_->limit - 1) / spec_->limit;
+  const Wide wait = (overflow + rate - 1) / rate;
   return {.admitted = false, .retry_after_ns = static_cast<int64_t>(wait)};
 }
 

@@ -62,8 +62,10 @@ class RateLimiter {
  private:
   // Bucket levels are kept in units of 1/W of a request so that continuous
   // refill (N units per ns) stays exact integer arithmetic; N * W can exceed
-  // 64 bits for long windows, hence 128-bit.
-  using Wide = __int128;
+  // 64 bits for long windows, hence 128-bit. Unsigned because levels never
+  // go negative, and so UBSan builds need no 128-bit overflow helpers;
+  // __extension__ keeps -Wpedantic quiet about the non-ISO type.
+  __extension__ typedef unsigned __int128 Wide;
 
   Admission AdmitFixed(int64_t now_ns);
   Admission AdmitSliding(int64_t now_ns);
