@@ -1,0 +1,702 @@
+#include "client/commands.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "client/format.h"
+#include "client/jobs_file.h"
+#include "client/table.h"
+#include "common/units.h"
+
+namespace pacer::client {
+namespace {
+
+using protocol::Command;
+using SteadyClock = std::chrono::steady_clock;
+
+// A SUBMIT whose jobs all carry idempotency keys may be sent again after a
+// timeout; this is how often in all.
+constexpr int kSubmitTries = 3;
+
+std::string trim(std::string s) {
+  auto not_space = [](unsigned char c) { return !std::isspace(c); };
+  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
+  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
+  return s;
+}
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isdigit(c);
+  });
+}
+
+// A duration flag of a job: digits are milliseconds (as in a JSONL line),
+// anything else a duration string that parse_job_spec checks.
+nlohmann::json duration_value(const std::string& text) {
+  if (all_digits(text) && text.size() < 16) return std::stoll(text);
+  return text;
+}
+
+std::string clear_line() { return "\r\033[K"; }
+
+// Prints the errors as "pacer: FILE:LINE: ..." lines and a closing line.
+int report_line_errors(Session& s, const LineErrors& errors,
+                       const std::string& what) {
+  for (const auto& e : errors.shown) s.io().err << "pacer: " << e << "\n";
+  if (errors.count > errors.shown.size())
+    s.io().err << "pacer: ... and " << (errors.count - errors.shown.size())
+               << " more\n";
+  return s.fail(kExitNo, what);
+}
+
+// Sends one SUBMIT, again after a timeout while tries remain (only for
+// bodies whose jobs all have idempotency keys).
+Reply submit_with_retry(Session& s, BrokerClient& broker,
+                        const nlohmann::json& body, int tries,
+                        const std::string& what) {
+  Reply r;
+  for (int attempt = 1; attempt <= tries; ++attempt) {
+    r = broker.call(Command::kSubmit, body);
+    if (r.status != Reply::Status::kTimeout || attempt == tries) break;
+    s.io().err << (s.io().err_is_tty ? clear_line() : "")
+               << "pacer: " << r.error << "; sending " << what << " again (try "
+               << attempt + 1 << " of " << tries << ")\n";
+  }
+  return r;
+}
+
+std::string ids_text(const std::vector<JobId>& ids) {
+  std::string out;
+  for (auto id : ids) out += (out.empty() ? "" : " ") + std::to_string(id);
+  return out;
+}
+
+std::vector<JobId> unique_ids(const std::vector<JobId>& ids) {
+  std::vector<JobId> out;
+  std::set<JobId> seen;
+  for (auto id : ids)
+    if (seen.insert(id).second) out.push_back(id);
+  return out;
+}
+
+std::vector<JobId> id_list(const nlohmann::json& obj, const char* key) {
+  std::vector<JobId> out;
+  if (!obj.is_object()) return out;
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_array()) return out;
+  for (const auto& v : *it)
+    if (v.is_number_integer()) out.push_back(v.get<JobId>());
+  return out;
+}
+
+const nlohmann::json& array_field(const nlohmann::json& obj, const char* key) {
+  static const nlohmann::json kEmpty = nlohmann::json::array();
+  if (!obj.is_object()) return kEmpty;
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_array() ? *it : kEmpty;
+}
+
+// "2/5": attempts used of the most allowed.
+std::string attempts_cell(const nlohmann::json& job) {
+  auto used = field(job, "attempts");
+  auto max = int_field(job, "max_attempts");
+  return max ? used + "/" + std::to_string(*max) : used;
+}
+
+std::string status_cell(const nlohmann::json& job) {
+  auto st = int_field(job, "status");
+  return st && *st > 0 ? std::to_string(*st) : "-";
+}
+
+void print_jobs_table(std::ostream& out, const nlohmann::json& jobs,
+                      bool with_group) {
+  std::vector<std::string> headers = {"ID", "API", "STATE", "ATTEMPTS",
+                                      "STATUS"};
+  if (with_group) headers.push_back("GROUP");
+  headers.push_back("CREATED");
+  headers.push_back("FINISHED");
+  Table t(headers);
+  t.align_right(0).align_right(3).align_right(4);
+  for (const auto& j : jobs) {
+    std::vector<std::string> row = {field(j, "id"), field(j, "api"),
+                                    field(j, "state"), attempts_cell(j),
+                                    status_cell(j)};
+    if (with_group) row.push_back(field(j, "group"));
+    row.push_back(time_field(j, "created_ms"));
+    row.push_back(time_field(j, "finished_ms"));
+    t.add_row(std::move(row));
+  }
+  out << t.render();
+}
+
+Result<nlohmann::json> read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error{"cannot read " + path + ": " + std::strerror(errno)};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    return Error{path + ": " + json_error_text(e.what())};
+  }
+}
+
+}  // namespace
+
+Result<BrokerClient*> Session::broker() {
+  if (!client_) {
+    auto c = BrokerClient::connect(endpoint_, timeout_ms_);
+    if (!c) return Error{c.error()};
+    client_.emplace(std::move(c).value());
+  }
+  return &*client_;
+}
+
+int Session::fail(int code, const std::string& message) {
+  io_.err << "pacer: " << message << "\n";
+  return code;
+}
+
+int exit_code_for(const Reply& reply) {
+  if (reply.ok()) return kExitOk;
+  if (reply.status != Reply::Status::kRefused) return kExitError;
+  auto code = reply.code();
+  if (code == "malformed" || code == "internal" || code == "version")
+    return kExitError;
+  return kExitNo;
+}
+
+// ---- submit ---------------------------------------------------------------
+
+Result<nlohmann::json> build_job(const SubmitOptions& o) {
+  nlohmann::json j = {{"api", o.api}};
+  if (!o.method.empty()) j["method"] = o.method;
+  if (!o.path.empty()) j["path"] = o.path;
+  if (!o.headers.empty()) {
+    auto headers = nlohmann::json::object();
+    for (const auto& h : o.headers) {
+      auto colon = h.find(':');
+      std::string name =
+          colon == std::string::npos ? "" : trim(h.substr(0, colon));
+      if (name.empty())
+        return Error{"--header '" + h + "' must look like NAME:VALUE"};
+      headers[name] = trim(h.substr(colon + 1));
+    }
+    j["headers"] = std::move(headers);
+  }
+  if (o.body) {
+    const std::string& text = *o.body;
+    if (!text.empty() && text[0] == '@') {
+      auto parsed = read_json_file(text.substr(1));
+      if (!parsed) return Error{"--body is not valid JSON: " + parsed.error()};
+      j["body"] = std::move(parsed).value();
+    } else {
+      try {
+        j["body"] = nlohmann::json::parse(text);
+      } catch (const nlohmann::json::exception& e) {
+        return Error{"--body is not valid JSON: " + json_error_text(e.what())};
+      }
+    }
+  }
+  if (o.priority) j["priority"] = *o.priority;
+  if (o.delay) j["delay"] = duration_value(*o.delay);
+  if (o.cost) j["cost"] = *o.cost;
+  if (!o.key.empty()) j["key"] = o.key;
+  if (!o.batch_key.empty()) j["batch_key"] = o.batch_key;
+  if (o.max_attempts) j["max_attempts"] = *o.max_attempts;
+  if (o.timeout) j["timeout"] = duration_value(*o.timeout);
+  auto spec = parse_job_spec(j);
+  if (!spec) return Error{"invalid job: " + spec.error()};
+  return j;
+}
+
+int submit_one(Session& s, const SubmitOptions& o) {
+  auto job = build_job(o);
+  if (!job) return s.fail(kExitError, job.error());
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  nlohmann::json body = {{"jobs", nlohmann::json::array({*job})}};
+  // Only a job with an idempotency key is safe to send twice.
+  Reply r = submit_with_retry(s, **broker, body,
+                              o.key.empty() ? 1 : kSubmitTries, "the job");
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  const auto& ids = array_field(r.body, "ids");
+  if (ids.empty() || !ids[0].is_number_integer())
+    return s.fail(kExitError, "the broker's SUBMIT reply has no job id");
+  JobId id = ids[0].get<JobId>();
+  bool duplicate = int_field(r.body, "duplicates").value_or(0) > 0;
+  if (s.json()) {
+    s.io().out << pretty({{"id", id}, {"duplicate", duplicate}}) << "\n";
+  } else {
+    s.io().out << id << "\n";
+    if (duplicate)
+      s.io().err << "pacer: key '" << o.key << "' already names job " << id
+                 << "; nothing new was submitted\n";
+  }
+  return kExitOk;
+}
+
+int submit_file(Session& s, const SubmitOptions& o) {
+  JobsFile file;
+  if (o.file == "-") {
+    file = read_jobs(std::cin, "<stdin>");
+  } else {
+    std::ifstream in(o.file, std::ios::binary);
+    if (!in)
+      return s.fail(kExitError,
+                    "cannot open " + o.file + ": " + std::strerror(errno));
+    file = read_jobs(in, o.file);
+  }
+  if (!file.errors.empty())
+    return report_line_errors(
+        s, file.errors,
+        file.name + ": " +
+            plural(static_cast<std::int64_t>(file.errors.count), "bad line") +
+            "; nothing was submitted");
+  if (file.jobs.empty())
+    return s.fail(kExitNo, file.name + " holds no jobs; nothing was submitted");
+
+  std::string group = o.group.empty() ? new_group_id() : o.group;
+  if (auto ok = check_group(group); !ok) return s.fail(kExitError, ok.error());
+
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply apis_reply = (*broker)->call(Command::kApis, nlohmann::json::object());
+  if (!apis_reply.ok())
+    return s.fail(exit_code_for(apis_reply), apis_reply.error);
+  std::set<std::string> known;
+  for (const auto& a : array_field(apis_reply.body, "apis"))
+    if (a.is_object() && a.contains("name") && a["name"].is_string())
+      known.insert(a["name"].get<std::string>());
+  auto unknown = unknown_apis(file, known);
+  if (!unknown.empty())
+    return report_line_errors(
+        s, unknown,
+        file.name + ": " +
+            plural(static_cast<std::int64_t>(unknown.count), "line") +
+            " name an unknown api; nothing was submitted");
+
+  auto chunks = plan_chunks(file.jobs);
+  const bool progress = s.io().err_is_tty && chunks.size() > 1;
+  std::size_t submitted = 0;
+  std::int64_t duplicates = 0;
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    const auto& chunk = chunks[c];
+    // Every job in a chunk has a key, so a resent chunk never duplicates.
+    Reply r = submit_with_retry(s, **broker, chunk_body(file, chunk, group),
+                                kSubmitTries,
+                                "chunk " + std::to_string(c + 1) + " of " +
+                                    std::to_string(chunks.size()));
+    if (!r.ok()) {
+      if (progress) s.io().err << clear_line();
+      std::string msg = r.error;
+      auto index = int_field(r.body, "index");
+      if (r.status == Reply::Status::kRefused && index && *index >= 0 &&
+          static_cast<std::size_t>(*index) < chunk.size())
+        msg = file.name + ":" +
+              std::to_string(
+                  file.jobs[chunk.begin + static_cast<std::size_t>(*index)]
+                      .line) +
+              ": the broker refused the job: " + r.error;
+      int code = s.fail(exit_code_for(r), msg);
+      if (submitted > 0)
+        s.io().err << "pacer: "
+                   << plural(static_cast<std::int64_t>(submitted), "job")
+                   << " of " << file.name << " were already submitted in group "
+                   << group << "; running the same file again with --group "
+                   << group << " skips them (keys are GROUP:LINE, so keep the "
+                   << "line numbers unchanged)\n";
+      return code;
+    }
+    submitted += chunk.size();
+    duplicates += int_field(r.body, "duplicates").value_or(0);
+    if (progress)
+      s.io().err << clear_line() << "submitting: " << submitted << "/"
+                 << file.jobs.size() << " jobs" << std::flush;
+  }
+  if (progress) s.io().err << clear_line();
+  if (s.json()) {
+    s.io().out << pretty({{"group", group},
+                          {"jobs", submitted},
+                          {"duplicates", duplicates}})
+               << "\n";
+  } else {
+    s.io().out << group << "\n";
+    if (duplicates > 0)
+      s.io().err << "pacer: " << plural(duplicates, "job")
+                 << " had been submitted before (same key); not duplicated\n";
+  }
+  return kExitOk;
+}
+
+// ---- status / result / list / cancel -------------------------------------
+
+int status(Session& s, const std::vector<JobId>& ids_in) {
+  auto ids = unique_ids(ids_in);
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply r = (*broker)->call(Command::kStatus, {{"ids", ids}});
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  const auto& jobs = array_field(r.body, "jobs");
+  std::set<JobId> found;
+  for (const auto& j : jobs)
+    if (auto id = int_field(j, "id")) found.insert(*id);
+  std::vector<JobId> missing;
+  for (auto id : ids)
+    if (!found.count(id)) missing.push_back(id);
+
+  if (s.json())
+    s.io().out << pretty(jobs) << "\n";
+  else if (!jobs.empty())
+    print_jobs_table(s.io().out, jobs, false);
+  if (!missing.empty())
+    return s.fail(kExitNo,
+                  std::string(missing.size() == 1 ? "unknown job id: "
+                                                  : "unknown job ids: ") +
+                      ids_text(missing));
+  return kExitOk;
+}
+
+int result(Session& s, JobId id) {
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply r = (*broker)->call(Command::kResult, {{"id", id}});
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  nlohmann::json job = r.body.is_object() && r.body.contains("job")
+                           ? r.body["job"]
+                           : nlohmann::json();
+  std::string state = field(job, "state");
+  int code = state == "succeeded" ? kExitOk : kExitNo;
+  if (s.json()) {
+    s.io().out << pretty(without_envelope(r.body)) << "\n";
+    return code;
+  }
+  auto parsed = parse_job_state(state);
+  std::int64_t attempts = int_field(job, "attempts")
+                              .value_or(static_cast<std::int64_t>(
+                                  array_field(r.body, "attempts").size()));
+  std::string header =
+      "job " + std::to_string(id) + " (" + field(job, "api") + "): " + state;
+  if (parsed && is_final(*parsed)) {
+    header += ", HTTP " + status_cell(job) + ", outcome " +
+              field(job, "outcome") + ", " + plural(attempts, "attempt");
+    if (auto e = field(job, "error"); e != "-" && !e.empty())
+      header += ", error: " + e;
+    if (job.value("body_truncated", false)) header += " (body truncated)";
+  } else {
+    header += ", no result yet (" + plural(attempts, "attempt") + " so far)";
+  }
+  s.io().err << header << "\n";
+  if (job.is_object()) {
+    auto b = job.find("body");
+    if (b != job.end() && b->is_string()) {
+      const auto& text = b->get_ref<const std::string&>();
+      s.io().out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    } else if (b != job.end() && !b->is_null()) {
+      s.io().out << b->dump(-1, ' ', false,
+                            nlohmann::json::error_handler_t::replace);
+    }
+    s.io().out.flush();
+  }
+  return code;
+}
+
+int list(Session& s, const ListOptions& o) {
+  if (!o.state.empty() && !parse_job_state(o.state))
+    return s.fail(kExitError,
+                  "--state '" + o.state +
+                      "' is not a job state (queued, running, succeeded, "
+                      "retrying, waiting_quota, dead, canceled)");
+  if (o.limit < 0) return s.fail(kExitError, "--limit must not be negative");
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+
+  constexpr std::int64_t kPage = 1000;
+  auto jobs = nlohmann::json::array();
+  std::optional<std::int64_t> after;
+  bool more = false;
+  while (true) {
+    std::int64_t want =
+        o.limit == 0
+            ? kPage
+            : std::min<std::int64_t>(
+                  kPage, o.limit - static_cast<std::int64_t>(jobs.size()));
+    nlohmann::json req = {{"limit", want}};
+    if (!o.state.empty()) req["state"] = o.state;
+    if (!o.api.empty()) req["api"] = o.api;
+    if (!o.group.empty()) req["group"] = o.group;
+    if (after) req["after"] = *after;
+    Reply r = (*broker)->call(Command::kList, req);
+    if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+    const auto& page = array_field(r.body, "jobs");
+    for (const auto& j : page) {
+      if (o.limit != 0 && static_cast<std::int64_t>(jobs.size()) >= o.limit) {
+        more = true;
+        break;
+      }
+      jobs.push_back(j);
+    }
+    auto next = int_field(r.body, "next");
+    if (!next) break;
+    if (o.limit != 0 && static_cast<std::int64_t>(jobs.size()) >= o.limit) {
+      more = true;
+      break;
+    }
+    // A page that does not advance would loop forever.
+    if (page.empty() || (after && *next <= *after)) break;
+    after = next;
+  }
+  if (s.json()) {
+    s.io().out << pretty(jobs) << "\n";
+  } else {
+    print_jobs_table(s.io().out, jobs, true);
+    if (more)
+      s.io().err << "pacer: more jobs match; showing the first " << jobs.size()
+                 << " (raise --limit, 0 for all)\n";
+  }
+  return kExitOk;
+}
+
+int cancel(Session& s, const std::vector<JobId>& ids_in) {
+  auto ids = unique_ids(ids_in);
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply r = (*broker)->call(Command::kCancel, {{"ids", ids}});
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  auto canceled = id_list(r.body, "canceled");
+  auto refused = id_list(r.body, "not_cancelable");
+  std::set<JobId> answered(canceled.begin(), canceled.end());
+  answered.insert(refused.begin(), refused.end());
+  std::vector<JobId> unknown;
+  for (auto id : ids)
+    if (!answered.count(id)) unknown.push_back(id);
+  if (s.json()) {
+    auto out = without_envelope(r.body);
+    if (!unknown.empty()) out["unknown"] = unknown;
+    s.io().out << pretty(out) << "\n";
+  } else {
+    if (!canceled.empty())
+      s.io().out << "canceled: " << ids_text(canceled) << "\n";
+    if (!refused.empty())
+      s.io().out << "not cancelable: " << ids_text(refused) << "\n";
+    if (!unknown.empty())
+      s.io().out << "unknown: " << ids_text(unknown) << "\n";
+  }
+  return refused.empty() && unknown.empty() ? kExitOk : kExitNo;
+}
+
+// ---- wait -----------------------------------------------------------------
+
+int wait(Session& s, const WaitOptions& o) {
+  int modes =
+      (!o.ids.empty() ? 1 : 0) + (!o.group.empty() ? 1 : 0) + (o.all ? 1 : 0);
+  if (modes != 1)
+    return s.fail(kExitError,
+                  "wait needs job ids, --group G or --all (exactly one)");
+  auto ids = unique_ids(o.ids);
+  nlohmann::json body;
+  if (!ids.empty())
+    body = {{"ids", ids}};
+  else if (!o.group.empty())
+    body = {{"group", o.group}};
+  else
+    body = {{"all", true}};
+
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  const bool live = s.io().err_is_tty;
+  const auto start = SteadyClock::now();
+  std::optional<SteadyClock::time_point> deadline;
+  if (o.timeout_ms) deadline = start + std::chrono::milliseconds(*o.timeout_ms);
+
+  std::int64_t total = 0, succeeded = 0, dead = 0, canceled = 0, pending = 0;
+  bool timed_out = false;
+  while (true) {
+    Reply r = (*broker)->call(Command::kProgress, body);
+    if (!r.ok()) {
+      if (live) s.io().err << clear_line();
+      return s.fail(exit_code_for(r), r.error);
+    }
+    auto p = int_field(r.body, "pending");
+    if (!p) {
+      if (live) s.io().err << clear_line();
+      return s.fail(kExitError,
+                    "the broker's PROGRESS reply has no 'pending' count");
+    }
+    pending = *p;
+    total = int_field(r.body, "total").value_or(0);
+    succeeded = int_field(r.body, "succeeded").value_or(0);
+    dead = int_field(r.body, "dead").value_or(0);
+    canceled = int_field(r.body, "canceled").value_or(0);
+    if (pending <= 0) break;
+    auto now = SteadyClock::now();
+    if (deadline && now >= *deadline) {
+      timed_out = true;
+      break;
+    }
+    if (live)
+      s.io().err << clear_line() << "waiting: " << (total - pending) << "/"
+                 << total << " finished (" << succeeded << " succeeded, "
+                 << dead << " dead, " << canceled << " canceled)" << std::flush;
+    Millis pause = o.poll_ms;
+    if (deadline)
+      pause = std::min<Millis>(
+          pause, std::chrono::ceil<std::chrono::milliseconds>(*deadline - now)
+                     .count());
+    (*broker)->idle(std::max<Millis>(pause, 1));
+  }
+  if (live) s.io().err << clear_line() << std::flush;
+
+  if (s.json()) {
+    s.io().out << pretty({{"total", total},
+                          {"succeeded", succeeded},
+                          {"dead", dead},
+                          {"canceled", canceled},
+                          {"pending", pending},
+                          {"timed_out", timed_out}})
+               << "\n";
+  } else {
+    s.io().out << plural(total, "job") << ": " << succeeded << " succeeded, "
+               << dead << " dead, " << canceled << " canceled";
+    if (pending > 0) s.io().out << ", " << pending << " pending";
+    s.io().out << "\n";
+  }
+  if (timed_out) {
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      SteadyClock::now() - start)
+                      .count();
+    return s.fail(kExitWaitTimeout, "gave up waiting after " +
+                                        describe_timeout(waited) + " (" +
+                                        plural(pending, "job") + " pending)");
+  }
+  if (!ids.empty() && total < static_cast<std::int64_t>(ids.size()))
+    return s.fail(
+        kExitNo, std::to_string(static_cast<std::int64_t>(ids.size()) - total) +
+                     " of the " + std::to_string(ids.size()) +
+                     " job ids are unknown to the broker");
+  if (!o.group.empty() && total == 0)
+    return s.fail(kExitNo, "group '" + o.group + "' has no jobs");
+  return dead > 0 || canceled > 0 ? kExitNo : kExitOk;
+}
+
+// ---- stats / apis ---------------------------------------------------------
+
+int stats(Session& s) {
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply r = (*broker)->call(Command::kStats, nlohmann::json::object());
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  if (s.json()) {
+    s.io().out << pretty(without_envelope(r.body)) << "\n";
+    return kExitOk;
+  }
+  static const char* kStates[] = {"queued",        "running", "retrying",
+                                  "waiting_quota", "dead",    "succeeded"};
+  const auto& lanes = array_field(r.body, "lanes");
+  bool any_paused = false;
+  for (const auto& l : lanes)
+    if (l.is_object() && l.contains("paused_until_ms") &&
+        !l["paused_until_ms"].is_null())
+      any_paused = true;
+
+  std::vector<std::string> headers = {"LANE", "LIMITS", "CONCURRENCY",
+                                      "IN_FLIGHT"};
+  for (const char* st : kStates) {
+    std::string h = st;
+    for (char& c : h)
+      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    headers.push_back(h);
+  }
+  headers.push_back("RATE/S");
+  if (any_paused) headers.push_back("PAUSED_UNTIL");
+  Table t(headers);
+  for (std::size_t i = 2; i < headers.size() - (any_paused ? 1 : 0); ++i)
+    t.align_right(i);
+  for (const auto& l : lanes) {
+    std::string lane = field(l, "api");
+    if (lane == "-") lane = field(l, "name");
+    std::string conc = field(l, "concurrency");
+    if (conc == "0") conc = "no cap";
+    std::vector<std::string> row = {lane, field(l, "limits"), conc,
+                                    field(l, "in_flight")};
+    nlohmann::json states =
+        l.is_object() && l.contains("states") ? l["states"] : nlohmann::json();
+    for (const char* st : kStates) row.push_back(field(states, st));
+    row.push_back(field(l, "rate_per_s"));
+    if (any_paused) row.push_back(time_field(l, "paused_until_ms"));
+    t.add_row(std::move(row));
+  }
+  s.io().out << t.render();
+
+  if (r.body.is_object() && r.body.contains("states") &&
+      r.body["states"].is_object()) {
+    // Lifecycle order first, then anything newer the broker reports.
+    const auto& totals = r.body["states"];
+    static const char* kOrder[] = {"queued",        "running", "retrying",
+                                   "waiting_quota", "dead",    "succeeded",
+                                   "canceled"};
+    std::string line;
+    std::set<std::string> done;
+    for (const char* st : kOrder) {
+      if (!totals.contains(st)) continue;
+      line += (line.empty() ? "" : ", ") + std::string(st) + " " +
+              to_text(totals[st]);
+      done.insert(st);
+    }
+    for (auto it = totals.begin(); it != totals.end(); ++it)
+      if (!done.count(it.key()))
+        line += (line.empty() ? "" : ", ") + it.key() + " " + to_text(*it);
+    if (!line.empty()) s.io().out << "\nall lanes: " << line << "\n";
+  }
+
+  const auto& workers = array_field(r.body, "workers");
+  s.io().out << "\n";
+  if (workers.empty()) {
+    s.io().out << "no workers connected\n";
+  } else {
+    Table w({"WORKER", "APIS", "CAPACITY", "OUTSTANDING"});
+    w.align_right(2).align_right(3);
+    for (const auto& wk : workers) {
+      std::string served = field(wk, "apis");
+      if (wk.is_object() && wk.contains("apis") && wk["apis"].is_array() &&
+          wk["apis"].empty())
+        served = "all";
+      w.add_row({field(wk, "id"), served, field(wk, "capacity"),
+                 field(wk, "outstanding")});
+    }
+    s.io().out << w.render();
+  }
+  return kExitOk;
+}
+
+int apis(Session& s) {
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply r = (*broker)->call(Command::kApis, nlohmann::json::object());
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  const auto& list = array_field(r.body, "apis");
+  if (s.json()) {
+    s.io().out << pretty(list) << "\n";
+    return kExitOk;
+  }
+  Table t({"NAME", "BASE_URL", "LIMITS", "CONCURRENCY"});
+  t.align_right(3);
+  for (const auto& a : list) {
+    std::string conc = field(a, "concurrency");
+    if (conc == "0") conc = "no cap";
+    t.add_row(
+        {field(a, "name"), field(a, "base_url"), field(a, "limits"), conc});
+  }
+  s.io().out << t.render();
+  return kExitOk;
+}
+
+}  // namespace pacer::client

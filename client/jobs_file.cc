@@ -1,0 +1,141 @@
+#include "client/jobs_file.h"
+
+#include <algorithm>
+#include <cctype>
+#include <random>
+
+namespace pacer::client {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+    s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+    s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+void LineErrors::add(std::string message) {
+  if (shown.size() < kMaxListedErrors) shown.push_back(std::move(message));
+  ++count;
+}
+
+std::string json_error_text(const std::string& what) {
+  std::string s = what;
+  if (s.rfind("[json.exception.", 0) == 0) {
+    auto close = s.find("] ");
+    if (close != std::string::npos) s = s.substr(close + 2);
+  }
+  // Every line is parsed on its own, so "line 1" says nothing.
+  if (auto pos = s.find("at line 1, column "); pos != std::string::npos)
+    s.replace(pos, 18, "at column ");
+  return s;
+}
+
+JobsFile read_jobs(std::istream& in, const std::string& name) {
+  JobsFile f;
+  f.name = name;
+  std::string raw;
+  int line = 0;
+  while (std::getline(in, raw)) {
+    ++line;
+    if (line == 1 && raw.rfind("\xEF\xBB\xBF", 0) == 0) raw.erase(0, 3);  // BOM
+    std::string_view text = trim(raw);
+    if (text.empty() || text.front() == '#') continue;
+    auto where = name + ":" + std::to_string(line) + ": ";
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      f.errors.add(where + "not valid JSON: " + json_error_text(e.what()));
+      continue;
+    }
+    auto spec = parse_job_spec(j);
+    if (!spec) {
+      f.errors.add(where + spec.error());
+      continue;
+    }
+    FileJob job;
+    job.line = line;
+    job.text = std::string(text);
+    job.api = spec->api;
+    job.has_key = !spec->key.empty();
+    f.jobs.push_back(std::move(job));
+  }
+  return f;
+}
+
+LineErrors unknown_apis(const JobsFile& file,
+                        const std::set<std::string>& known) {
+  LineErrors errors;
+  std::string names;
+  for (const auto& n : known) names += (names.empty() ? "" : ", ") + n;
+  if (names.empty()) names = "none";
+  for (const auto& job : file.jobs) {
+    if (known.count(job.api)) continue;
+    errors.add(file.name + ":" + std::to_string(job.line) + ": unknown api '" +
+               job.api + "' (the broker knows: " + names + ")");
+  }
+  return errors;
+}
+
+std::string derive_key(const std::string& group, int line) {
+  return group + ":" + std::to_string(line);
+}
+
+std::string new_group_id() {
+  std::random_device rd;
+  std::mt19937_64 rng((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = "g-";
+  for (int i = 0; i < 12; ++i) id += kHex[rng() & 0xF];
+  return id;
+}
+
+Result<Ok> check_group(const std::string& group) {
+  if (group.empty()) return Error{"--group must not be empty"};
+  if (group.size() > 200) return Error{"--group is longer than 200 characters"};
+  for (unsigned char c : group)
+    if (c <= 0x20 || c == 0x7F)
+      return Error{"--group must not contain whitespace or control characters"};
+  return Ok{};
+}
+
+std::vector<ChunkRange> plan_chunks(const std::vector<FileJob>& jobs,
+                                    std::size_t max_jobs,
+                                    std::size_t max_bytes) {
+  std::vector<ChunkRange> chunks;
+  max_jobs = std::max<std::size_t>(max_jobs, 1);
+  ChunkRange cur;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    std::size_t size = jobs[i].text.size() + 64;  // the key and separators
+    if (cur.size() > 0 &&
+        (cur.size() >= max_jobs || bytes + size > max_bytes)) {
+      chunks.push_back(cur);
+      cur = ChunkRange{i, i};
+      bytes = 0;
+    }
+    cur.end = i + 1;
+    bytes += size;
+  }
+  if (cur.size() > 0) chunks.push_back(cur);
+  return chunks;
+}
+
+nlohmann::json chunk_body(const JobsFile& file, ChunkRange range,
+                          const std::string& group) {
+  auto jobs = nlohmann::json::array();
+  for (std::size_t i = range.begin; i < range.end; ++i) {
+    const auto& job = file.jobs[i];
+    // Already validated by read_jobs, so this parse succeeds.
+    auto j = nlohmann::json::parse(job.text, nullptr, false);
+    if (!job.has_key) j["key"] = derive_key(group, job.line);
+    jobs.push_back(std::move(j));
+  }
+  return {{"jobs", std::move(jobs)}, {"group", group}};
+}
+
+}  // namespace pacer::client
