@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdint>
 
 #include "common/units.h"
 
@@ -23,11 +24,25 @@ bool valid_token(std::string_view s) {
   });
 }
 
+// The value of an integer that fits std::int64_t (nlohmann's get<> would
+// wrap an unsigned 2^64-1 to -1, or narrow 2^32+1 to 1 for get<int>).
+std::optional<std::int64_t> as_int64(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) {
+    auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<std::int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<std::int64_t>();
+  return std::nullopt;
+}
+
 Result<Millis> duration_field(const nlohmann::json& v, const char* name) {
-  if (v.is_number_integer() || v.is_number_unsigned()) {
-    auto ms = v.get<std::int64_t>();
-    if (ms < 0) return Error{std::string("'") + name + "' must not be negative"};
-    return ms;
+  if (v.is_number_integer()) {
+    auto ms = as_int64(v);
+    if (ms && *ms < 0) return Error{std::string("'") + name + "' must not be negative"};
+    if (!ms || *ms > kMaxDurationMs)
+      return Error{std::string("'") + name + "' is too long"};
+    return *ms;
   }
   if (v.is_string()) {
     auto d = parse_duration(v.get<std::string>());
@@ -112,7 +127,8 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
   if (auto m = j.find("method"); m != j.end()) {
     if (!m->is_string()) return Error{"'method' must be a string"};
     s.method = m->get<std::string>();
-    for (char& c : s.method) c = static_cast<char>(std::toupper(c));
+    for (char& c : s.method)
+      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     if (!valid_token(s.method) || s.method.size() > 16)
       return Error{"invalid method '" + m->get<std::string>() + "'"};
   } else {
@@ -154,9 +170,10 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
 
   if (auto p = j.find("priority"); p != j.end()) {
     if (!p->is_number_integer()) return Error{"'priority' must be an integer"};
-    s.priority = p->get<std::int64_t>();
-    if (s.priority < -1'000'000 || s.priority > 1'000'000)
+    auto v = as_int64(*p);
+    if (!v || *v < -1'000'000 || *v > 1'000'000)
       return Error{"'priority' must be between -1000000 and 1000000"};
+    s.priority = *v;
   }
   if (auto d = j.find("delay"); d != j.end()) {
     auto ms = duration_field(*d, "delay");
@@ -164,9 +181,9 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
     s.delay_ms = *ms;
   }
   if (auto c = j.find("cost"); c != j.end()) {
-    if (!c->is_number_integer() || c->get<std::int64_t>() < 1)
-      return Error{"'cost' must be an integer of at least 1"};
-    s.cost = c->get<std::int64_t>();
+    auto v = as_int64(*c);
+    if (!v || *v < 1) return Error{"'cost' must be an integer of at least 1"};
+    s.cost = *v;
   }
   if (auto k = j.find("key"); k != j.end()) {
     if (!k->is_string()) return Error{"'key' must be a string"};
@@ -178,9 +195,10 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
     s.batch_key = k->get<std::string>();
   }
   if (auto m = j.find("max_attempts"); m != j.end()) {
-    if (!m->is_number_integer() || m->get<int>() < 1 || m->get<int>() > 1000)
+    auto v = as_int64(*m);
+    if (!v || *v < 1 || *v > 1000)
       return Error{"'max_attempts' must be an integer from 1 to 1000"};
-    s.max_attempts = m->get<int>();
+    s.max_attempts = static_cast<int>(*v);
   }
   if (auto t = j.find("timeout"); t != j.end()) {
     auto ms = duration_field(*t, "timeout");

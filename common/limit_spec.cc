@@ -10,7 +10,12 @@ namespace pacer {
 std::string LimitSpec::to_string() const {
   std::string s = std::to_string(amount);
   if (!counts_requests()) s += " " + unit;
-  return s + "/" + format_duration(window_ms);
+  // format_duration rounds long spans ("1m30s" drops milliseconds); the
+  // canonical form must parse back to the same window.
+  std::string window = format_duration(window_ms);
+  auto back = parse_duration(window);
+  if (!back || *back != window_ms) window = std::to_string(window_ms) + "ms";
+  return s + "/" + window;
 }
 
 Result<LimitSpec> parse_limit(std::string_view text) {

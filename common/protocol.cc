@@ -48,17 +48,17 @@ Decoded decode(const std::vector<zmq::message_t>& frames) {
   if (frames.empty()) return fail("malformed", "empty message");
   std::string_view header(static_cast<const char*>(frames[0].data()),
                           frames[0].size());
-  if (header.size() < 6 || header.substr(0, 5) != "PACER")
+  if (header.substr(0, 5) != "PACER")
     return fail("foreign", "not a pacer message (bad protocol header)");
+  // Starts like ours but is not PACER<digit>: malformed, not another version.
+  if (header.size() != 6 || !std::isdigit(static_cast<unsigned char>(header[5])))
+    return fail("malformed", "bad protocol header (expected PACER<digit>)");
   if (header != kHeader) {
-    std::optional<int> v;
-    if (header.size() == 6 && std::isdigit(static_cast<unsigned char>(header[5])))
-      v = header[5] - '0';
     d.error = DecodeError{
         "version",
         "protocol version mismatch: this peer speaks " + std::string(kHeader) +
             ", the message says " + std::string(header),
-        v};
+        header[5] - '0'};
     return d;
   }
   if (frames.size() < 2 || frames.size() > 3)

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 namespace pacer {
@@ -74,7 +75,8 @@ Result<Millis> parse_duration(std::string_view text) {
     total += number * *factor;
     rest = trim(rest.substr(k));
   }
-  if (total > 3.0e12) return Error{"duration '" + std::string(text) + "' is too long"};
+  if (total > static_cast<double>(kMaxDurationMs))
+    return Error{"duration '" + std::string(text) + "' is too long"};
   return static_cast<Millis>(std::llround(total));
 }
 
@@ -101,9 +103,16 @@ std::string format_duration(Millis ms) {
   if (ms < 0) return "-" + format_duration(-ms);
   if (ms < 1000) return std::to_string(ms) + "ms";
   if (ms < 60'000) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1fs", ms / 1000.0);
-    return buf;
+    // Exact, so a limit's window renders as what it is ("2s", "1.05s"), and
+    // 59999 does not round up to "60.0s".
+    std::string s = std::to_string(ms / 1000);
+    if (Millis frac = ms % 1000) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, ".%03d", static_cast<int>(frac));
+      s += buf;
+      while (s.back() == '0') s.pop_back();
+    }
+    return s + "s";
   }
   Millis s = ms / 1000;
   if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";

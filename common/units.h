@@ -12,6 +12,10 @@
 
 namespace pacer {
 
+// The longest duration accepted anywhere (about 95 years): keeps `now + d`
+// far from overflow.
+inline constexpr Millis kMaxDurationMs = 3'000'000'000'000;
+
 // A duration in milliseconds. A bare number is rejected (the unit is the
 // whole point); callers that accept plain milliseconds check for a number first.
 Result<Millis> parse_duration(std::string_view text);

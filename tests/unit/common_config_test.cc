@@ -1,0 +1,339 @@
+// Config loading: the documented example parses to the expected values, every
+// refusal names file, line and key, and ${NAME} expansion of header values.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include "common/config.h"
+#include "tests/support/process.h"
+
+using pacer::Config;
+using pacer::LimitSpec;
+using pacer::parse_config;
+
+namespace {
+
+// The example of docs/configuration.md, byte for byte (comments included).
+const char* kExample = R"([broker]
+database = "pacer.db"
+worker_endpoint = "tcp://127.0.0.1:5555"
+client_endpoint = "tcp://127.0.0.1:5556"
+
+[api.echo]
+base_url = "http://127.0.0.1:8080"
+limits = ["50/s"]          # also "600/min", "1/50ms", "90000 tokens/min", several at once
+concurrency = 16
+margin = "2ms"             # optional: safety margin for network jitter
+)";
+
+// Returns the error of a config that must be refused.
+std::string refusal(const std::string& text) {
+  auto r = parse_config(text, "pacer.toml");
+  REQUIRE_FALSE(r.ok());
+  return r.error();
+}
+
+// An [api.echo] table with `extra` lines appended (base_url first, line 2).
+std::string api_with(const std::string& extra) {
+  return "[api.echo]\nbase_url = \"http://127.0.0.1:8080\"\n" + extra;
+}
+
+// Sets (or unsets) an environment variable for one scope.
+class EnvVar {
+ public:
+  EnvVar(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~EnvVar() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+  EnvVar(const EnvVar&) = delete;
+  EnvVar& operator=(const EnvVar&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+TEST_CASE("the documented example parses to the expected values") {
+  auto r = parse_config(kExample, "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  const Config& c = *r;
+  CHECK(c.source == "pacer.toml");
+  CHECK(c.broker.database == "pacer.db");
+  CHECK(c.broker.worker_endpoint == "tcp://127.0.0.1:5555");
+  CHECK(c.broker.client_endpoint == "tcp://127.0.0.1:5556");
+  CHECK(c.worker_broker() == "tcp://127.0.0.1:5555");
+  CHECK(c.client_broker() == "tcp://127.0.0.1:5556");
+  REQUIRE(c.apis.size() == 1);
+  const pacer::ApiConfig* echo = c.api("echo");
+  REQUIRE(echo != nullptr);
+  CHECK(echo->name == "echo");
+  CHECK(echo->base_url == "http://127.0.0.1:8080");
+  REQUIRE(echo->limits.size() == 1);
+  CHECK(echo->limits[0] == LimitSpec{50, 1000, "requests"});
+  CHECK(echo->concurrency == 16);
+  REQUIRE(echo->margin_ms.has_value());
+  CHECK(*echo->margin_ms == 2);
+  // Keys the example leaves out keep their defaults.
+  CHECK(echo->timeout_ms == 30'000);
+  CHECK(echo->max_attempts == 5);
+  CHECK(echo->headers.empty());
+  CHECK(c.broker.heartbeat_ms == 1000);
+  CHECK(c.broker.liveness == 3);
+  CHECK(c.broker.synchronous == "normal");
+  CHECK(c.api("nope") == nullptr);
+}
+
+TEST_CASE("an empty file gives the defaults and no APIs") {
+  auto r = parse_config("", "pacer.toml");
+  REQUIRE(r.ok());
+  CHECK(r->apis.empty());
+  CHECK(r->broker.database == "pacer.db");
+  CHECK(r->broker.window == 512);
+  CHECK(r->worker.concurrency == 64);
+  CHECK(r->client.timeout_ms == 10'000);
+}
+
+TEST_CASE("several limits, a single limit string, and every documented form") {
+  auto r = parse_config(api_with("limits = [\"600/min\", \"1/50ms\", \"90000 tokens/min\"]\n"),
+                        "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  const auto& l = r->api("echo")->limits;
+  REQUIRE(l.size() == 3);
+  CHECK(l[0] == LimitSpec{600, 60'000, "requests"});
+  CHECK(l[1] == LimitSpec{1, 50, "requests"});
+  CHECK(l[2] == LimitSpec{90'000, 60'000, "tokens"});
+  CHECK_FALSE(l[2].counts_requests());
+
+  auto one = parse_config(api_with("limits = \"10/s\"\n"), "pacer.toml");
+  REQUIRE_MESSAGE(one.ok(), one.error());
+  REQUIRE(one->api("echo")->limits.size() == 1);
+  CHECK(one->api("echo")->limits[0] == LimitSpec{10, 1000, "requests"});
+
+  auto none = parse_config(api_with(""), "pacer.toml");
+  REQUIRE(none.ok());
+  CHECK(none->api("echo")->limits.empty());
+  CHECK_FALSE(none->api("echo")->margin_ms.has_value());
+}
+
+TEST_CASE("every section and key is read") {
+  const char* text = R"([broker]
+heartbeat = "500ms"
+liveness = 5
+synchronous = "full"
+retention = "2d"
+window = 64
+lease_grace = "10s"
+
+[worker]
+broker = "tcp://10.0.0.1:5555"
+concurrency = 8
+apis = ["echo", "slow"]
+max_body_bytes = "64KiB"
+connect_timeout = "3s"
+
+[client]
+broker = "tcp://10.0.0.1:5556"
+timeout = "1min"
+
+[api.slow-one_2]
+base_url = "https://api.example.com/v1/"
+timeout = "5s"
+max_attempts = 7
+backoff_base = "100ms"
+backoff_cap = "10s"
+headers = { Authorization = "Bearer ${TOKEN}" }
+)";
+  auto r = parse_config(text, "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  const Config& c = *r;
+  CHECK(c.broker.heartbeat_ms == 500);
+  CHECK(c.broker.liveness == 5);
+  CHECK(c.broker.synchronous == "full");
+  CHECK(c.broker.retention_ms == 2 * 86'400'000LL);
+  CHECK(c.broker.window == 64);
+  CHECK(c.broker.lease_grace_ms == 10'000);
+  CHECK(c.worker.broker == "tcp://10.0.0.1:5555");
+  CHECK(c.worker_broker() == "tcp://10.0.0.1:5555");
+  CHECK(c.worker.concurrency == 8);
+  CHECK(c.worker.apis == std::vector<std::string>{"echo", "slow"});
+  CHECK(c.worker.max_body_bytes == 65'536);
+  CHECK(c.worker.connect_timeout_ms == 3000);
+  CHECK(c.client.broker == "tcp://10.0.0.1:5556");
+  CHECK(c.client_broker() == "tcp://10.0.0.1:5556");
+  CHECK(c.client.timeout_ms == 60'000);
+  const auto* a = c.api("slow-one_2");
+  REQUIRE(a != nullptr);
+  CHECK(a->base_url == "https://api.example.com/v1");  // trailing '/' dropped
+  CHECK(a->timeout_ms == 5000);
+  CHECK(a->max_attempts == 7);
+  CHECK(a->backoff_base_ms == 100);
+  CHECK(a->backoff_cap_ms == 10'000);
+  REQUIRE(a->headers.count("Authorization") == 1);
+  // Not expanded at load time: only the worker expands credentials.
+  CHECK(a->headers.at("Authorization") == "Bearer ${TOKEN}");
+
+  auto bytes = parse_config("[worker]\nmax_body_bytes = 1000\n", "pacer.toml");
+  REQUIRE(bytes.ok());
+  CHECK(bytes->worker.max_body_bytes == 1000);
+}
+
+TEST_CASE("an unknown key is refused with file, line and key") {
+  std::string typo = kExample;
+  auto pos = typo.find("concurrency = 16");
+  REQUIRE(pos != std::string::npos);
+  typo.replace(pos, std::string("concurrency").size(), "concurency");
+  // The typo is on line 9 of the example.
+  CHECK(refusal(typo).find("pacer.toml:9: api.echo.concurency: unknown key") !=
+        std::string::npos);
+
+  CHECK(refusal("[broker]\n\ndatbase = \"x\"\n") ==
+        "pacer.toml:3: broker.datbase: unknown key");
+  CHECK(refusal("[worker]\nconcurrency = 2\nbrokr = \"x\"\n") ==
+        "pacer.toml:3: worker.brokr: unknown key");
+  CHECK(refusal("[client]\ntimeout = \"1s\"\n\n\nretries = 3\n") ==
+        "pacer.toml:5: client.retries: unknown key");
+  CHECK(refusal("title = \"x\"\n").find("pacer.toml:1: title: unknown key") !=
+        std::string::npos);
+}
+
+TEST_CASE("a bad limit string is refused naming the key, line and text") {
+  std::string e = refusal(api_with("\nlimits = [\"50/s\", \"50/fortnight\"]\n"));
+  CHECK(e.find("pacer.toml:4: api.echo.limits: invalid limit '50/fortnight'") !=
+        std::string::npos);
+  e = refusal(api_with("limits = \"0/s\"\n"));
+  CHECK(e.find("pacer.toml:3: api.echo.limits: invalid limit '0/s'") != std::string::npos);
+  e = refusal(api_with("limits = [50]\n"));
+  CHECK(e.find("api.echo.limits: must be an array of strings") != std::string::npos);
+  e = refusal(api_with("limits = 50\n"));
+  CHECK(e.find("pacer.toml:3: api.echo.limits: must be an array of strings") !=
+        std::string::npos);
+}
+
+TEST_CASE("a value of the wrong type is refused") {
+  CHECK(refusal(api_with("concurrency = \"16\"\n")) ==
+        "pacer.toml:3: api.echo.concurrency: must be an integer");
+  CHECK(refusal(api_with("concurrency = 16.0\n")) ==
+        "pacer.toml:3: api.echo.concurrency: must be an integer");
+  CHECK(refusal(api_with("concurrency = -1\n")) ==
+        "pacer.toml:3: api.echo.concurrency: must be between 0 and 100000");
+  CHECK(refusal("[broker]\ndatabase = 5\n") == "pacer.toml:2: broker.database: must be a string");
+  CHECK(refusal(api_with("margin = 2\n")).find(
+            "pacer.toml:3: api.echo.margin: must be a duration string") != std::string::npos);
+  CHECK(refusal(api_with("margin = \"2 parsecs\"\n"))
+            .find("pacer.toml:3: api.echo.margin: unknown time unit 'parsecs'") !=
+        std::string::npos);
+  CHECK(refusal(api_with("timeout = \"0s\"\n")) ==
+        "pacer.toml:3: api.echo.timeout: must be positive");
+  CHECK(refusal(api_with("max_attempts = 0\n")) ==
+        "pacer.toml:3: api.echo.max_attempts: must be between 1 and 1000");
+  CHECK(refusal(api_with("headers = { X-Key = 5 }\n")) ==
+        "pacer.toml:3: api.echo.headers.X-Key: must be a string");
+  CHECK(refusal(api_with("headers = \"x\"\n")) ==
+        "pacer.toml:3: api.echo.headers: must be a table of strings");
+  CHECK(refusal("broker = 1\n") == "pacer.toml:1: broker: must be a table");
+  CHECK(refusal("[broker]\nsynchronous = \"off\"\n") ==
+        "pacer.toml:2: broker.synchronous: must be \"normal\" or \"full\"");
+  CHECK(refusal("[broker]\nheartbeat = \"10ms\"\n") ==
+        "pacer.toml:2: broker.heartbeat: must be between 50ms and 60s");
+  CHECK(refusal("[broker]\nliveness = 1\n") ==
+        "pacer.toml:2: broker.liveness: must be between 2 and 100");
+  CHECK(refusal("[worker]\napis = [\"a\", 1]\n") ==
+        "pacer.toml:2: worker.apis: must be an array of strings");
+  CHECK(refusal("[worker]\nmax_body_bytes = 0\n") ==
+        "pacer.toml:2: worker.max_body_bytes: must be positive");
+  CHECK(refusal("[worker]\nmax_body_bytes = \"lots\"\n")
+            .find("pacer.toml:2: worker.max_body_bytes: invalid size 'lots'") !=
+        std::string::npos);
+  CHECK(refusal("api = 3\n").find("pacer.toml:1: api: must be a table") != std::string::npos);
+  CHECK(refusal("[api]\necho = 3\n") == "pacer.toml:2: api.echo: must be a table");
+  CHECK(refusal("[api.\"bad name\"]\nbase_url = \"http://h\"\n")
+            .find("api.bad name: API names may use letters") != std::string::npos);
+}
+
+TEST_CASE("base_url is required and must be an http(s) URL with a host") {
+  CHECK(refusal("[broker]\n\n[api.echo]\nconcurrency = 1\n") ==
+        "pacer.toml:3: api.echo.base_url: is required");
+  for (const char* bad : {"ftp://127.0.0.1", "http://", "http:///path", "127.0.0.1:8080",
+                          "http://host name", "http://user@host", "http://h?x=1", "", "/"}) {
+    CAPTURE(std::string(bad));
+    std::string text = std::string("[api.echo]\nbase_url = \"") + bad + "\"\n";
+    CHECK(refusal(text) ==
+          "pacer.toml:2: api.echo.base_url: must be an http:// or https:// URL with a host");
+  }
+  CHECK(refusal("[api.echo]\nbase_url = 8080\n") ==
+        "pacer.toml:2: api.echo.base_url: must be a string");
+}
+
+TEST_CASE("a TOML syntax error names the file and line") {
+  std::string e = refusal("[broker]\ndatabase = \"pacer.db\"\nworker_endpoint = \n");
+  CHECK(e.rfind("pacer.toml:3: ", 0) == 0);
+  e = refusal("[broker\n");
+  CHECK(e.rfind("pacer.toml:1: ", 0) == 0);
+  e = refusal("[api.echo]\nbase_url = \"http://h\"\n\n\nbase_url = \"http://h\"\n");
+  CHECK(e.rfind("pacer.toml:5: ", 0) == 0);  // duplicate key
+}
+
+TEST_CASE("load_config_file reads a file and names it in errors") {
+  pacer::testing::TempDir dir;
+  dir.write("pacer.toml", kExample);
+  auto r = pacer::load_config_file(dir.file("pacer.toml"));
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  CHECK(r->source == dir.file("pacer.toml"));
+  CHECK(r->api("echo")->concurrency == 16);
+
+  dir.write("bad.toml", "[broker]\nwindow = 1\n");
+  auto bad = pacer::load_config_file(dir.file("bad.toml"));
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error() == dir.file("bad.toml") + ":2: broker.window: must be between 16 and 100000");
+
+  auto missing = pacer::load_config_file(dir.file("missing.toml"));
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error() == dir.file("missing.toml") + ": cannot open the configuration file");
+}
+
+TEST_CASE("expand_env") {
+  EnvVar a("PACER_TEST_A", "alpha");
+  EnvVar b("PACER_TEST_B", "");
+  EnvVar unset("PACER_TEST_UNSET", nullptr);
+
+  auto r = pacer::expand_env("Bearer ${PACER_TEST_A}");
+  REQUIRE(r.ok());
+  CHECK(*r == "Bearer alpha");
+
+  r = pacer::expand_env("${PACER_TEST_A}:${PACER_TEST_B}:${PACER_TEST_A}");
+  REQUIRE(r.ok());
+  CHECK(*r == "alpha::alpha");  // set but empty is allowed; it is not unset
+
+  r = pacer::expand_env("no references, $PACER_TEST_A, {x}, $");
+  REQUIRE(r.ok());
+  CHECK(*r == "no references, $PACER_TEST_A, {x}, $");
+
+  r = pacer::expand_env("");
+  REQUIRE(r.ok());
+  CHECK(r->empty());
+
+  r = pacer::expand_env("key=${PACER_TEST_UNSET}");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().find("PACER_TEST_UNSET") != std::string::npos);
+  CHECK(r.error().find("not set") != std::string::npos);
+
+  r = pacer::expand_env("${PACER_TEST_A}${PACER_TEST_A");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().find("unterminated") != std::string::npos);
+
+  // The value of a variable is not expanded again.
+  EnvVar nested("PACER_TEST_NESTED", "${PACER_TEST_A}");
+  r = pacer::expand_env("${PACER_TEST_NESTED}");
+  REQUIRE(r.ok());
+  CHECK(*r == "${PACER_TEST_A}");
+}

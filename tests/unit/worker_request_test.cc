@@ -1,0 +1,347 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "worker/request.h"
+
+using namespace pacer;
+using namespace pacer::worker;
+
+namespace {
+
+std::string confined(std::string_view base, std::string_view path) {
+  auto r = confine_url(base, path);
+  return r ? *r : "ERROR: " + r.error();
+}
+
+bool escapes(std::string_view base, std::string_view path) {
+  auto r = confine_url(base, path);
+  return !r && r.error() == kEscapeError;
+}
+
+bool refused(std::string_view base, std::string_view path) {
+  return !confine_url(base, path).ok();
+}
+
+bool has_line(const std::vector<std::string>& lines, const std::string& line) {
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+int count_prefix_ci(const std::vector<std::string>& lines, std::string prefix) {
+  int n = 0;
+  for (auto l : lines) {
+    for (auto& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (auto& c : prefix) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (l.starts_with(prefix)) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("confine_url: ordinary paths stay on the API") {
+  CHECK(confined("http://127.0.0.1:8080", "/v1/echo") == "http://127.0.0.1:8080/v1/echo");
+  CHECK(confined("http://127.0.0.1:8080", "/v1/echo?x=1&y=/../z") ==
+        "http://127.0.0.1:8080/v1/echo?x=1&y=/../z");
+  CHECK(confined("https://api.example.com/v1", "/chat") == "https://api.example.com/v1/chat");
+  CHECK(confined("https://api.example.com/v1", "/") == "https://api.example.com/v1/");
+  // Dot segments that stay under the prefix are normalized, not refused.
+  CHECK(confined("https://api.example.com/v1", "/a/../b") == "https://api.example.com/v1/b");
+  CHECK(confined("https://api.example.com/v1", "/a/%2e%2e/b") == "https://api.example.com/v1/b");
+}
+
+TEST_CASE("confine_url: dot segments cannot leave the base path") {
+  const std::string base = "https://api.example.com/v1";
+  CHECK(escapes(base, "/../x"));
+  CHECK(escapes(base, "/../../../etc/passwd"));
+  CHECK(escapes(base, "/a/../../x"));
+  CHECK(escapes(base, "/%2e%2e/x"));
+  CHECK(escapes(base, "/%2E%2e/x"));
+  CHECK(escapes(base, "/.%2e/x"));
+  // Encoded or back slashes that some servers split on.
+  CHECK(escapes(base, "/..%2fadmin"));
+  CHECK(escapes(base, "/%2e%2e%2Fadmin"));
+  CHECK(escapes(base, "/..%5cadmin"));
+  CHECK(escapes(base, "/..\\admin"));
+  // Without a prefix ".." at the root is just "/".
+  CHECK(confined("http://127.0.0.1:8080", "/../x") == "http://127.0.0.1:8080/x");
+  CHECK(confined("http://127.0.0.1:8080", "/%2e%2e/x") == "http://127.0.0.1:8080/x");
+}
+
+TEST_CASE("confine_url: the prefix is matched by whole segments") {
+  CHECK(escapes("https://api.example.com/v1", "x"));  // no leading '/'
+  CHECK(confined("https://api.example.com/v1", "/x") == "https://api.example.com/v1/x");
+  // "/v1" + "/../v10/x" -> "/v10/x": shares the text prefix, not the segment.
+  CHECK(escapes("https://api.example.com/v1", "/../v10/x"));
+  CHECK(confined("https://api.example.com/v1", "/../v1/x") == "https://api.example.com/v1/x");
+}
+
+TEST_CASE("confine_url: another host, port, scheme or user is refused") {
+  const std::string base = "http://127.0.0.1:8080";
+  // "//evil.com/x" is a path on our host, never a host switch.
+  CHECK(confined(base, "//evil.com/x") == "http://127.0.0.1:8080//evil.com/x");
+  CHECK(confined("https://api.example.com/v1", "//evil.com/x") ==
+        "https://api.example.com/v1//evil.com/x");
+  CHECK(escapes(base, "@evil.com/x"));
+  CHECK(escapes("https://api.example.com", "@evil.com/x"));
+  CHECK(escapes("https://api.example.com", ".evil.com/x"));
+  CHECK(escapes("https://api.example.com", ":8443/x"));
+  // Absolute URLs are not paths.
+  CHECK(escapes(base, "http://evil.com/x"));
+  CHECK(escapes(base, "https://127.0.0.1:8080/x"));
+  CHECK(escapes(base, "file:///etc/passwd"));
+  // Junk is refused as an invalid URL.
+  CHECK(refused(base, "/a b"));
+  CHECK(refused(base, std::string("/a\r\nHost: evil.com")));
+  // The default port equals the explicit one.
+  CHECK(confined("http://127.0.0.1:80", "/x") == "http://127.0.0.1:80/x");
+  CHECK(confined("http://127.0.0.1", "/x") == "http://127.0.0.1/x");
+}
+
+TEST_CASE("origin_of gives scheme://host:port") {
+  CHECK(origin_of("http://127.0.0.1:8080/v1/x") == "http://127.0.0.1:8080");
+  CHECK(origin_of("https://api.example.com/v1") == "https://api.example.com:443");
+}
+
+TEST_CASE("request_header_lines: a job cannot set or override a credential") {
+  HeaderList creds = {{"Authorization", "Bearer secret"}, {"X-Api-Key", "k"}};
+  HeaderList job = {{"authorization", "Bearer evil"},
+                    {"X-API-KEY", "evil"},
+                    {"X-Trace", "abc"}};
+  auto lines = request_header_lines(job, creds, false);
+  REQUIRE(lines.ok());
+  CHECK(has_line(*lines, "Authorization: Bearer secret"));
+  CHECK(has_line(*lines, "X-Api-Key: k"));
+  CHECK(has_line(*lines, "X-Trace: abc"));
+  CHECK(count_prefix_ci(*lines, "authorization:") == 1);
+  CHECK(count_prefix_ci(*lines, "x-api-key:") == 1);
+  CHECK(count_prefix_ci(*lines, "content-type") == 0);
+  for (const auto& l : *lines) CHECK(l.find("evil") == std::string::npos);
+}
+
+TEST_CASE("request_header_lines: framing headers dropped, injection refused") {
+  HeaderList job = {{"Host", "evil.com"}, {"Content-Length", "5"},
+                    {"Transfer-Encoding", "chunked"}, {"X-Empty", ""}};
+  auto lines = request_header_lines(job, {}, false);
+  REQUIRE(lines.ok());
+  CHECK(count_prefix_ci(*lines, "host") == 0);
+  CHECK(count_prefix_ci(*lines, "content-length") == 0);
+  CHECK(count_prefix_ci(*lines, "transfer-encoding") == 0);
+  CHECK(has_line(*lines, "X-Empty;"));
+  CHECK(has_line(*lines, "Expect:"));
+
+  CHECK_FALSE(request_header_lines({{"X-A", "b\r\nAuthorization: evil"}}, {}, false).ok());
+  CHECK_FALSE(request_header_lines({{"X-A", "b\nc"}}, {}, false).ok());
+  CHECK_FALSE(request_header_lines({{"Bad Name", "v"}}, {}, false).ok());
+  CHECK_FALSE(request_header_lines({{"X-Colon:", "v"}}, {}, false).ok());
+  CHECK_FALSE(request_header_lines({{"X-Big", std::string(9000, 'a')}}, {}, false).ok());
+}
+
+TEST_CASE("request_header_lines: JSON content type for bodies") {
+  auto with_body = request_header_lines({}, {}, true);
+  REQUIRE(with_body.ok());
+  CHECK(has_line(*with_body, "Content-Type: application/json"));
+
+  auto own = request_header_lines({{"content-type", "text/plain"}}, {}, true);
+  REQUIRE(own.ok());
+  CHECK(has_line(*own, "content-type: text/plain"));
+  CHECK(count_prefix_ci(*own, "content-type") == 1);
+
+  auto configured = request_header_lines({{"Content-Type", "text/plain"}},
+                                         {{"content-type", "application/x-ndjson"}}, true);
+  REQUIRE(configured.ok());
+  CHECK(count_prefix_ci(*configured, "content-type") == 1);
+  CHECK(has_line(*configured, "content-type: application/x-ndjson"));
+}
+
+TEST_CASE("keep_response_header keeps retry and rate-limit headers only") {
+  for (const char* n : {"retry-after", "retry-after-ms", "x-ms-retry-after-ms", "content-type",
+                        "date", "x-ratelimit-remaining", "ratelimit-policy", "ratelimit",
+                        "x-rate-limit-reset", "anthropic-ratelimit-tokens-remaining"})
+    CHECK_MESSAGE(keep_response_header(n), n);
+  for (const char* n : {"set-cookie", "server", "content-length", "authorization", "x-request-id",
+                        "rate", "retry"})
+    CHECK_MESSAGE(!keep_response_header(n), n);
+}
+
+TEST_CASE("ResponseHeaders keeps the final response's headers, joined and lower-cased") {
+  ResponseHeaders h;
+  h.on_line("HTTP/1.1 100 Continue\r\n");
+  h.on_line("X-RateLimit-Remaining: 99\r\n");
+  h.on_line("\r\n");
+  h.on_line("HTTP/1.1 429 Too Many Requests\r\n");
+  h.on_line("Content-Type: application/json\r\n");
+  h.on_line("Retry-After:  2 \r\n");
+  h.on_line("RateLimit-Policy: 10;w=1\r\n");
+  h.on_line("ratelimit-policy: 100;w=60\r\n");
+  h.on_line("Set-Cookie: session=secret\r\n");
+  h.on_line("X-Multi: a\r\n");
+  h.on_line("\r\n");
+  auto& m = h.headers();
+  CHECK(m.count("x-ratelimit-remaining") == 0);  // belonged to the 100 response
+  CHECK(m.at("content-type") == "application/json");
+  CHECK(m.at("retry-after") == "2");
+  CHECK(m.at("ratelimit-policy") == "10;w=1, 100;w=60");
+  CHECK(m.count("set-cookie") == 0);
+  CHECK(m.size() == 3);
+}
+
+TEST_CASE("ResponseHeaders caps the bytes it keeps") {
+  ResponseHeaders h;
+  h.on_line("HTTP/2 200\r\n");
+  std::string line = "x-ratelimit-junk: " + std::string(1000, 'a') + "\r\n";
+  for (int i = 0; i < 1000; ++i) h.on_line(line);
+  CHECK(h.headers().at("x-ratelimit-junk").size() <= ResponseHeaders::kMaxBytes);
+}
+
+TEST_CASE("expand_credentials: ${ENV} references and their errors") {
+  ApiConfig api;
+  api.name = "openai";
+  api.headers = {{"Authorization", "Bearer ${PACER_UNIT_TEST_TOKEN}"}};
+  ::unsetenv("PACER_UNIT_TEST_TOKEN");
+  auto missing = expand_credentials(api);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error() ==
+        "api.openai.headers.Authorization: environment variable PACER_UNIT_TEST_TOKEN is not set");
+
+  ::setenv("PACER_UNIT_TEST_TOKEN", "sk-123", 1);
+  auto ok = expand_credentials(api);
+  REQUIRE(ok.ok());
+  REQUIRE(ok->size() == 1);
+  CHECK((*ok)[0].first == "Authorization");
+  CHECK((*ok)[0].second == "Bearer sk-123");
+
+  ::setenv("PACER_UNIT_TEST_TOKEN", "sk-1\r\nX-Evil: 1", 1);
+  auto injected = expand_credentials(api);
+  REQUIRE_FALSE(injected.ok());
+  CHECK(injected.error().starts_with("api.openai.headers.Authorization: "));
+  CHECK(injected.error().find("sk-1") == std::string::npos);  // never the value
+
+  api.headers = {{"X-Key", "${UNTERMINATED"}};
+  auto bad = expand_credentials(api);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().starts_with("api.openai.headers.X-Key: "));
+  ::unsetenv("PACER_UNIT_TEST_TOKEN");
+}
+
+TEST_CASE("parse_job reads the wire Job and names bad fields") {
+  auto j = nlohmann::json::parse(R"({"id": 42, "attempt": 3, "api": "echo", "method": "POST",
+      "path": "/v1/echo", "headers": {"X-Trace": "abc"}, "body": "{\"n\":1}",
+      "timeout_ms": 5000, "batch": null, "future_field": 1})");
+  auto job = parse_job(j);
+  REQUIRE(job.ok());
+  CHECK(job->id == 42);
+  CHECK(job->attempt == 3);
+  CHECK(job->api == "echo");
+  CHECK(job->method == "POST");
+  CHECK(job->path == "/v1/echo");
+  REQUIRE(job->headers.size() == 1);
+  CHECK(job->body == std::optional<std::string>("{\"n\":1}"));
+  CHECK(job->timeout_ms == std::optional<Millis>(5000));
+
+  auto minimal = parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}});
+  REQUIRE(minimal.ok());
+  CHECK(minimal->method == "GET");
+  CHECK(minimal->path == "/");
+
+  CHECK_FALSE(parse_job({{"attempt", 1}, {"api", "a"}}).ok());
+  CHECK_FALSE(parse_job({{"id", "1"}, {"attempt", 1}, {"api", "a"}}).ok());
+  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}}).ok());
+  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"method", "GET /x"}}).ok());
+  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"headers", {{"a", 1}}}}).ok());
+  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"body", 5}}).ok());
+  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"timeout_ms", 0}}).ok());
+  CHECK(job_ids({{"id", 7}, {"attempt", 2}, {"api", 5}}) == std::make_pair(JobId{7}, std::int64_t{2}));
+  CHECK_FALSE(job_ids(nlohmann::json::array()).has_value());
+}
+
+TEST_CASE("prepare_request confines, merges and picks the timeout") {
+  ApiConfig api;
+  api.name = "echo";
+  api.base_url = "http://127.0.0.1:8080/v1";
+  api.headers = {{"Authorization", "Bearer s"}};
+  api.timeout_ms = 1234;
+  auto made = make_route(api);
+  REQUIRE(made.ok());
+  const ApiRoute& route = *made;
+  CHECK(route.base.prefix == "/v1");
+  CHECK(route.base.port == "8080");
+  Job job;
+  job.id = 5;
+  job.attempt = 1;
+  job.api = "echo";
+  job.method = "POST";
+  job.path = "/echo";
+  job.headers = {{"Authorization", "x"}};
+  job.body = "{}";
+  auto r = prepare_request(job, route);
+  REQUIRE(r.ok());
+  CHECK(r->url == "http://127.0.0.1:8080/v1/echo");
+  CHECK(r->timeout_ms == 1234);
+  CHECK(count_prefix_ci(r->header_lines, "authorization") == 1);
+  CHECK(has_line(r->header_lines, "Authorization: Bearer s"));
+  job.timeout_ms = 50;
+  CHECK(prepare_request(job, route)->timeout_ms == 50);
+  job.path = "/../admin";
+  auto esc = prepare_request(job, route);
+  REQUIRE_FALSE(esc.ok());
+  CHECK(esc.error() == "path escapes the API base URL");
+}
+
+TEST_CASE("describe_failure gives clear texts") {
+  TransferFailure f;
+  f.code = CURLE_OPERATION_TIMEDOUT;
+  f.connected = true;
+  f.timeout_ms = 30000;
+  f.connect_timeout_ms = 10000;
+  f.origin = "http://127.0.0.1:8080";
+  CHECK(describe_failure(f) == "timeout after 30000 ms");
+  f.connected = false;
+  CHECK(describe_failure(f) == "connect timeout after 10000 ms (http://127.0.0.1:8080)");
+  f.code = CURLE_COULDNT_CONNECT;
+  f.os_errno = ECONNREFUSED;
+  CHECK(describe_failure(f) == "connection refused (http://127.0.0.1:8080)");
+  f.code = CURLE_RECV_ERROR;
+  f.os_errno = 0;
+  f.detail = "Recv failure: Connection reset by peer";
+  CHECK(describe_failure(f) ==
+        std::string(curl_easy_strerror(CURLE_RECV_ERROR)) +
+            ": Recv failure: Connection reset by peer (http://127.0.0.1:8080)");
+}
+
+TEST_CASE("JobResult wire form and pack_results") {
+  JobResult r = refusal(9, 2, Outcome::kPermanent, "nope", 1000);
+  auto j = r.to_json();
+  CHECK(j["id"] == 9);
+  CHECK(j["attempt"] == 2);
+  CHECK(j["outcome"] == "permanent");
+  CHECK(j["status"] == 0);
+  CHECK(j["error"] == "nope");
+  CHECK(j["headers"].is_object());
+  CHECK(j["body"] == "");
+  CHECK(j["body_truncated"] == false);
+  CHECK(j["started_ms"] == 1000);
+  CHECK(j["duration_ms"].is_number());
+  CHECK(j["observation"].is_null());
+  CHECK_FALSE(j.contains("session"));
+
+  std::vector<JobResult> small(100, r);
+  auto one = pack_results(small, 48u << 20);
+  REQUIRE(one.size() == 1);
+  CHECK(one[0]["results"].size() == 100);
+
+  JobResult big = r;
+  big.body = std::string(4000, 'x');
+  std::vector<JobResult> many(10, big);
+  auto split = pack_results(many, 10'000);
+  std::size_t total = 0;
+  for (const auto& body : split) {
+    CHECK(body.dump().size() <= 10'000);
+    total += body["results"].size();
+  }
+  CHECK(split.size() > 1);
+  CHECK(total == 10);
+  CHECK(pack_results({}, 100).empty());
+}
