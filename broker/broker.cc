@@ -745,6 +745,8 @@ void Broker::dispatch(Millis now) {
         continue;
       }
       l->limiter().record(claimed->cost, now);
+      dispatched_lanes_.insert(l);
+      dispatch_time_ = now;
       l->started();
       l->count_dispatch(now);
       InFlight f;
@@ -832,6 +834,11 @@ void Broker::flush() {
     }
   }
   outbox_.clear();
+  if (!dispatched_lanes_.empty()) {
+    Millis sent = clock_.now_ms();
+    for (Lane* l : dispatched_lanes_) l->limiter().restamp(dispatch_time_, sent);
+    dispatched_lanes_.clear();
+  }
   if (!unreachable.empty()) {
     // Requeue what was meant for them, in a transaction of its own.
     store_->begin();

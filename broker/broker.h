@@ -122,6 +122,10 @@ class Broker {
   std::unordered_map<std::string, WorkerRec> workers_;
   std::unordered_map<JobId, InFlight> in_flight_;
   std::vector<Outgoing> outbox_;
+  // Lanes that dispatched in this turn, and the time their starts were
+  // recorded at; flush() restamps them to when the jobs actually left.
+  std::set<Lane*> dispatched_lanes_;
+  Millis dispatch_time_ = 0;
   Backoff backoff_;
   std::atomic<bool> stopping_{false};
   Millis next_lease_check_ = 0;

@@ -80,6 +80,20 @@ void Limiter::record(std::int64_t cost, Millis t) {
   }
 }
 
+void Limiter::restamp(Millis from, Millis to) {
+  if (to <= from) return;
+  for (auto& log : logs_) {
+    auto round = [&](Millis t) {
+      return log.bucket > 0 ? (t + log.bucket - 1) / log.bucket * log.bucket : t;
+    };
+    Millis old_t = round(from), new_t = round(to);
+    if (old_t == new_t || log.entries.empty() || log.entries.back().t != old_t) continue;
+    // Starts at `from` are the newest entry (record keeps the log sorted
+    // and merges equal times), so moving it later keeps the order.
+    log.entries.back().t = new_t;
+  }
+}
+
 std::vector<Limiter::Usage> Limiter::usage(Millis now) {
   std::vector<Usage> out;
   for (auto& log : logs_) {

@@ -39,6 +39,11 @@ class Limiter {
   // Records a start. Callers record only what they admitted (or what they
   // replay from the attempts table after a restart).
   void record(std::int64_t cost, Millis t);
+  // Moves the starts recorded at `from` (the latest ones) to `to` >= from.
+  // The broker decides at the start of a loop turn but the jobs leave after
+  // the commit; the log must hold when they really left, or a slow commit
+  // would let the next window's starts arrive too close behind these.
+  void restamp(Millis from, Millis to);
 
   struct Usage {
     LimitSpec spec;

@@ -232,3 +232,16 @@ TEST_CASE("property: no interval of length W exceeds L, for many limit sets and 
     }
   }
 }
+
+TEST_CASE("restamp moves this turn's starts to when they really left") {
+  Limiter l({limit("2/s")}, Millis{0});
+  l.record(1, 100);
+  l.record(1, 500);
+  l.restamp(500, 530);  // the commit took 30 ms
+  CHECK_FALSE(l.admits(1, 1099));
+  CHECK(l.next_admit(1, 1050) == 1100);  // the start at 100 expires first
+  l.record(1, 1100);
+  CHECK(l.next_admit(1, 1100) == 1530);  // not 1500: it left at 530
+  l.restamp(400, 450);  // nothing was recorded at 400: no change
+  CHECK(l.next_admit(1, 1100) == 1530);
+}
