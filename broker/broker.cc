@@ -21,6 +21,7 @@ constexpr int kMaxClientMessagesPerTurn = 200;
 constexpr Millis kMaxPollMs = 1000;
 constexpr Millis kDefaultQuotaWaitMs = 24LL * 3600 * 1000;
 constexpr int kPurgeStep = 500;
+constexpr Millis kRestartSkewMs = 1000;
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -118,8 +119,11 @@ void Broker::recover() {
   for (auto& [name, l] : lanes_) {
     Millis span = l->limiter().longest_span();
     if (span > 0) {
+      // Attempt rows hold the dispatch decision time; the jobs left a little
+      // later (after the commit). Replaying them later than they were errs
+      // on the safe side.
       for (auto& [t, cost] : store_->attempt_starts(name, now - span))
-        l->limiter().record(cost, t);
+        l->limiter().record(cost, t + kRestartSkewMs);
     }
     l->set_next_due(store_->next_due(name, now));
   }
@@ -176,7 +180,9 @@ void Broker::turn() {
     on_client_message(rid, *frames, now);
   }
   timers(now);
-  dispatch(now);
+  // A fresh reading: processing a turn's messages (a big SUBMIT) takes time,
+  // and starts must not be recorded earlier than they happen.
+  dispatch(clock_.now_ms());
   store_->commit();
   flush();
 }

@@ -19,7 +19,7 @@ Limiter::Limiter(std::vector<LimitSpec> limits, std::optional<Millis> margin)
 }
 
 Millis Limiter::default_margin(Millis window_ms) {
-  return std::clamp<Millis>(window_ms / 200, 1, 10);
+  return std::clamp<Millis>(window_ms / 50, 1, 50);
 }
 
 void Limiter::evict(Log& log, Millis now) {

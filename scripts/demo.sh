@@ -15,7 +15,7 @@ echo "==> mock API: limit $LIMIT (fixed windows), ${LATENCY} ms latency"
 start_mock --limit "$LIMIT" --algorithm fixed --latency "$LATENCY"
 write_config "http://127.0.0.1:$MOCK_PORT" "limits = [\"$LIMIT\"]
 concurrency = 32
-margin = \"5ms\""
+margin = \"20ms\""
 
 echo "==> broker (SQLite at $WORK/pacer.db) and two workers"
 start_broker

@@ -1,6 +1,7 @@
 #include "tests/mock_api/mock_server.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <exception>
@@ -165,10 +166,43 @@ void MockServer::InstallRoutes() {
   });
 }
 
+namespace {
+
+// Debian's libcpp-httplib 0.11.4 is compiled with a listen backlog of 5. When
+// a fleet opens a few dozen keep-alive connections at once, the kernel drops
+// the SYNs that overflow it and clients retry after a full second, so
+// requests reach the mock a second late — which looks like a client that
+// broke the limit. Find our listening socket and raise its backlog (calling
+// listen() again on a listening socket only updates the backlog).
+void RaiseListenBacklog(int port) {
+  for (int fd = 3; fd < 4096; ++fd) {
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 ||
+        !accepting)
+      continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int bound = 0;
+    if (addr.ss_family == AF_INET)
+      bound = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    else if (addr.ss_family == AF_INET6)
+      bound = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (bound == port) ::listen(fd, SOMAXCONN);
+  }
+}
+
+}  // namespace
+
 int MockServer::Bind() {
-  if (options_.port == 0) return server_->bind_to_any_port(options_.host);
-  return server_->bind_to_port(options_.host, options_.port) ? options_.port
-                                                             : -1;
+  int port = options_.port == 0
+                 ? server_->bind_to_any_port(options_.host)
+                 : (server_->bind_to_port(options_.host, options_.port)
+                        ? options_.port
+                        : -1);
+  if (port > 0) RaiseListenBacklog(port);
+  return port;
 }
 
 bool MockServer::Serve() { return server_->listen_after_bind(); }

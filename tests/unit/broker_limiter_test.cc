@@ -99,9 +99,9 @@ TEST_CASE("the margin widens every window") {
 
 TEST_CASE("default margin scales with the window and stays small") {
   CHECK(Limiter::default_margin(50) == 1);
-  CHECK(Limiter::default_margin(1000) == 5);
-  CHECK(Limiter::default_margin(60'000) == 10);
-  CHECK(Limiter::default_margin(86'400'000) == 10);
+  CHECK(Limiter::default_margin(1000) == 20);
+  CHECK(Limiter::default_margin(60'000) == 50);
+  CHECK(Limiter::default_margin(86'400'000) == 50);
 }
 
 TEST_CASE("unit limits charge the cost, request limits charge one") {
