@@ -32,8 +32,10 @@ bool has_line(const std::vector<std::string>& lines, const std::string& line) {
 int count_prefix_ci(const std::vector<std::string>& lines, std::string prefix) {
   int n = 0;
   for (auto l : lines) {
-    for (auto& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    for (auto& c : prefix) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (auto& c : l)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (auto& c : prefix)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (l.starts_with(prefix)) ++n;
   }
   return n;
@@ -42,14 +44,19 @@ int count_prefix_ci(const std::vector<std::string>& lines, std::string prefix) {
 }  // namespace
 
 TEST_CASE("confine_url: ordinary paths stay on the API") {
-  CHECK(confined("http://127.0.0.1:8080", "/v1/echo") == "http://127.0.0.1:8080/v1/echo");
+  CHECK(confined("http://127.0.0.1:8080", "/v1/echo") ==
+        "http://127.0.0.1:8080/v1/echo");
   CHECK(confined("http://127.0.0.1:8080", "/v1/echo?x=1&y=/../z") ==
         "http://127.0.0.1:8080/v1/echo?x=1&y=/../z");
-  CHECK(confined("https://api.example.com/v1", "/chat") == "https://api.example.com/v1/chat");
-  CHECK(confined("https://api.example.com/v1", "/") == "https://api.example.com/v1/");
+  CHECK(confined("https://api.example.com/v1", "/chat") ==
+        "https://api.example.com/v1/chat");
+  CHECK(confined("https://api.example.com/v1", "/") ==
+        "https://api.example.com/v1/");
   // Dot segments that stay under the prefix are normalized, not refused.
-  CHECK(confined("https://api.example.com/v1", "/a/../b") == "https://api.example.com/v1/b");
-  CHECK(confined("https://api.example.com/v1", "/a/%2e%2e/b") == "https://api.example.com/v1/b");
+  CHECK(confined("https://api.example.com/v1", "/a/../b") ==
+        "https://api.example.com/v1/b");
+  CHECK(confined("https://api.example.com/v1", "/a/%2e%2e/b") ==
+        "https://api.example.com/v1/b");
 }
 
 TEST_CASE("confine_url: dot segments cannot leave the base path") {
@@ -66,16 +73,20 @@ TEST_CASE("confine_url: dot segments cannot leave the base path") {
   CHECK(escapes(base, "/..%5cadmin"));
   CHECK(escapes(base, "/..\\admin"));
   // Without a prefix ".." at the root is just "/".
-  CHECK(confined("http://127.0.0.1:8080", "/../x") == "http://127.0.0.1:8080/x");
-  CHECK(confined("http://127.0.0.1:8080", "/%2e%2e/x") == "http://127.0.0.1:8080/x");
+  CHECK(confined("http://127.0.0.1:8080", "/../x") ==
+        "http://127.0.0.1:8080/x");
+  CHECK(confined("http://127.0.0.1:8080", "/%2e%2e/x") ==
+        "http://127.0.0.1:8080/x");
 }
 
 TEST_CASE("confine_url: the prefix is matched by whole segments") {
   CHECK(escapes("https://api.example.com/v1", "x"));  // no leading '/'
-  CHECK(confined("https://api.example.com/v1", "/x") == "https://api.example.com/v1/x");
+  CHECK(confined("https://api.example.com/v1", "/x") ==
+        "https://api.example.com/v1/x");
   // "/v1" + "/../v10/x" -> "/v10/x": shares the text prefix, not the segment.
   CHECK(escapes("https://api.example.com/v1", "/../v10/x"));
-  CHECK(confined("https://api.example.com/v1", "/../v1/x") == "https://api.example.com/v1/x");
+  CHECK(confined("https://api.example.com/v1", "/../v1/x") ==
+        "https://api.example.com/v1/x");
 }
 
 TEST_CASE("confine_url: another host, port, scheme or user is refused") {
@@ -100,9 +111,17 @@ TEST_CASE("confine_url: another host, port, scheme or user is refused") {
   CHECK(confined("http://127.0.0.1", "/x") == "http://127.0.0.1/x");
 }
 
-TEST_CASE("origin_of gives scheme://host:port") {
-  CHECK(origin_of("http://127.0.0.1:8080/v1/x") == "http://127.0.0.1:8080");
-  CHECK(origin_of("https://api.example.com/v1") == "https://api.example.com:443");
+TEST_CASE("parse_base_url: origin and prefix") {
+  auto a = parse_base_url("http://127.0.0.1:8080/v1/x");
+  REQUIRE(a.ok());
+  CHECK(a->origin == "http://127.0.0.1:8080");
+  CHECK(a->prefix == "/v1/x");
+  auto b = parse_base_url("HTTPS://API.example.com");
+  REQUIRE(b.ok());
+  CHECK(b->origin == "https://api.example.com:443");
+  CHECK(b->prefix == "");
+  CHECK_FALSE(parse_base_url("ftp://example.com").ok());
+  CHECK_FALSE(parse_base_url("not a url").ok());
 }
 
 TEST_CASE("request_header_lines: a job cannot set or override a credential") {
@@ -122,8 +141,10 @@ TEST_CASE("request_header_lines: a job cannot set or override a credential") {
 }
 
 TEST_CASE("request_header_lines: framing headers dropped, injection refused") {
-  HeaderList job = {{"Host", "evil.com"}, {"Content-Length", "5"},
-                    {"Transfer-Encoding", "chunked"}, {"X-Empty", ""}};
+  HeaderList job = {{"Host", "evil.com"},
+                    {"Content-Length", "5"},
+                    {"Transfer-Encoding", "chunked"},
+                    {"X-Empty", ""}};
   auto lines = request_header_lines(job, {}, false);
   REQUIRE(lines.ok());
   CHECK(count_prefix_ci(*lines, "host") == 0);
@@ -132,11 +153,15 @@ TEST_CASE("request_header_lines: framing headers dropped, injection refused") {
   CHECK(has_line(*lines, "X-Empty;"));
   CHECK(has_line(*lines, "Expect:"));
 
-  CHECK_FALSE(request_header_lines({{"X-A", "b\r\nAuthorization: evil"}}, {}, false).ok());
+  CHECK_FALSE(
+      request_header_lines({{"X-A", "b\r\nAuthorization: evil"}}, {}, false)
+          .ok());
   CHECK_FALSE(request_header_lines({{"X-A", "b\nc"}}, {}, false).ok());
   CHECK_FALSE(request_header_lines({{"Bad Name", "v"}}, {}, false).ok());
   CHECK_FALSE(request_header_lines({{"X-Colon:", "v"}}, {}, false).ok());
-  CHECK_FALSE(request_header_lines({{"X-Big", std::string(9000, 'a')}}, {}, false).ok());
+  CHECK_FALSE(
+      request_header_lines({{"X-Big", std::string(9000, 'a')}}, {}, false)
+          .ok());
 }
 
 TEST_CASE("request_header_lines: JSON content type for bodies") {
@@ -149,24 +174,28 @@ TEST_CASE("request_header_lines: JSON content type for bodies") {
   CHECK(has_line(*own, "content-type: text/plain"));
   CHECK(count_prefix_ci(*own, "content-type") == 1);
 
-  auto configured = request_header_lines({{"Content-Type", "text/plain"}},
-                                         {{"content-type", "application/x-ndjson"}}, true);
+  auto configured =
+      request_header_lines({{"Content-Type", "text/plain"}},
+                           {{"content-type", "application/x-ndjson"}}, true);
   REQUIRE(configured.ok());
   CHECK(count_prefix_ci(*configured, "content-type") == 1);
   CHECK(has_line(*configured, "content-type: application/x-ndjson"));
 }
 
 TEST_CASE("keep_response_header keeps retry and rate-limit headers only") {
-  for (const char* n : {"retry-after", "retry-after-ms", "x-ms-retry-after-ms", "content-type",
-                        "date", "x-ratelimit-remaining", "ratelimit-policy", "ratelimit",
-                        "x-rate-limit-reset", "anthropic-ratelimit-tokens-remaining"})
+  for (const char* n :
+       {"retry-after", "retry-after-ms", "x-ms-retry-after-ms", "content-type",
+        "date", "x-ratelimit-remaining", "ratelimit-policy", "ratelimit",
+        "x-rate-limit-reset", "anthropic-ratelimit-tokens-remaining"})
     CHECK_MESSAGE(keep_response_header(n), n);
-  for (const char* n : {"set-cookie", "server", "content-length", "authorization", "x-request-id",
-                        "rate", "retry"})
+  for (const char* n : {"set-cookie", "server", "content-length",
+                        "authorization", "x-request-id", "rate", "retry"})
     CHECK_MESSAGE(!keep_response_header(n), n);
 }
 
-TEST_CASE("ResponseHeaders keeps the final response's headers, joined and lower-cased") {
+TEST_CASE(
+    "ResponseHeaders keeps the final response's headers, joined and "
+    "lower-cased") {
   ResponseHeaders h;
   h.on_line("HTTP/1.1 100 Continue\r\n");
   h.on_line("X-RateLimit-Remaining: 99\r\n");
@@ -193,7 +222,8 @@ TEST_CASE("ResponseHeaders caps the bytes it keeps") {
   h.on_line("HTTP/2 200\r\n");
   std::string line = "x-ratelimit-junk: " + std::string(1000, 'a') + "\r\n";
   for (int i = 0; i < 1000; ++i) h.on_line(line);
-  CHECK(h.headers().at("x-ratelimit-junk").size() <= ResponseHeaders::kMaxBytes);
+  CHECK(h.headers().at("x-ratelimit-junk").size() <=
+        ResponseHeaders::kMaxBytes);
 }
 
 TEST_CASE("expand_credentials: ${ENV} references and their errors") {
@@ -204,7 +234,8 @@ TEST_CASE("expand_credentials: ${ENV} references and their errors") {
   auto missing = expand_credentials(api);
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error() ==
-        "api.openai.headers.Authorization: environment variable PACER_UNIT_TEST_TOKEN is not set");
+        "api.openai.headers.Authorization: environment variable "
+        "PACER_UNIT_TEST_TOKEN is not set");
 
   ::setenv("PACER_UNIT_TEST_TOKEN", "sk-123", 1);
   auto ok = expand_credentials(api);
@@ -227,7 +258,8 @@ TEST_CASE("expand_credentials: ${ENV} references and their errors") {
 }
 
 TEST_CASE("parse_job reads the wire Job and names bad fields") {
-  auto j = nlohmann::json::parse(R"({"id": 42, "attempt": 3, "api": "echo", "method": "POST",
+  auto j = nlohmann::json::parse(
+      R"({"id": 42, "attempt": 3, "api": "echo", "method": "POST",
       "path": "/v1/echo", "headers": {"X-Trace": "abc"}, "body": "{\"n\":1}",
       "timeout_ms": 5000, "batch": null, "future_field": 1})");
   auto job = parse_job(j);
@@ -249,11 +281,30 @@ TEST_CASE("parse_job reads the wire Job and names bad fields") {
   CHECK_FALSE(parse_job({{"attempt", 1}, {"api", "a"}}).ok());
   CHECK_FALSE(parse_job({{"id", "1"}, {"attempt", 1}, {"api", "a"}}).ok());
   CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}}).ok());
-  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"method", "GET /x"}}).ok());
-  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"headers", {{"a", 1}}}}).ok());
-  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"body", 5}}).ok());
-  CHECK_FALSE(parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"timeout_ms", 0}}).ok());
-  CHECK(job_ids({{"id", 7}, {"attempt", 2}, {"api", 5}}) == std::make_pair(JobId{7}, std::int64_t{2}));
+  CHECK_FALSE(
+      parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"method", "GET /x"}})
+          .ok());
+  CHECK_FALSE(
+      parse_job(
+          {{"id", 1}, {"attempt", 1}, {"api", "a"}, {"headers", {{"a", 1}}}})
+          .ok());
+  CHECK_FALSE(
+      parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"body", 5}}).ok());
+  CHECK_FALSE(
+      parse_job({{"id", 1}, {"attempt", 1}, {"api", "a"}, {"timeout_ms", 0}})
+          .ok());
+  CHECK_FALSE(
+      parse_job(
+          {{"id", 1}, {"attempt", 1}, {"api", "a"}, {"method", "GET\r\nX: y"}})
+          .ok());
+  CHECK(parse_job(
+            {{"id", 1}, {"attempt", 1}, {"api", "a"}, {"method", "PROPFIND"}})
+            .ok());
+  CHECK(job_ids({{"id", 7}, {"attempt", 2}, {"api", 5}}) ==
+        std::make_pair(JobId{7}, std::int64_t{2}));
+  // An id past INT64_MAX must not wrap to a different job's id.
+  CHECK_FALSE(
+      job_ids({{"id", std::uint64_t{1} << 63}, {"attempt", 1}}).has_value());
   CHECK_FALSE(job_ids(nlohmann::json::array()).has_value());
 }
 
@@ -278,7 +329,9 @@ TEST_CASE("prepare_request confines, merges and picks the timeout") {
   job.body = "{}";
   auto r = prepare_request(job, route);
   REQUIRE(r.ok());
-  CHECK(r->url == "http://127.0.0.1:8080/v1/echo");
+  CHECK(url_text(r->url.get()) == "http://127.0.0.1:8080/v1/echo");
+  CHECK(r->origin == "http://127.0.0.1:8080");
+  CHECK_FALSE(r->https);
   CHECK(r->timeout_ms == 1234);
   CHECK(count_prefix_ci(r->header_lines, "authorization") == 1);
   CHECK(has_line(r->header_lines, "Authorization: Bearer s"));
@@ -299,7 +352,8 @@ TEST_CASE("describe_failure gives clear texts") {
   f.origin = "http://127.0.0.1:8080";
   CHECK(describe_failure(f) == "timeout after 30000 ms");
   f.connected = false;
-  CHECK(describe_failure(f) == "connect timeout after 10000 ms (http://127.0.0.1:8080)");
+  CHECK(describe_failure(f) ==
+        "connect timeout after 10000 ms (http://127.0.0.1:8080)");
   f.code = CURLE_COULDNT_CONNECT;
   f.os_errno = ECONNREFUSED;
   CHECK(describe_failure(f) == "connection refused (http://127.0.0.1:8080)");

@@ -1,0 +1,81 @@
+// HttpExecutor: many HTTP transfers at once on one libcurl multi handle,
+// driven by the caller's event loop (curl's socket/timer API). It owns the
+// multi handle, a pool of reusable easy handles (keep-alive connections live
+// in the multi's pool), and every running transfer with the buffers curl
+// points into. Each start() yields exactly one JobResult, in completed().
+// Not thread-safe: one thread, the event loop, calls everything.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/result.h"
+#include "worker/request.h"
+
+namespace pacer::worker {
+
+class HttpExecutor {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  struct Options {
+    int max_connections = 64;               // total and per host
+    std::int64_t max_body_bytes = 1 << 20;  // response body cap
+    Millis connect_timeout_ms = 10'000;
+  };
+
+  static Result<std::unique_ptr<HttpExecutor>> create(const Options& options);
+  ~HttpExecutor();
+  HttpExecutor(const HttpExecutor&) = delete;
+  HttpExecutor& operator=(const HttpExecutor&) = delete;
+
+  // Starts a transfer. A setup failure becomes a `transient` result at once.
+  void start(HttpRequest request);
+  std::size_t running() const { return transfers_.size(); }
+
+  // The sockets curl wants watched: fd -> CURL_POLL_IN / OUT / INOUT.
+  const std::map<curl_socket_t, int>& sockets() const { return sockets_; }
+  // When curl wants on_timer(), if at all.
+  std::optional<TimePoint> deadline() const { return deadline_; }
+  // Readiness of one socket (CURL_CSELECT_IN / OUT / ERR bits).
+  void on_socket(curl_socket_t fd, int select_bits);
+  // Runs curl's timeout processing if its deadline has passed.
+  void on_timer(TimePoint now);
+
+  // Ends every running transfer now with `transient`, status 0 and `error`.
+  void abort_all(const std::string& error);
+
+  // Results finished since the last call.
+  std::vector<JobResult> take_completed() {
+    return std::exchange(completed_, {});
+  }
+
+ private:
+  struct Transfer;
+
+  explicit HttpExecutor(const Options& options);
+  static int socket_callback(CURL* easy, curl_socket_t fd, int what, void* self,
+                             void* socket_data);
+  static int timer_callback(CURLM* multi, long timeout_ms, void* self);
+  void collect_done();
+  // Detaches the transfer from curl and recycles its easy handle.
+  std::unique_ptr<Transfer> release(CURL* easy);
+
+  Options options_;
+  CURLM* multi_ = nullptr;
+  std::vector<CURL*> idle_;  // reset easy handles ready for reuse
+  std::unordered_map<CURL*, std::unique_ptr<Transfer>> transfers_;
+  std::map<curl_socket_t, int> sockets_;
+  std::optional<TimePoint> deadline_;
+  std::vector<JobResult> completed_;
+};
+
+}  // namespace pacer::worker

@@ -1,0 +1,185 @@
+// The worker's pure request logic: the wire Job and Result, the URL
+// confinement check (a job may only reach its API's base URL), the header
+// merge that keeps credentials out of the job's reach, the filter for
+// response headers worth keeping, and the texts of transfer errors.
+// Values and free functions, no I/O; thread-safe.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/job.h"
+#include "common/result.h"
+
+namespace pacer::worker {
+
+// Header name/value pairs in the order they are sent.
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+// One HTTP call as the broker sends it (schema/wire_protocol.md §4).
+struct Job {
+  JobId id = 0;
+  std::int64_t attempt = 0;
+  std::string api;
+  std::string method;
+  std::string path;
+  HeaderList headers;
+  std::optional<std::string> body;
+  std::optional<Millis> timeout_ms;  // absent: the API's configured timeout
+};
+
+// Parses a wire Job; errors name the field. Unknown fields are ignored.
+Result<Job> parse_job(const nlohmann::json& j);
+// The id and attempt of a Job that failed to parse, when they are readable,
+// so the refusal can still be answered.
+std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j);
+
+// One wire Result. `session` is not sent: it tags the broker session the job
+// arrived in, for credit accounting.
+struct JobResult {
+  JobId id = 0;
+  std::int64_t attempt = 0;
+  Outcome outcome = Outcome::kTransient;
+  int status = 0;
+  std::string error;
+  std::map<std::string, std::string> headers;
+  std::string body;
+  bool body_truncated = false;
+  Millis started_ms = 0;
+  double duration_ms = 0;
+  std::uint64_t session = 0;
+
+  nlohmann::json to_json() const;
+};
+
+// A Result for a job that was not sent (refused, over capacity, shutdown).
+JobResult refusal(JobId id, std::int64_t attempt, Outcome outcome,
+                  std::string error, Millis now_ms);
+
+// A parsed URL of curl's (CURLU). The handle that was checked is the one
+// handed to curl (CURLOPT_CURLU), so what is sent is what was checked.
+struct UrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+using UrlHandle = std::unique_ptr<CURLU, UrlDeleter>;
+// The full (normalized) text of a URL handle.
+std::string url_text(const CURLU* url);
+
+// An API base URL parsed once (by curl's URL API): what every job's URL is
+// checked against.
+struct BaseUrl {
+  std::string url;  // as configured
+  std::string scheme, host, port;
+  std::string prefix;  // its path without the trailing '/'; "" for none
+  std::string origin;  // scheme://host:port, for error texts
+  bool has_userinfo = false;
+};
+Result<BaseUrl> parse_base_url(std::string_view url);
+
+// An API this worker serves, with its credentials already expanded.
+struct ApiRoute {
+  std::string name;
+  BaseUrl base;
+  HeaderList credentials;
+  Millis timeout_ms = 30'000;
+};
+
+// Expands the ${ENV} references of the API's [api.NAME.headers]. Errors read
+// "api.NAME.headers.KEY: environment variable X is not set". Values are never
+// part of an error message.
+Result<HeaderList> expand_credentials(const ApiConfig& api);
+
+// The route for a configured API: credentials expanded, base URL parsed.
+Result<ApiRoute> make_route(const ApiConfig& api);
+
+inline constexpr std::string_view kEscapeError =
+    "path escapes the API base URL";
+
+// base_url + path, parsed and normalized by curl's URL API (dot segments
+// removed, %2e decoded first), and accepted only if its scheme, host and port
+// equal the base URL's and its path lies under the base URL's path. Returns
+// the parsed URL, which must be the one sent.
+Result<UrlHandle> confine(const BaseUrl& base, std::string_view path);
+// The same as text, parsing the base URL first (tests, tools).
+Result<std::string> confine_url(std::string_view base_url,
+                                std::string_view path);
+
+// The request header lines for curl ("Name: value"): the job's headers minus
+// any whose name matches a credential (case-insensitive) or is a framing
+// header curl owns (Host, Content-Length, Transfer-Encoding, Connection,
+// Upgrade, Expect), then the credentials, then Content-Type:
+// application/json when there is a body and no content type. A header name
+// that is not a token or a value with CR, LF or NUL is an error.
+Result<std::vector<std::string>> request_header_lines(
+    const HeaderList& job_headers, const HeaderList& credentials,
+    bool has_body);
+
+// True for an HTTP method: an RFC 9110 token of at most 32 characters.
+bool valid_method(std::string_view method);
+
+// Whether a response header (lower-case name) goes into the Result.
+bool keep_response_header(std::string_view lower_name);
+
+// Collects the kept headers of the final response from curl's header lines:
+// a status line starts a new response (1xx, redirects), repeated names are
+// joined with ", ", total size is capped.
+class ResponseHeaders {
+ public:
+  static constexpr std::size_t kMaxBytes = 64 << 10;
+  void on_line(std::string_view line);
+  std::map<std::string, std::string>& headers() { return headers_; }
+
+ private:
+  std::map<std::string, std::string> headers_;
+  std::string last_kept_;  // name of the last kept header, for folded lines
+  std::size_t bytes_ = 0;
+};
+
+// What is known about a failed transfer, for its error text.
+struct TransferFailure {
+  CURLcode code = CURLE_OK;
+  std::string_view detail;  // CURLOPT_ERRORBUFFER contents
+  int os_errno = 0;
+  bool connected = false;  // a connection was established for the request
+  Millis timeout_ms = 0;
+  Millis connect_timeout_ms = 0;
+  std::string origin;  // scheme://host:port
+};
+// "timeout after 30000 ms", "connection refused (http://127.0.0.1:8080)", ...
+std::string describe_failure(const TransferFailure& f);
+
+// A job ready for curl: the confined URL and the final header lines.
+struct HttpRequest {
+  JobId id = 0;
+  std::int64_t attempt = 0;
+  std::uint64_t session = 0;  // copied into the JobResult
+  UrlHandle url;              // confined to the API; sent as is
+  std::string origin;         // scheme://host:port, for error texts
+  bool https = false;
+  std::string method;
+  std::vector<std::string> header_lines;
+  std::optional<std::string> body;
+  Millis timeout_ms = 30'000;
+};
+
+// Confines the job to its API and merges its headers with the credentials.
+// An error is the text of a `permanent` refusal.
+Result<HttpRequest> prepare_request(const Job& job, const ApiRoute& route);
+
+// Splits results into RESULTS bodies ({"results": [...]}) whose JSON text
+// stays under `max_bytes`. One body unless the results are huge.
+std::vector<nlohmann::json> pack_results(std::vector<JobResult> results,
+                                         std::size_t max_bytes);
+
+}  // namespace pacer::worker
