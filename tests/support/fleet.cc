@@ -38,6 +38,9 @@ std::optional<json> broker_request(const std::string& endpoint,
 Fleet::Fleet(FleetOptions options) : options_(std::move(options)) {
   mock_ = std::make_unique<MockApi>(dir_, options_.mock_args);
   config_path_ = dir_.file("pacer.toml");
+  std::string extra = options_.extra_toml;
+  for (auto at = extra.find("{mock}"); at != std::string::npos; at = extra.find("{mock}"))
+    extra.replace(at, 6, mock_->base_url());
   dir_.write("pacer.toml",
              "[broker]\n"
              "database = \"" + db_path() + "\"\n"
@@ -46,7 +49,7 @@ Fleet::Fleet(FleetOptions options) : options_(std::move(options)) {
              options_.broker_toml +
              "\n[api.echo]\n"
              "base_url = \"" + mock_->base_url() + "\"\n" +
-             options_.api_toml + "\n");
+             options_.api_toml + "\n" + extra);
 }
 
 Fleet::~Fleet() {

@@ -29,6 +29,7 @@ struct FleetOptions {
   std::vector<std::string> mock_args;       // e.g. {"--limit", "50/s"}
   std::string api_toml;                     // extra lines for [api.echo]
   std::string broker_toml;                  // extra lines for [broker]
+  std::string extra_toml;  // appended: more [api.*] tables; "{mock}" = mock URL
   int workers = 2;
   int worker_concurrency = 16;
 };

@@ -1,0 +1,102 @@
+// Fleets: workers that serve only some APIs get only those APIs' jobs, and
+// lanes share workers fairly. Real processes on loopback.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <sqlite3.h>
+
+#include "tests/support/fleet.h"
+
+using namespace pacer::testing;
+using pacer::protocol::Command;
+using json = nlohmann::json;
+
+namespace {
+std::vector<std::pair<std::string, std::string>> workers_by_api(const std::string& db) {
+  std::vector<std::pair<std::string, std::string>> out;
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, "SELECT DISTINCT api, worker FROM attempts ORDER BY 1, 2", -1,
+                             &st, nullptr) == SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW)
+    out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                     reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a worker serving some APIs gets only their jobs") {
+  FleetOptions o;
+  o.mock_args = {"--latency", "2"};
+  o.api_toml = "concurrency = 8\n";
+  o.extra_toml = "[api.other]\nbase_url = \"{mock}\"\n";
+  Fleet f(o);
+  f.start_broker();
+  f.start_worker(0, {"--apis", "echo"});
+  f.start_worker(1, {"--apis", "other"});
+  REQUIRE(f.wait_workers(2));
+
+  json jobs = json::array();
+  for (int i = 0; i < 200; ++i)
+    jobs.push_back({{"api", i % 2 ? "other" : "echo"}, {"path", "/v1/echo"}, {"body", {{"i", i}}}});
+  auto r = f.request(Command::kSubmit, {{"jobs", jobs}});
+  REQUIRE(r);
+  REQUIRE(r->value("ok", false));
+  std::vector<std::int64_t> ids = (*r)["ids"].get<std::vector<std::int64_t>>();
+  REQUIRE(f.wait_done(ids, 60s));
+  CHECK(f.progress(ids)["succeeded"] == 200);
+  auto pairs = workers_by_api(f.db_path());
+  REQUIRE(pairs.size() == 2);
+  CHECK(pairs[0] == std::pair<std::string, std::string>{"echo", "worker-0"});
+  CHECK(pairs[1] == std::pair<std::string, std::string>{"other", "worker-1"});
+}
+
+TEST_CASE("an unknown API, a bad job and a wrong protocol version get clear errors") {
+  Fleet f({.workers = 0});
+  f.start_broker();
+  auto r = f.request(Command::kSubmit, {{"jobs", json::array({{{"api", "nope"}}})}});
+  REQUIRE(r);
+  CHECK_FALSE(r->value("ok", true));
+  CHECK((*r)["code"] == "unknown_api");
+  CHECK((*r)["message"].get<std::string>().find("unknown api 'nope'") != std::string::npos);
+
+  // A bad job anywhere in a SUBMIT refuses all of it.
+  json jobs = json::array({{{"api", "echo"}, {"path", "/ok"}}, {{"api", "echo"}, {"path", "no-slash"}}});
+  r = f.request(Command::kSubmit, {{"jobs", jobs}});
+  REQUIRE(r);
+  CHECK((*r)["code"] == "invalid");
+  CHECK((*r)["index"] == 1);
+  auto p = f.request(Command::kProgress, {{"all", true}});
+  REQUIRE(p);
+  CHECK((*p)["total"] == 0);
+
+  // Another protocol version: an ERROR naming both, and the broker lives on.
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(f.client_endpoint());
+  std::string header = "PACER2";
+  std::uint8_t cmd = 0x15;
+  std::string body = "{\"req\":\"x\"}";
+  s.send(zmq::buffer(header), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(&cmd, 1), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(body), zmq::send_flags::none);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, std::chrono::milliseconds(10000));
+  auto frames = pacer::protocol::recv_frames(s, false, nullptr);
+  REQUIRE(frames);
+  auto d = pacer::protocol::decode(*frames);
+  REQUIRE(d.message);
+  CHECK(d.message->command == Command::kError);
+  CHECK(d.message->body["code"] == "version");
+  // Garbage is survived too.
+  s.send(zmq::buffer(std::string("hello")), zmq::send_flags::none);
+  auto again = f.request(Command::kApis, json::object());
+  REQUIRE(again);
+  CHECK(again->value("ok", false));
+  CHECK(f.broker().running());
+}
