@@ -3,9 +3,9 @@
 // server (request headers, held requests, big bodies, 429, redirects), and
 // the worker is the real binary.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -179,7 +179,8 @@ void raise_listen_backlog(int port) {
   for (int fd = 3; fd < 4096; ++fd) {
     int accepting = 0;
     socklen_t len = sizeof accepting;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting)
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 ||
+        !accepting)
       continue;
     sockaddr_in addr{};
     socklen_t alen = sizeof addr;
@@ -217,13 +218,6 @@ class TestServer {
                   }
                   res.set_content("{}", "application/json");
                 });
-    server_.Get("/v1/stamp", [this](const httplib::Request&, httplib::Response& res) {
-      {
-        std::lock_guard lock(mu_);
-        stamps_.push_back(std::chrono::steady_clock::now());
-      }
-      res.set_content("{}", "application/json");
-    });
     server_.Get("/v1/hold",
                 [this](const httplib::Request&, httplib::Response& res) {
                   std::unique_lock lock(mu_);
@@ -320,9 +314,6 @@ class TestServer {
   bool released_ = false;
   bool closing_ = false;
   std::set<int> ports_;
- public:
-  std::vector<std::chrono::steady_clock::time_point> stamps_;
- private:
   int in_flight_ = 0;
   int slow_in_flight_ = 0;
   int max_in_flight_ = 0;
@@ -825,28 +816,4 @@ TEST_CASE("configuration errors exit 2 with one clear line") {
                              20s);
   CHECK(unknown.exit_code == 2);
   CHECK(unknown.err.find("unknown API 'nope'") != std::string::npos);
-}
-
-TEST_CASE("LATENCY probe") {
-  Setup s({}, 64);
-  s.handshake();
-  std::vector<double> lat;
-  for (int i = 0; i < 200; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    REQUIRE(s.broker.send(s.peer, jobs_message({job(i, "test", "GET", "/stamp")})));
-    auto rs = s.broker.results(1);
-    REQUIRE(rs.size() == 1);
-    auto t1 = s.upstream.stamps_.back();
-    lat.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(lat.begin(), lat.end());
-  MESSAGE("first " << lat.front() << " p50 " << lat[100] << " p99 " << lat[198] << " max " << lat.back());
-  // burst of 50
-  auto t0 = std::chrono::steady_clock::now();
-  std::vector<Json> jobs;
-  for (int i = 0; i < 40; ++i) jobs.push_back(job(1000 + i, "test", "GET", "/stamp"));
-  REQUIRE(s.broker.send(s.peer, jobs_message(jobs)));
-  auto rs = s.broker.results(40);
-  auto last = *std::max_element(s.upstream.stamps_.end() - 40, s.upstream.stamps_.end());
-  MESSAGE("burst of 50 fresh+reused conns: last arrival after " << std::chrono::duration<double, std::milli>(last - t0).count() << " ms");
 }
