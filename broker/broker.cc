@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cerrno>
 #include <stdexcept>
+#include <type_traits>
 
 #include "common/log.h"
 #include "common/units.h"
@@ -22,6 +23,7 @@ constexpr Millis kMaxPollMs = 1000;
 constexpr Millis kDefaultQuotaWaitMs = 24LL * 3600 * 1000;
 constexpr int kPurgeStep = 500;
 constexpr Millis kRestartSkewMs = 1000;
+constexpr std::size_t kMaxJobsMessageBytes = 16u << 20;
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -39,6 +41,24 @@ std::optional<Millis> retry_after_ms(const json& headers) {
       !std::all_of(v.begin(), v.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
     return std::nullopt;
   return std::stoll(v) * 1000;
+}
+
+// Fields a peer sent, read without trusting their types: nlohmann's value()
+// throws when a key exists with another type, and a peer must not be able to
+// crash the broker with "status": null.
+template <typename T>
+T field(const json& obj, const char* key, T fallback) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return fallback;
+  if constexpr (std::is_same_v<T, std::string>) {
+    return it->is_string() ? it->template get<std::string>() : fallback;
+  } else if constexpr (std::is_same_v<T, double>) {
+    return it->is_number() ? it->template get<double>() : fallback;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return it->is_boolean() ? it->template get<bool>() : fallback;
+  } else {
+    return it->is_number_integer() ? it->template get<T>() : fallback;
+  }
 }
 
 std::string random_group() {
@@ -189,15 +209,16 @@ void Broker::turn() {
 
 Millis Broker::next_wakeup(Millis now) {
   Millis wake = now + kMaxPollMs;
-  bool any_credit = false;
   for (auto& [rid, w] : workers_) {
-    if (w.free_credit() > 0) any_credit = true;
     wake = std::min(wake, w.last_sent + config_.broker.heartbeat_ms);
     wake = std::min(wake, w.last_seen + config_.broker.heartbeat_ms * config_.broker.liveness + 1);
   }
   for (Lane* l : lane_order_) {
     if (l->next_due()) wake = std::min(wake, *l->next_due());
-    if (any_credit && l->has_ready() && l->under_concurrency()) {
+    bool credit = std::any_of(workers_.begin(), workers_.end(), [&](auto& kv) {
+      return kv.second.serves(l->name()) && kv.second.free_credit() > 0;
+    });
+    if (credit && l->has_ready() && l->under_concurrency()) {
       Millis t = l->limiter().next_admit(l->head().cost, now);
       if (t != Limiter::kNever) wake = std::min(wake, t);
       else wake = now;  // dispatch() fails the job that can never fit
@@ -229,7 +250,16 @@ void Broker::on_worker_message(const std::string& rid,
     if (err.code == "version") forget_worker(rid, "protocol version mismatch", now);
     return;
   }
-  Message& m = *decoded.message;
+  try {
+    handle_worker(rid, *decoded.message, now);
+  } catch (const json::exception& e) {
+    // Every field is read defensively; this is the backstop that keeps one
+    // odd message from taking the broker down.
+    reply(workers_sock_, rid, protocol::make_error("malformed", e.what()));
+  }
+}
+
+void Broker::handle_worker(const std::string& rid, Message& m, Millis now) {
   if (m.command == Command::kReady) {
     on_ready(rid, m.body, now);
     return;
@@ -289,7 +319,7 @@ void Broker::on_ready(const std::string& rid, const json& body, Millis now) {
   auto& w = workers_[rid];
   bool fresh = w.routing_id.empty();
   w.routing_id = rid;
-  w.name = body.value("worker", std::string("worker"));
+  w.name = field(body, "worker", std::string("worker"));
   if (w.name.size() > 200) w.name.resize(200);
   w.capacity = static_cast<int>(cap->get<std::int64_t>());
   w.apis = std::move(apis);
@@ -338,11 +368,12 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   if (l) l->finished();
   ++results_total_;
 
-  int status = r.value("status", 0);
+  int status = field(r, "status", 0);
+  if (status < 0 || status > 999) status = 0;
   Outcome outcome = Outcome::kTransient;
   if (status > 0) {
     outcome = classify_status(status);
-  } else if (auto o = parse_outcome(r.value("outcome", std::string("transient")))) {
+  } else if (auto o = parse_outcome(field(r, "outcome", std::string("transient")))) {
     outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
   }
   AttemptEnd end;
@@ -350,13 +381,14 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   end.attempt = attempt;
   end.outcome = outcome;
   end.status = status;
-  end.error = r.value("error", std::string());
+  end.error = field(r, "error", std::string());
   if (end.error.empty() && outcome != Outcome::kSuccess)
     end.error = "HTTP " + std::to_string(status);
-  json headers = r.value("headers", json::object());
+  json headers = json::object();
+  if (auto h = r.find("headers"); h != r.end() && h->is_object()) headers = *h;
   if (!headers.empty()) end.headers_json = headers.dump();
   if (auto b = r.find("body"); b != r.end() && b->is_string()) end.body = b->get<std::string>();
-  end.duration_ms = r.value("duration_ms", 0.0);
+  end.duration_ms = field(r, "duration_ms", 0.0);
   if (auto o = r.find("observation"); o != r.end() && !o->is_null()) end.observation_json = o->dump();
   end.run_at = now;
   const ApiConfig* api = config_.api(job.api);
@@ -470,7 +502,7 @@ void Broker::on_client_message(const std::string& rid,
     return;
   }
   Message& m = *decoded.message;
-  json req = m.body.value("req", json());
+  json req = m.body.is_object() ? m.body.value("req", json()) : json();
   std::string code;
   json result;
   try {
@@ -560,7 +592,7 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
         if (body.contains("ids")) p = store_->progress_ids(id_list(body));
         else if (body.contains("group") && body["group"].is_string())
           p = store_->progress_group(body["group"].get<std::string>());
-        else if (body.value("all", false)) p = store_->progress_all();
+        else if (field(body, "all", false)) p = store_->progress_all();
         else throw std::invalid_argument("give 'ids', 'group' or 'all'");
         return {{"total", p.total}, {"succeeded", p.succeeded}, {"dead", p.dead},
                 {"canceled", p.canceled}, {"pending", p.pending}};
@@ -736,7 +768,7 @@ void Broker::dispatch(Millis now) {
       if (at > now && at != Limiter::kNever) continue;
       l->pop_head();
       auto claimed = store_->claim(head.id, l->name(), best->name, now,
-                                   l->config().timeout_ms + config_.broker.lease_grace_ms);
+                                   config_.broker.lease_grace_ms);
       progress = true;
       if (!claimed) continue;  // canceled or otherwise no longer ready
       if (at == Limiter::kNever) {
@@ -775,7 +807,18 @@ void Broker::dispatch(Millis now) {
                   {"timeout_ms", claimed->timeout_ms}};
       if (!claimed->headers_json.empty())
         job["headers"] = json::parse(claimed->headers_json, nullptr, false);
+      std::size_t bytes = 256 + claimed->path.size() + claimed->headers_json.size() +
+                          (claimed->body ? claimed->body->size() * 2 : 0);
       if (claimed->body) job["body"] = *claimed->body;
+      // A JOBS message stays far below the peers' 64 MiB receive limit
+      // (bodies may grow when escaped).
+      if (best->pending_bytes + bytes > kMaxJobsMessageBytes && !best->pending_jobs.empty()) {
+        outbox_.push_back({&workers_sock_, best->routing_id,
+                           Message{Command::kJobs, {{"jobs", std::move(best->pending_jobs)}}}});
+        best->pending_jobs = json::array();
+        best->pending_bytes = 0;
+      }
+      best->pending_bytes += bytes;
       best->pending_jobs.push_back(std::move(job));
       if (l->wants_refill()) {
         auto rows = store_->ready(l->name(), now, l->window_cap());
@@ -789,6 +832,7 @@ void Broker::dispatch(Millis now) {
     outbox_.push_back({&workers_sock_, rid,
                        Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
     w.pending_jobs = json::array();
+    w.pending_bytes = 0;
   }
 }
 
@@ -816,7 +860,11 @@ void Broker::timers(Millis now) {
     }
   }
   if (now >= next_purge_) {
-    auto purged = store_->purge_finished(now - config_.broker.retention_ms, kPurgeStep);
+    // Attempts go with their jobs; keep them while a limiter may need them
+    // to be rebuilt after a restart, whatever the retention says.
+    Millis keep = config_.broker.retention_ms;
+    for (Lane* l : lane_order_) keep = std::max(keep, l->limiter().longest_span() + kRestartSkewMs);
+    auto purged = store_->purge_finished(now - keep, kPurgeStep);
     // Keep purging in small steps while there is a backlog, without stalling.
     next_purge_ = now + (purged == kPurgeStep ? 50 : 5000);
     if (purged) log::debug("purged", {{"jobs", purged}});

@@ -57,6 +57,7 @@ class Broker {
     Millis last_seen = 0;
     Millis last_sent = 0;
     nlohmann::json pending_jobs = nlohmann::json::array();
+    std::size_t pending_bytes = 0;
     bool serves(const std::string& api) const {
       return apis.empty() || apis.count(api) > 0;
     }
@@ -87,6 +88,7 @@ class Broker {
 
   void on_worker_message(const std::string& rid,
                          std::vector<zmq::message_t>& frames, Millis now);
+  void handle_worker(const std::string& rid, protocol::Message& m, Millis now);
   void on_ready(const std::string& rid, const nlohmann::json& body, Millis now);
   void on_results(WorkerRec& w, const nlohmann::json& body, Millis now);
   void apply_result(const nlohmann::json& r, WorkerRec* w, Millis now);

@@ -62,7 +62,7 @@ std::string sql_for(int which) {
              " WHERE api = ?1 AND " + ready + " AND run_at > ?2";
     case kClaim:
       return "UPDATE jobs SET state = 'running', dispatches = dispatches + 1,"
-             " lease_until = ?2, updated_at = ?3"
+             " lease_until = ?2 + timeout_ms, updated_at = ?3"
              " WHERE id = ?1 AND " + ready +
              " RETURNING dispatches, attempts, max_attempts, method, path, headers,"
              " body, timeout_ms, cost, quota_deadline, priority";
@@ -269,9 +269,9 @@ std::optional<Millis> Store::next_due(const std::string& api, Millis now) {
 
 std::optional<Claimed> Store::claim(JobId id, const std::string& api,
                                     const std::string& worker, Millis now,
-                                    Millis lease_ms) {
+                                    Millis lease_grace_ms) {
   auto& s = stmt(kClaim);
-  s.bind(1, id).bind(2, now + lease_ms).bind(3, now);
+  s.bind(1, id).bind(2, now + lease_grace_ms).bind(3, now);
   if (!s.step()) {
     s.reset();
     return std::nullopt;

@@ -117,9 +117,10 @@ class Store {
                       int max_attempts, Millis timeout_ms, Millis now);
   std::vector<ReadyEntry> ready(const std::string& api, Millis now, int limit);
   std::optional<Millis> next_due(const std::string& api, Millis now);
+  // The lease runs for the job's own timeout plus `lease_grace_ms`.
   std::optional<Claimed> claim(JobId id, const std::string& api,
                                const std::string& worker, Millis now,
-                               Millis lease_ms);
+                               Millis lease_grace_ms);
   // Applies the end of an attempt if `attempt` is still the job's current
   // one and it is running. Returns whether it applied (fencing).
   bool end_attempt(const AttemptEnd& end, Millis now);

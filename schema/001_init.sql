@@ -43,7 +43,6 @@ CREATE INDEX jobs_running ON jobs (lease_until) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs (finished_at)
   WHERE state IN ('succeeded', 'dead', 'canceled');
 CREATE INDEX jobs_group ON jobs (group_id) WHERE group_id IS NOT NULL;
-CREATE INDEX jobs_state ON jobs (state, api);
 
 -- One row per dispatch. `n` is the job's dispatch number (the fencing token).
 CREATE TABLE attempts (

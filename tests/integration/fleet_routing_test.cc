@@ -100,3 +100,31 @@ TEST_CASE("an unknown API, a bad job and a wrong protocol version get clear erro
   CHECK(again->value("ok", false));
   CHECK(f.broker().running());
 }
+
+TEST_CASE("a worker sending fields of the wrong type cannot take the broker down") {
+  Fleet f({.workers = 0});
+  f.start_broker();
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("ipc://" + f.dir().file("workers.sock"));
+  auto send = [&](Command c, const json& body) {
+    REQUIRE(pacer::protocol::send(s, {c, body}, nullptr, false));
+  };
+  send(Command::kReady, {{"worker", 5}, {"capacity", 2}, {"apis", json::array()}});
+  send(Command::kResults, {{"results", json::array({{{"id", 1}, {"attempt", 1}, {"status", nullptr},
+                                                     {"error", nullptr}, {"duration_ms", "12"},
+                                                     {"headers", "x"}, {"outcome", 7}}})}});
+  send(Command::kResults, {{"results", "not an array"}});
+  send(Command::kReady, {{"capacity", "many"}});
+  // A client-socket message with an optional-body command and no body.
+  zmq::socket_t c(ctx, zmq::socket_type::dealer);
+  c.set(zmq::sockopt::linger, 0);
+  c.connect(f.client_endpoint());
+  REQUIRE(pacer::protocol::send(c, {Command::kHeartbeat, nullptr}, nullptr, false));
+  // The broker still answers, and still runs.
+  auto r = f.request(Command::kStats, json::object());
+  REQUIRE(r);
+  CHECK(r->value("ok", false));
+  CHECK(f.broker().running());
+}

@@ -26,10 +26,10 @@ std::optional<nlohmann::json> broker_request(const std::string& endpoint,
                                              std::chrono::milliseconds timeout = 10s);
 
 struct FleetOptions {
-  std::vector<std::string> mock_args;       // e.g. {"--limit", "50/s"}
-  std::string api_toml;                     // extra lines for [api.echo]
-  std::string broker_toml;                  // extra lines for [broker]
-  std::string extra_toml;  // appended: more [api.*] tables; "{mock}" = mock URL
+  std::vector<std::string> mock_args = {};       // e.g. {"--limit", "50/s"}
+  std::string api_toml = {};                     // extra lines for [api.echo]
+  std::string broker_toml = {};                  // extra lines for [broker]
+  std::string extra_toml = {};  // appended: more [api.*] tables; "{mock}" = mock URL
   int workers = 2;
   int worker_concurrency = 16;
 };

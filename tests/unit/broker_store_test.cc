@@ -368,7 +368,8 @@ TEST_CASE("claim moves a ready job to running with a new attempt row") {
   CHECK(running[0].attempts_used == 0);
   CHECK(running[0].max_attempts == 4);
   CHECK(running[0].cost == 2);
-  CHECK(running[0].lease_until == std::optional<Millis>(t0 + 10 + 35'000));
+  // The lease is the job's own timeout (5 s) plus the grace given to claim.
+  CHECK(running[0].lease_until == std::optional<Millis>(t0 + 10 + 5'000 + 35'000));
   CHECK_FALSE(running[0].quota_deadline.has_value());
   CHECK(running[0].priority == 3);
 
