@@ -26,7 +26,8 @@ constexpr Millis kRestartSkewMs = 1000;
 constexpr std::size_t kMaxJobsMessageBytes = 16u << 20;
 
 std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
 
@@ -37,8 +38,9 @@ std::optional<Millis> retry_after_ms(const json& headers) {
   auto it = headers.find("retry-after");
   if (it == headers.end() || !it->is_string()) return std::nullopt;
   const std::string& v = it->get_ref<const std::string&>();
-  if (v.empty() || v.size() > 9 ||
-      !std::all_of(v.begin(), v.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+  if (v.empty() || v.size() > 9 || !std::all_of(v.begin(), v.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      }))
     return std::nullopt;
   return std::stoll(v) * 1000;
 }
@@ -149,9 +151,11 @@ void Broker::recover() {
   }
   for (auto& [api, n] : store_->apis_with_ready_jobs()) {
     if (!lane(api))
-      log::warn("jobs_for_unknown_api",
-                {{"api", api}, {"jobs", n},
-                 {"hint", "add [api." + api + "] to the configuration to run them"}});
+      log::warn(
+          "jobs_for_unknown_api",
+          {{"api", api},
+           {"jobs", n},
+           {"hint", "add [api." + api + "] to the configuration to run them"}});
   }
   log::info("recovered", {{"running_jobs", orphans},
                           {"schema_version", store_->schema_version()}});
@@ -166,7 +170,10 @@ int Broker::run() {
   while (!stopping_) turn();
   // Tell workers we are going; they reconnect to the next broker.
   for (auto& [rid, w] : workers_)
-    protocol::send(workers_sock_, Message{Command::kDisconnect, {{"reason", "broker shutting down"}}}, &rid);
+    protocol::send(
+        workers_sock_,
+        Message{Command::kDisconnect, {{"reason", "broker shutting down"}}},
+        &rid);
   store_->commit();
   log::info("stopped", {{"in_flight", in_flight_.size()}});
   return 0;
@@ -175,7 +182,8 @@ int Broker::run() {
 void Broker::turn() {
   Millis now = clock_.now_ms();
   Millis wake = next_wakeup(now);
-  long timeout = static_cast<long>(std::clamp<Millis>(wake - now, 0, kMaxPollMs));
+  long timeout =
+      static_cast<long>(std::clamp<Millis>(wake - now, 0, kMaxPollMs));
   zmq::pollitem_t items[] = {
       {workers_sock_.handle(), 0, ZMQ_POLLIN, 0},
       {clients_sock_.handle(), 0, ZMQ_POLLIN, 0},
@@ -211,7 +219,9 @@ Millis Broker::next_wakeup(Millis now) {
   Millis wake = now + kMaxPollMs;
   for (auto& [rid, w] : workers_) {
     wake = std::min(wake, w.last_sent + config_.broker.heartbeat_ms);
-    wake = std::min(wake, w.last_seen + config_.broker.heartbeat_ms * config_.broker.liveness + 1);
+    wake = std::min(
+        wake, w.last_seen +
+                  config_.broker.heartbeat_ms * config_.broker.liveness + 1);
   }
   for (Lane* l : lane_order_) {
     if (l->next_due()) wake = std::min(wake, *l->next_due());
@@ -220,8 +230,10 @@ Millis Broker::next_wakeup(Millis now) {
     });
     if (credit && l->has_ready() && l->under_concurrency()) {
       Millis t = l->limiter().next_admit(l->head().cost, now);
-      if (t != Limiter::kNever) wake = std::min(wake, t);
-      else wake = now;  // dispatch() fails the job that can never fit
+      if (t != Limiter::kNever)
+        wake = std::min(wake, t);
+      else
+        wake = now;  // dispatch() fails the job that can never fit
     }
   }
   wake = std::min(wake, next_lease_check_);
@@ -232,7 +244,8 @@ Millis Broker::next_wakeup(Millis now) {
 // ---------------------------------------------------------------- workers
 
 void Broker::on_worker_message(const std::string& rid,
-                               std::vector<zmq::message_t>& frames, Millis now) {
+                               std::vector<zmq::message_t>& frames,
+                               Millis now) {
   auto decoded = protocol::decode(frames);
   if (decoded.error) {
     auto& err = *decoded.error;
@@ -243,11 +256,13 @@ void Broker::on_worker_message(const std::string& rid,
     auto& last = malformed_logged_[rid];
     if (now - last > 60'000) {
       last = now;
-      log::warn("protocol_error", {{"socket", "workers"}, {"code", err.code},
+      log::warn("protocol_error", {{"socket", "workers"},
+                                   {"code", err.code},
                                    {"message", err.message}});
     }
     reply(workers_sock_, rid, protocol::make_error(err.code, err.message));
-    if (err.code == "version") forget_worker(rid, "protocol version mismatch", now);
+    if (err.code == "version")
+      forget_worker(rid, "protocol version mismatch", now);
     return;
   }
   try {
@@ -284,8 +299,9 @@ void Broker::handle_worker(const std::string& rid, Message& m, Millis now) {
       return;
     default:
       reply(workers_sock_, rid,
-            protocol::make_error("malformed", std::string(protocol::to_string(m.command)) +
-                                                  " is not a worker command"));
+            protocol::make_error("malformed",
+                                 std::string(protocol::to_string(m.command)) +
+                                     " is not a worker command"));
       return;
   }
   if (!w) {
@@ -296,21 +312,27 @@ void Broker::handle_worker(const std::string& rid, Message& m, Millis now) {
 
 void Broker::on_ready(const std::string& rid, const json& body, Millis now) {
   auto cap = body.find("capacity");
-  if (cap == body.end() || !cap->is_number_integer() || cap->get<std::int64_t>() < 1 ||
-      cap->get<std::int64_t>() > 100'000) {
+  if (cap == body.end() || !cap->is_number_integer() ||
+      cap->get<std::int64_t>() < 1 || cap->get<std::int64_t>() > 100'000) {
     reply(workers_sock_, rid,
-          protocol::make_error("malformed", "READY: 'capacity' must be an integer from 1 to 100000"));
+          protocol::make_error(
+              "malformed",
+              "READY: 'capacity' must be an integer from 1 to 100000"));
     return;
   }
   std::set<std::string> apis;
   if (auto a = body.find("apis"); a != body.end()) {
     if (!a->is_array()) {
-      reply(workers_sock_, rid, protocol::make_error("malformed", "READY: 'apis' must be an array"));
+      reply(
+          workers_sock_, rid,
+          protocol::make_error("malformed", "READY: 'apis' must be an array"));
       return;
     }
     for (auto& v : *a) {
       if (!v.is_string()) {
-        reply(workers_sock_, rid, protocol::make_error("malformed", "READY: 'apis' must hold strings"));
+        reply(workers_sock_, rid,
+              protocol::make_error("malformed",
+                                   "READY: 'apis' must hold strings"));
         return;
       }
       apis.insert(v.get<std::string>());
@@ -325,10 +347,13 @@ void Broker::on_ready(const std::string& rid, const json& body, Millis now) {
   w.apis = std::move(apis);
   w.last_seen = now;
   for (auto& a : w.apis)
-    if (!lane(a)) log::warn("worker_serves_unknown_api", {{"worker", w.name}, {"api", a}});
-  log::info(fresh ? "worker_connected" : "worker_ready_again",
-            {{"worker", w.name}, {"capacity", w.capacity},
-             {"apis", json(std::vector<std::string>(w.apis.begin(), w.apis.end()))}});
+    if (!lane(a))
+      log::warn("worker_serves_unknown_api", {{"worker", w.name}, {"api", a}});
+  log::info(
+      fresh ? "worker_connected" : "worker_ready_again",
+      {{"worker", w.name},
+       {"capacity", w.capacity},
+       {"apis", json(std::vector<std::string>(w.apis.begin(), w.apis.end()))}});
   reply(workers_sock_, rid,
         Message{Command::kWelcome,
                 {{"heartbeat_ms", config_.broker.heartbeat_ms},
@@ -339,7 +364,8 @@ void Broker::on_results(WorkerRec& w, const json& body, Millis now) {
   auto it = body.find("results");
   if (it == body.end() || !it->is_array()) {
     reply(workers_sock_, w.routing_id,
-          protocol::make_error("malformed", "RESULTS: 'results' must be an array"));
+          protocol::make_error("malformed",
+                               "RESULTS: 'results' must be an array"));
     return;
   }
   for (auto& r : *it) apply_result(r, &w, now);
@@ -355,7 +381,8 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   int attempt = r["attempt"].get<int>();
   if (w) {
     auto o = w->outstanding.find(id);
-    if (o != w->outstanding.end() && o->second == attempt) w->outstanding.erase(o);
+    if (o != w->outstanding.end() && o->second == attempt)
+      w->outstanding.erase(o);
   }
   auto f = in_flight_.find(id);
   if (f == in_flight_.end() || f->second.attempt != attempt) {
@@ -373,7 +400,8 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   Outcome outcome = Outcome::kTransient;
   if (status > 0) {
     outcome = classify_status(status);
-  } else if (auto o = parse_outcome(field(r, "outcome", std::string("transient")))) {
+  } else if (auto o =
+                 parse_outcome(field(r, "outcome", std::string("transient")))) {
     outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
   }
   AttemptEnd end;
@@ -387,9 +415,11 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   json headers = json::object();
   if (auto h = r.find("headers"); h != r.end() && h->is_object()) headers = *h;
   if (!headers.empty()) end.headers_json = headers.dump();
-  if (auto b = r.find("body"); b != r.end() && b->is_string()) end.body = b->get<std::string>();
+  if (auto b = r.find("body"); b != r.end() && b->is_string())
+    end.body = b->get<std::string>();
   end.duration_ms = field(r, "duration_ms", 0.0);
-  if (auto o = r.find("observation"); o != r.end() && !o->is_null()) end.observation_json = o->dump();
+  if (auto o = r.find("observation"); o != r.end() && !o->is_null())
+    end.observation_json = o->dump();
   end.run_at = now;
   const ApiConfig* api = config_.api(job.api);
   Millis base = api ? api->backoff_base_ms : 500;
@@ -421,10 +451,12 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
       int used = job.attempts_used + 1;
       if (used >= job.max_attempts) {
         end.next = JobState::kDead;
-        end.error = "attempts exhausted (" + std::to_string(used) + "): " + end.error;
+        end.error =
+            "attempts exhausted (" + std::to_string(used) + "): " + end.error;
       } else {
         end.next = JobState::kRetrying;
-        end.run_at = now + backoff_.next(used, base, cap, retry_after_ms(headers).value_or(0));
+        end.run_at = now + backoff_.next(used, base, cap,
+                                         retry_after_ms(headers).value_or(0));
       }
       break;
     }
@@ -438,8 +470,10 @@ void Broker::release(const std::string& api, JobId id, std::int64_t priority,
                      Millis run_at, std::int64_t cost, Millis now) {
   Lane* l = lane(api);
   if (!l) return;
-  if (run_at <= now) l->offer({id, priority, run_at, cost});
-  else l->note_future(run_at);
+  if (run_at <= now)
+    l->offer({id, priority, run_at, cost});
+  else
+    l->note_future(run_at);
 }
 
 void Broker::fail_in_flight(JobId id, const std::string& why, Outcome outcome,
@@ -480,25 +514,30 @@ void Broker::forget_worker(const std::string& rid, const std::string& why,
   int requeued = 0;
   for (auto& [job, attempt] : w.outstanding) {
     auto f = in_flight_.find(job);
-    if (f != in_flight_.end() && f->second.attempt == attempt && f->second.worker == rid) {
-      fail_in_flight(job, "worker " + w.name + " lost: " + why, Outcome::kLost, now);
+    if (f != in_flight_.end() && f->second.attempt == attempt &&
+        f->second.worker == rid) {
+      fail_in_flight(job, "worker " + w.name + " lost: " + why, Outcome::kLost,
+                     now);
       ++requeued;
     }
   }
-  log::warn("worker_gone", {{"worker", w.name}, {"reason", why}, {"requeued", requeued}});
+  log::warn("worker_gone",
+            {{"worker", w.name}, {"reason", why}, {"requeued", requeued}});
 }
 
 // ---------------------------------------------------------------- clients
 
 void Broker::on_client_message(const std::string& rid,
-                               std::vector<zmq::message_t>& frames, Millis now) {
+                               std::vector<zmq::message_t>& frames,
+                               Millis now) {
   auto decoded = protocol::decode(frames);
   if (decoded.error) {
     if (decoded.error->code == "foreign") {
       log::warn("foreign_message", {{"socket", "clients"}});
       return;
     }
-    reply(clients_sock_, rid, protocol::make_error(decoded.error->code, decoded.error->message));
+    reply(clients_sock_, rid,
+          protocol::make_error(decoded.error->code, decoded.error->message));
     return;
   }
   Message& m = *decoded.message;
@@ -512,7 +551,8 @@ void Broker::on_client_message(const std::string& rid,
     result = {{"message", std::string("bad request: ") + e.what()}};
   }
   if (!code.empty()) {
-    auto err = protocol::make_error(code, result.value("message", std::string("error")), req);
+    auto err = protocol::make_error(
+        code, result.value("message", std::string("error")), req);
     for (auto it = result.begin(); it != result.end(); ++it)
       if (it.key() != "message") err.body[it.key()] = it.value();
     reply(clients_sock_, rid, std::move(err));
@@ -528,12 +568,15 @@ std::vector<JobId> id_list(const json& body, const char* key = "ids") {
   std::vector<JobId> ids;
   auto it = body.find(key);
   if (it == body.end() || !it->is_array())
-    throw std::invalid_argument(std::string("'") + key + "' must be an array of job ids");
+    throw std::invalid_argument(std::string("'") + key +
+                                "' must be an array of job ids");
   for (auto& v : *it) {
-    if (!v.is_number_integer()) throw std::invalid_argument("job ids must be integers");
+    if (!v.is_number_integer())
+      throw std::invalid_argument("job ids must be integers");
     ids.push_back(v.get<JobId>());
   }
-  if (ids.size() > 100'000) throw std::invalid_argument("too many ids in one request");
+  if (ids.size() > 100'000)
+    throw std::invalid_argument("too many ids in one request");
   return ids;
 }
 }  // namespace
@@ -552,7 +595,8 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
         auto r = store_->job_result(body["id"].get<JobId>());
         if (!r) {
           code = "not_found";
-          return {{"message", "no job " + std::to_string(body["id"].get<JobId>())}};
+          return {
+              {"message", "no job " + std::to_string(body["id"].get<JobId>())}};
         }
         return *r;
       }
@@ -560,14 +604,20 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
         ListFilter f;
         if (auto s = body.find("state"); s != body.end() && !s->is_null()) {
           if (!s->is_string() || !parse_job_state(s->get<std::string>()))
-            throw std::invalid_argument("unknown state; use queued, running, succeeded, "
-                                        "retrying, waiting_quota, dead or canceled");
+            throw std::invalid_argument(
+                "unknown state; use queued, running, succeeded, "
+                "retrying, waiting_quota, dead or canceled");
           f.state = s->get<std::string>();
         }
-        if (auto a = body.find("api"); a != body.end() && a->is_string()) f.api = a->get<std::string>();
-        if (auto g = body.find("group"); g != body.end() && g->is_string()) f.group = g->get<std::string>();
-        if (auto a = body.find("after"); a != body.end() && a->is_number_integer()) f.after = a->get<JobId>();
-        if (auto n = body.find("limit"); n != body.end() && n->is_number_integer())
+        if (auto a = body.find("api"); a != body.end() && a->is_string())
+          f.api = a->get<std::string>();
+        if (auto g = body.find("group"); g != body.end() && g->is_string())
+          f.group = g->get<std::string>();
+        if (auto a = body.find("after");
+            a != body.end() && a->is_number_integer())
+          f.after = a->get<JobId>();
+        if (auto n = body.find("limit");
+            n != body.end() && n->is_number_integer())
           f.limit = std::clamp(n->get<int>(), 1, 1000);
         return store_->list(f);
       }
@@ -589,21 +639,29 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
         return stats(now);
       case Command::kProgress: {
         Progress p;
-        if (body.contains("ids")) p = store_->progress_ids(id_list(body));
+        if (body.contains("ids"))
+          p = store_->progress_ids(id_list(body));
         else if (body.contains("group") && body["group"].is_string())
           p = store_->progress_group(body["group"].get<std::string>());
-        else if (field(body, "all", false)) p = store_->progress_all();
-        else throw std::invalid_argument("give 'ids', 'group' or 'all'");
-        return {{"total", p.total}, {"succeeded", p.succeeded}, {"dead", p.dead},
-                {"canceled", p.canceled}, {"pending", p.pending}};
+        else if (field(body, "all", false))
+          p = store_->progress_all();
+        else
+          throw std::invalid_argument("give 'ids', 'group' or 'all'");
+        return {{"total", p.total},
+                {"succeeded", p.succeeded},
+                {"dead", p.dead},
+                {"canceled", p.canceled},
+                {"pending", p.pending}};
       }
       case Command::kApis: {
         json apis = json::array();
         for (auto& [name, l] : lanes_) {
           json limits = json::array();
           for (auto& s : l->config().limits) limits.push_back(s.to_string());
-          apis.push_back({{"name", name}, {"base_url", l->config().base_url},
-                          {"limits", limits}, {"concurrency", l->config().concurrency},
+          apis.push_back({{"name", name},
+                          {"base_url", l->config().base_url},
+                          {"limits", limits},
+                          {"concurrency", l->config().concurrency},
                           {"max_attempts", l->config().max_attempts},
                           {"timeout_ms", l->config().timeout_ms}});
         }
@@ -616,7 +674,8 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
                                 " is not supported by this broker version"}};
       default:
         code = "malformed";
-        return {{"message", std::string(protocol::to_string(cmd)) + " is not a client command"}};
+        return {{"message", std::string(protocol::to_string(cmd)) +
+                                " is not a client command"}};
     }
   } catch (const std::invalid_argument& e) {
     code = "invalid";
@@ -634,8 +693,10 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
                             " jobs per SUBMIT; split the submission"}};
   }
   std::string group;
-  if (auto g = body.find("group"); g != body.end() && g->is_string()) group = g->get<std::string>();
-  if (group.size() > 200) throw std::invalid_argument("'group' is longer than 200 bytes");
+  if (auto g = body.find("group"); g != body.end() && g->is_string())
+    group = g->get<std::string>();
+  if (group.size() > 200)
+    throw std::invalid_argument("'group' is longer than 200 bytes");
   if (group.empty()) group = random_group();
 
   // Validate everything before writing anything: a SUBMIT is all or nothing.
@@ -644,7 +705,8 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
   for (std::size_t i = 0; i < jobs->size(); ++i) {
     auto fail = [&](const std::string& c, const std::string& msg) {
       code = c;
-      return json{{"message", "job " + std::to_string(i) + ": " + msg}, {"index", i}};
+      return json{{"message", "job " + std::to_string(i) + ": " + msg},
+                  {"index", i}};
     };
     auto spec = parse_job_spec((*jobs)[i]);
     if (!spec) return fail("invalid", spec.error());
@@ -653,13 +715,16 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
     for (auto& [name, value] : spec->headers) {
       for (auto& [cred, v] : api->headers)
         if (lower(cred) == lower(name))
-          return fail("invalid", "header '" + name + "' is set by the worker's "
-                                 "configuration of api '" + api->name + "' and cannot be overridden");
+          return fail("invalid", "header '" + name +
+                                     "' is set by the worker's "
+                                     "configuration of api '" +
+                                     api->name + "' and cannot be overridden");
     }
     for (auto& limit : api->limits)
       if (!limit.counts_requests() && spec->cost > limit.amount)
         return fail("invalid", "cost " + std::to_string(spec->cost) +
-                                   " can never fit the limit " + limit.to_string());
+                                   " can never fit the limit " +
+                                   limit.to_string());
     specs.push_back(std::move(*spec));
   }
   store_->savepoint();
@@ -669,18 +734,22 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
   try {
     for (auto& spec : specs) {
       const ApiConfig* api = config_.api(spec.api);
-      auto r = store_->insert_job(spec, group, spec.max_attempts.value_or(api->max_attempts),
-                                  spec.timeout_ms.value_or(api->timeout_ms), now);
+      auto r = store_->insert_job(
+          spec, group, spec.max_attempts.value_or(api->max_attempts),
+          spec.timeout_ms.value_or(api->timeout_ms), now);
       ids.push_back(r.id);
-      if (r.duplicate) ++duplicates;
-      else fresh.emplace_back(spec.api, r.entry);
+      if (r.duplicate)
+        ++duplicates;
+      else
+        fresh.emplace_back(spec.api, r.entry);
     }
     store_->release();
   } catch (...) {
     store_->rollback_to_savepoint();
     throw;
   }
-  for (auto& [api, e] : fresh) release(api, e.id, e.priority, e.run_at, e.cost, now);
+  for (auto& [api, e] : fresh)
+    release(api, e.id, e.priority, e.run_at, e.cost, now);
   return {{"ids", ids}, {"group", group}, {"duplicates", duplicates}};
 }
 
@@ -719,19 +788,21 @@ json Broker::stats(Millis now) {
     if (!lane(api)) lanes.push_back(lane_json(api, nullptr));
   json workers = json::array();
   for (auto& [rid, w] : workers_) {
-    workers.push_back({{"id", w.name},
-                       {"apis", std::vector<std::string>(w.apis.begin(), w.apis.end())},
-                       {"capacity", w.capacity},
-                       {"outstanding", w.outstanding.size()},
-                       {"last_seen_ms_ago", now - w.last_seen}});
+    workers.push_back(
+        {{"id", w.name},
+         {"apis", std::vector<std::string>(w.apis.begin(), w.apis.end())},
+         {"capacity", w.capacity},
+         {"outstanding", w.outstanding.size()},
+         {"last_seen_ms_ago", now - w.last_seen}});
   }
   return {{"lanes", lanes},
           {"states", totals},
           {"workers", workers},
-          {"broker", {{"uptime_s", (now - started_ms_) / 1000},
-                      {"in_flight", in_flight_.size()},
-                      {"results_total", results_total_},
-                      {"database", config_.broker.database}}}};
+          {"broker",
+           {{"uptime_s", (now - started_ms_) / 1000},
+            {"in_flight", in_flight_.size()},
+            {"results_total", results_total_},
+            {"database", config_.broker.database}}}};
 }
 
 // ---------------------------------------------------------------- dispatch
@@ -777,7 +848,8 @@ void Broker::dispatch(Millis now) {
         end.attempt = claimed->attempt;
         end.next = JobState::kDead;
         end.outcome = Outcome::kPermanent;
-        end.error = "cost " + std::to_string(head.cost) + " can never fit the lane's limits";
+        end.error = "cost " + std::to_string(head.cost) +
+                    " can never fit the lane's limits";
         end.run_at = now;
         store_->end_attempt(end, now);
         continue;
@@ -799,22 +871,22 @@ void Broker::dispatch(Millis now) {
       f.priority = claimed->priority;
       in_flight_[head.id] = std::move(f);
       best->outstanding[head.id] = claimed->attempt;
-      json job = {{"id", head.id},
-                  {"attempt", claimed->attempt},
-                  {"api", l->name()},
-                  {"method", claimed->method},
-                  {"path", claimed->path},
-                  {"timeout_ms", claimed->timeout_ms}};
+      json job = {{"id", head.id},         {"attempt", claimed->attempt},
+                  {"api", l->name()},      {"method", claimed->method},
+                  {"path", claimed->path}, {"timeout_ms", claimed->timeout_ms}};
       if (!claimed->headers_json.empty())
         job["headers"] = json::parse(claimed->headers_json, nullptr, false);
-      std::size_t bytes = 256 + claimed->path.size() + claimed->headers_json.size() +
+      std::size_t bytes = 256 + claimed->path.size() +
+                          claimed->headers_json.size() +
                           (claimed->body ? claimed->body->size() * 2 : 0);
       if (claimed->body) job["body"] = *claimed->body;
       // A JOBS message stays far below the peers' 64 MiB receive limit
       // (bodies may grow when escaped).
-      if (best->pending_bytes + bytes > kMaxJobsMessageBytes && !best->pending_jobs.empty()) {
+      if (best->pending_bytes + bytes > kMaxJobsMessageBytes &&
+          !best->pending_jobs.empty()) {
         outbox_.push_back({&workers_sock_, best->routing_id,
-                           Message{Command::kJobs, {{"jobs", std::move(best->pending_jobs)}}}});
+                           Message{Command::kJobs,
+                                   {{"jobs", std::move(best->pending_jobs)}}}});
         best->pending_jobs = json::array();
         best->pending_bytes = 0;
       }
@@ -829,8 +901,9 @@ void Broker::dispatch(Millis now) {
   }
   for (auto& [rid, w] : workers_) {
     if (w.pending_jobs.empty()) continue;
-    outbox_.push_back({&workers_sock_, rid,
-                       Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
+    outbox_.push_back(
+        {&workers_sock_, rid,
+         Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
     w.pending_jobs = json::array();
     w.pending_bytes = 0;
   }
@@ -840,12 +913,16 @@ void Broker::timers(Millis now) {
   const Millis hb = config_.broker.heartbeat_ms;
   std::vector<std::string> expired;
   for (auto& [rid, w] : workers_) {
-    if (now - w.last_seen > hb * config_.broker.liveness) expired.push_back(rid);
+    if (now - w.last_seen > hb * config_.broker.liveness)
+      expired.push_back(rid);
     else if (now - w.last_sent >= hb)
-      outbox_.push_back({&workers_sock_, rid, Message{Command::kHeartbeat, nullptr}});
+      outbox_.push_back(
+          {&workers_sock_, rid, Message{Command::kHeartbeat, nullptr}});
   }
   for (auto& rid : expired)
-    forget_worker(rid, "no message for " + format_duration(hb * config_.broker.liveness), now);
+    forget_worker(
+        rid, "no message for " + format_duration(hb * config_.broker.liveness),
+        now);
 
   if (now >= next_lease_check_) {
     next_lease_check_ = now + 1000;
@@ -854,16 +931,19 @@ void Broker::timers(Millis now) {
       if (f.lease_until < now) lapsed.push_back(id);
     for (JobId id : lapsed) {
       auto& f = in_flight_[id];
-      if (auto w = workers_.find(f.worker); w != workers_.end()) w->second.outstanding.erase(id);
-      fail_in_flight(id, "lease expired: no result within the job's timeout and grace",
-                     Outcome::kLost, now);
+      if (auto w = workers_.find(f.worker); w != workers_.end())
+        w->second.outstanding.erase(id);
+      fail_in_flight(
+          id, "lease expired: no result within the job's timeout and grace",
+          Outcome::kLost, now);
     }
   }
   if (now >= next_purge_) {
     // Attempts go with their jobs; keep them while a limiter may need them
     // to be rebuilt after a restart, whatever the retention says.
     Millis keep = config_.broker.retention_ms;
-    for (Lane* l : lane_order_) keep = std::max(keep, l->limiter().longest_span() + kRestartSkewMs);
+    for (Lane* l : lane_order_)
+      keep = std::max(keep, l->limiter().longest_span() + kRestartSkewMs);
     auto purged = store_->purge_finished(now - keep, kPurgeStep);
     // Keep purging in small steps while there is a backlog, without stalling.
     next_purge_ = now + (purged == kPurgeStep ? 50 : 5000);
@@ -883,14 +963,17 @@ void Broker::flush() {
     if (o.socket == &workers_sock_) {
       auto it = workers_.find(o.routing_id);
       if (it == workers_.end()) continue;
-      if (ok) it->second.last_sent = now;
-      else unreachable.push_back(o.routing_id);
+      if (ok)
+        it->second.last_sent = now;
+      else
+        unreachable.push_back(o.routing_id);
     }
   }
   outbox_.clear();
   if (!dispatched_lanes_.empty()) {
     Millis sent = clock_.now_ms();
-    for (Lane* l : dispatched_lanes_) l->limiter().restamp(dispatch_time_, sent);
+    for (Lane* l : dispatched_lanes_)
+      l->limiter().restamp(dispatch_time_, sent);
     dispatched_lanes_.clear();
   }
   if (!unreachable.empty()) {

@@ -18,7 +18,6 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "broker/lane.h"
@@ -52,7 +51,7 @@ class Broker {
     std::string routing_id;
     std::string name;
     int capacity = 0;
-    std::set<std::string> apis;  // empty: all
+    std::set<std::string> apis;        // empty: all
     std::map<JobId, int> outstanding;  // job -> attempt
     Millis last_seen = 0;
     Millis last_sent = 0;
@@ -94,15 +93,19 @@ class Broker {
   void apply_result(const nlohmann::json& r, WorkerRec* w, Millis now);
   void on_client_message(const std::string& rid,
                          std::vector<zmq::message_t>& frames, Millis now);
-  nlohmann::json handle_client(protocol::Command cmd, const nlohmann::json& body,
-                               Millis now, std::string& error_code);
-  nlohmann::json submit(const nlohmann::json& body, Millis now, std::string& code);
+  nlohmann::json handle_client(protocol::Command cmd,
+                               const nlohmann::json& body, Millis now,
+                               std::string& error_code);
+  nlohmann::json submit(const nlohmann::json& body, Millis now,
+                        std::string& code);
   nlohmann::json stats(Millis now);
 
   // Ends an attempt that produced no usable answer (worker lost, lease
   // expired): a used attempt, then retry or dead.
-  void fail_in_flight(JobId id, const std::string& why, Outcome outcome, Millis now);
-  void forget_worker(const std::string& rid, const std::string& why, Millis now);
+  void fail_in_flight(JobId id, const std::string& why, Outcome outcome,
+                      Millis now);
+  void forget_worker(const std::string& rid, const std::string& why,
+                     Millis now);
   void release(const std::string& api, JobId id, std::int64_t priority,
                Millis run_at, std::int64_t cost, Millis now);
   void dispatch(Millis now);

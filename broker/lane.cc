@@ -61,7 +61,8 @@ void Lane::count_dispatch(Millis now) {
   if (rate_buckets_.empty() || rate_buckets_.back().first != second)
     rate_buckets_.emplace_back(second, 0);
   rate_buckets_.back().second++;
-  while (!rate_buckets_.empty() && rate_buckets_.front().first < second - kRateSeconds)
+  while (!rate_buckets_.empty() &&
+         rate_buckets_.front().first < second - kRateSeconds)
     rate_buckets_.pop_front();
   ++dispatched_total_;
 }

@@ -9,11 +9,13 @@ Limiter::Limiter(std::vector<LimitSpec> limits, std::optional<Millis> margin)
   for (const auto& spec : specs_) {
     Log log;
     log.spec = spec;
-    log.span = spec.window_ms + (margin ? *margin : default_margin(spec.window_ms));
+    log.span =
+        spec.window_ms + (margin ? *margin : default_margin(spec.window_ms));
     // Exact logs for short windows; for long ones, round so that at most
     // ~kMaxEntries distinct times exist within a span.
     if (spec.amount > static_cast<std::int64_t>(kMaxEntries))
-      log.bucket = std::max<Millis>(1, log.span / static_cast<Millis>(kMaxEntries));
+      log.bucket =
+          std::max<Millis>(1, log.span / static_cast<Millis>(kMaxEntries));
     logs_.push_back(std::move(log));
   }
 }
@@ -71,9 +73,9 @@ void Limiter::record(std::int64_t cost, Millis t) {
     } else if (log.entries.empty() || log.entries.back().t < when) {
       log.entries.push_back({when, c});
     } else {
-      auto it = std::upper_bound(
-          log.entries.begin(), log.entries.end(), when,
-          [](Millis v, const Entry& e) { return v < e.t; });
+      auto it =
+          std::upper_bound(log.entries.begin(), log.entries.end(), when,
+                           [](Millis v, const Entry& e) { return v < e.t; });
       log.entries.insert(it, {when, c});
     }
     log.sum += c;
@@ -84,10 +86,12 @@ void Limiter::restamp(Millis from, Millis to) {
   if (to <= from) return;
   for (auto& log : logs_) {
     auto round = [&](Millis t) {
-      return log.bucket > 0 ? (t + log.bucket - 1) / log.bucket * log.bucket : t;
+      return log.bucket > 0 ? (t + log.bucket - 1) / log.bucket * log.bucket
+                            : t;
     };
     Millis old_t = round(from), new_t = round(to);
-    if (old_t == new_t || log.entries.empty() || log.entries.back().t != old_t) continue;
+    if (old_t == new_t || log.entries.empty() || log.entries.back().t != old_t)
+      continue;
     // Starts at `from` are the newest entry (record keeps the log sorted
     // and merges equal times), so moving it later keeps the order.
     log.entries.back().t = new_t;

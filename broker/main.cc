@@ -1,13 +1,13 @@
 // pacer-broker: persists jobs in SQLite and dispatches them to workers at the
 // rate each API's limits allow. See docs/operations.md.
+#include <malloc.h>
+
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <malloc.h>
-
-#include <CLI/CLI.hpp>
 
 #include "broker/broker.h"
 #include "common/config.h"
@@ -29,24 +29,29 @@ int main(int argc, char** argv) {
   CLI::App app{"pacer-broker: durable, rate-limit-aware job broker"};
   std::string config_path, db, worker_ep, client_ep, level = "info", retention;
   app.add_option("-c,--config", config_path, "configuration file (TOML)");
-  app.add_option("--db", db, "SQLite database file (overrides broker.database)");
+  app.add_option("--db", db,
+                 "SQLite database file (overrides broker.database)");
   app.add_option("--worker-endpoint", worker_ep, "ZeroMQ endpoint for workers");
   app.add_option("--client-endpoint", client_ep, "ZeroMQ endpoint for clients");
-  app.add_option("--retention", retention, "keep finished jobs this long (e.g. 7d)");
+  app.add_option("--retention", retention,
+                 "keep finished jobs this long (e.g. 7d)");
   app.add_option("--log-level", level, "debug, info, warn or error");
   CLI11_PARSE(app, argc, argv);
 
   pacer::log::set_component("broker");
   pacer::log::Level lvl;
   if (!pacer::log::parse_level(level, lvl)) {
-    std::cerr << "pacer-broker: --log-level must be debug, info, warn or error\n";
+    std::cerr
+        << "pacer-broker: --log-level must be debug, info, warn or error\n";
     return 2;
   }
   pacer::log::set_level(lvl);
 
   if (config_path.empty()) {
-    if (const char* env = std::getenv("PACER_CONFIG")) config_path = env;
-    else if (std::filesystem::exists("pacer.toml")) config_path = "pacer.toml";
+    if (const char* env = std::getenv("PACER_CONFIG"))
+      config_path = env;
+    else if (std::filesystem::exists("pacer.toml"))
+      config_path = "pacer.toml";
   }
   pacer::Config config;
   if (!config_path.empty()) {
@@ -69,8 +74,9 @@ int main(int argc, char** argv) {
     config.broker.retention_ms = *r;
   }
   if (config.apis.empty())
-    pacer::log::warn("no_apis", {{"hint", "the configuration declares no [api.NAME]; "
-                                          "every SUBMIT will be refused"}});
+    pacer::log::warn("no_apis", {{"hint",
+                                  "the configuration declares no [api.NAME]; "
+                                  "every SUBMIT will be refused"}});
 
   pacer::SystemClock clock;
   try {

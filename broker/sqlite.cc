@@ -8,8 +8,9 @@ static void check(sqlite3* db, int rc, std::string_view what) {
 }
 
 Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
-  check(db, sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
-                               SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr),
+  check(db,
+        sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                           SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr),
         "prepare " + std::string(sql.substr(0, 60)));
 }
 
@@ -24,13 +25,17 @@ Statement& Statement::bind(int i, double v) {
   return *this;
 }
 Statement& Statement::bind(int i, std::string_view v) {
-  check(db_, sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
-                               SQLITE_TRANSIENT), "bind");
+  check(db_,
+        sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
+                          SQLITE_TRANSIENT),
+        "bind");
   return *this;
 }
 Statement& Statement::bind_blob(int i, std::string_view v) {
-  check(db_, sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()),
-                               SQLITE_TRANSIENT), "bind");
+  check(db_,
+        sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()),
+                          SQLITE_TRANSIENT),
+        "bind");
   return *this;
 }
 Statement& Statement::bind_null(int i) {
@@ -61,8 +66,12 @@ void Statement::reset() {
 bool Statement::is_null(int col) const {
   return sqlite3_column_type(stmt_, col) == SQLITE_NULL;
 }
-std::int64_t Statement::i64(int col) const { return sqlite3_column_int64(stmt_, col); }
-double Statement::f64(int col) const { return sqlite3_column_double(stmt_, col); }
+std::int64_t Statement::i64(int col) const {
+  return sqlite3_column_int64(stmt_, col);
+}
+double Statement::f64(int col) const {
+  return sqlite3_column_double(stmt_, col);
+}
 std::string Statement::text(int col) const {
   auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
   int n = sqlite3_column_bytes(stmt_, col);
@@ -74,10 +83,10 @@ std::optional<std::int64_t> Statement::opt_i64(int col) const {
 }
 
 Database::Database(const std::string& path) {
-  int rc = sqlite3_open_v2(path.c_str(), &db_,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                               SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db_,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close(db_);
@@ -100,7 +109,9 @@ void Database::exec(std::string_view sql) {
   }
 }
 
-std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+std::int64_t Database::last_insert_rowid() const {
+  return sqlite3_last_insert_rowid(db_);
+}
 int Database::changes() const { return sqlite3_changes(db_); }
 
 }  // namespace pacer::sqlite

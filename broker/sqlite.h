@@ -27,11 +27,15 @@ class Statement {
   Statement& operator=(const Statement&) = delete;
 
   Statement& bind(int i, std::int64_t v);
-  Statement& bind(int i, int v) { return bind(i, static_cast<std::int64_t>(v)); }
+  Statement& bind(int i, int v) {
+    return bind(i, static_cast<std::int64_t>(v));
+  }
   Statement& bind(int i, double v);
   Statement& bind(int i, std::string_view v);
   Statement& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
-  Statement& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+  Statement& bind(int i, const std::string& v) {
+    return bind(i, std::string_view(v));
+  }
   Statement& bind_blob(int i, std::string_view v);
   Statement& bind_null(int i);
   template <typename T>

@@ -45,32 +45,42 @@ std::string sql_for(int which) {
   std::string info(kInfoColumns);
   switch (which) {
     case kInsert:
-      return "INSERT INTO jobs (api, state, method, path, headers, body, priority,"
-             " run_at, cost, batch_key, idempotency_key, group_id, max_attempts,"
+      return "INSERT INTO jobs (api, state, method, path, headers, body, "
+             "priority,"
+             " run_at, cost, batch_key, idempotency_key, group_id, "
+             "max_attempts,"
              " timeout_ms, created_at, updated_at)"
-             " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+             " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+             "?12,"
              " ?13, ?14, ?14)"
              " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
     case kFindKey:
-      return "SELECT id, priority, run_at, cost FROM jobs WHERE idempotency_key = ?1";
+      return "SELECT id, priority, run_at, cost FROM jobs WHERE "
+             "idempotency_key = ?1";
     case kReady:
       return "SELECT id, priority, run_at, cost FROM jobs INDEXED BY jobs_ready"
-             " WHERE api = ?1 AND " + ready + " AND run_at <= ?2"
+             " WHERE api = ?1 AND " +
+             ready +
+             " AND run_at <= ?2"
              " ORDER BY priority DESC, run_at, id LIMIT ?3";
     case kNextDue:
       return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
-             " WHERE api = ?1 AND " + ready + " AND run_at > ?2";
+             " WHERE api = ?1 AND " +
+             ready + " AND run_at > ?2";
     case kClaim:
       return "UPDATE jobs SET state = 'running', dispatches = dispatches + 1,"
              " lease_until = ?2 + timeout_ms, updated_at = ?3"
-             " WHERE id = ?1 AND " + ready +
-             " RETURNING dispatches, attempts, max_attempts, method, path, headers,"
+             " WHERE id = ?1 AND " +
+             ready +
+             " RETURNING dispatches, attempts, max_attempts, method, path, "
+             "headers,"
              " body, timeout_ms, cost, quota_deadline, priority";
     case kInsertAttempt:
       return "INSERT INTO attempts (job_id, n, api, cost, worker, started_at)"
              " VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
     case kEndJob:
-      return "UPDATE jobs SET state = ?3, attempts = attempts + ?4, run_at = ?5,"
+      return "UPDATE jobs SET state = ?3, attempts = attempts + ?4, run_at = "
+             "?5,"
              " lease_until = NULL, updated_at = ?6, finished_at = ?7,"
              " last_outcome = ?8, last_error = ?9, result_status = ?10,"
              " result_headers = ?11, result_body = ?12, quota_deadline = ?13"
@@ -80,7 +90,8 @@ std::string sql_for(int which) {
              " error = ?6, duration_ms = ?7, observation = ?8"
              " WHERE job_id = ?1 AND n = ?2";
     case kRunning:
-      return "SELECT id, api, dispatches, attempts, max_attempts, cost, lease_until,"
+      return "SELECT id, api, dispatches, attempts, max_attempts, cost, "
+             "lease_until,"
              " quota_deadline, priority FROM jobs WHERE state = 'running'";
     case kStarts:
       return "SELECT started_at, cost FROM attempts"
@@ -88,12 +99,15 @@ std::string sql_for(int which) {
     case kCancel:
       return "UPDATE jobs SET state = 'canceled', lease_until = NULL,"
              " updated_at = ?2, finished_at = ?2, last_outcome = 'canceled'"
-             " WHERE id = ?1 AND state NOT IN ('succeeded', 'dead', 'canceled')";
+             " WHERE id = ?1 AND state NOT IN ('succeeded', 'dead', "
+             "'canceled')";
     case kStateOf:
       return "SELECT state FROM jobs WHERE id = ?1";
     case kPurgeJobs:
-      return "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished"
-             " WHERE state IN ('succeeded', 'dead', 'canceled') AND finished_at < ?1"
+      return "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY "
+             "jobs_finished"
+             " WHERE state IN ('succeeded', 'dead', 'canceled') AND "
+             "finished_at < ?1"
              " ORDER BY finished_at LIMIT ?2) RETURNING id";
     case kPurgeAttempts:
       return "DELETE FROM attempts WHERE job_id = ?1";
@@ -102,12 +116,15 @@ std::string sql_for(int which) {
     case kInfo:
       return "SELECT " + info + " FROM jobs WHERE id = ?1";
     case kResult:
-      return "SELECT " + info + ", result_headers, result_body FROM jobs WHERE id = ?1";
+      return "SELECT " + info +
+             ", result_headers, result_body FROM jobs WHERE id = ?1";
     case kAttempts:
-      return "SELECT n, worker, started_at, finished_at, outcome, status, error,"
+      return "SELECT n, worker, started_at, finished_at, outcome, status, "
+             "error,"
              " duration_ms FROM attempts WHERE job_id = ?1 ORDER BY n";
     case kProgressGroup:
-      return "SELECT state, COUNT(*) FROM jobs WHERE group_id = ?1 GROUP BY state";
+      return "SELECT state, COUNT(*) FROM jobs WHERE group_id = ?1 GROUP BY "
+             "state";
     case kProgressAll:
       return "SELECT state, COUNT(*) FROM jobs GROUP BY state";
     case kStateCounts:
@@ -118,10 +135,14 @@ std::string sql_for(int which) {
 
 void add_progress(Progress& p, const std::string& state, std::int64_t n) {
   p.total += n;
-  if (state == "succeeded") p.succeeded += n;
-  else if (state == "dead") p.dead += n;
-  else if (state == "canceled") p.canceled += n;
-  else p.pending += n;
+  if (state == "succeeded")
+    p.succeeded += n;
+  else if (state == "dead")
+    p.dead += n;
+  else if (state == "canceled")
+    p.canceled += n;
+  else
+    p.pending += n;
 }
 
 }  // namespace
@@ -217,17 +238,27 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
   r.entry.cost = spec.cost;
   auto& s = stmt(kInsert);
   s.bind(1, spec.api).bind(2, spec.method).bind(3, spec.path);
-  if (spec.headers.empty()) s.bind_null(4);
-  else s.bind(4, nlohmann::json(spec.headers).dump());
-  if (spec.body) s.bind_blob(5, *spec.body);
-  else s.bind_null(5);
+  if (spec.headers.empty())
+    s.bind_null(4);
+  else
+    s.bind(4, nlohmann::json(spec.headers).dump());
+  if (spec.body)
+    s.bind_blob(5, *spec.body);
+  else
+    s.bind_null(5);
   s.bind(6, spec.priority).bind(7, r.entry.run_at).bind(8, spec.cost);
-  if (spec.batch_key.empty()) s.bind_null(9);
-  else s.bind(9, spec.batch_key);
-  if (spec.key.empty()) s.bind_null(10);
-  else s.bind(10, spec.key);
-  if (group.empty()) s.bind_null(11);
-  else s.bind(11, group);
+  if (spec.batch_key.empty())
+    s.bind_null(9);
+  else
+    s.bind(9, spec.batch_key);
+  if (spec.key.empty())
+    s.bind_null(10);
+  else
+    s.bind(10, spec.key);
+  if (group.empty())
+    s.bind_null(11);
+  else
+    s.bind(11, group);
   s.bind(12, max_attempts).bind(13, timeout_ms).bind(14, now);
   if (s.step()) {
     r.id = s.i64(0);
@@ -238,7 +269,8 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
     f.bind(1, spec.key);
     if (!f.step()) {
       f.reset();
-      throw sqlite::StoreError("insert of job with key '" + spec.key + "' failed");
+      throw sqlite::StoreError("insert of job with key '" + spec.key +
+                               "' failed");
     }
     r.id = f.i64(0);
     r.duplicate = true;
@@ -249,7 +281,8 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
   return r;
 }
 
-std::vector<ReadyEntry> Store::ready(const std::string& api, Millis now, int limit) {
+std::vector<ReadyEntry> Store::ready(const std::string& api, Millis now,
+                                     int limit) {
   std::vector<ReadyEntry> out;
   auto& s = stmt(kReady);
   s.bind(1, api).bind(2, now).bind(3, limit);
@@ -291,7 +324,12 @@ std::optional<Claimed> Store::claim(JobId id, const std::string& api,
   c.priority = s.i64(10);
   s.reset();
   auto& a = stmt(kInsertAttempt);
-  a.bind(1, id).bind(2, c.attempt).bind(3, api).bind(4, c.cost).bind(5, worker).bind(6, now);
+  a.bind(1, id)
+      .bind(2, c.attempt)
+      .bind(3, api)
+      .bind(4, c.cost)
+      .bind(5, worker)
+      .bind(6, now);
   a.exec();
   return c;
 }
@@ -300,29 +338,45 @@ bool Store::end_attempt(const AttemptEnd& e, Millis now) {
   auto& s = stmt(kEndJob);
   s.bind(1, e.id).bind(2, e.attempt).bind(3, to_string(e.next));
   s.bind(4, e.uses_attempt ? 1 : 0).bind(5, e.run_at).bind(6, now);
-  if (is_final(e.next)) s.bind(7, now);
-  else s.bind_null(7);
+  if (is_final(e.next))
+    s.bind(7, now);
+  else
+    s.bind_null(7);
   s.bind(8, to_string(e.outcome));
-  if (e.error.empty()) s.bind_null(9);
-  else s.bind(9, e.error);
-  if (e.status) s.bind(10, e.status);
-  else s.bind_null(10);
-  if (e.headers_json.empty()) s.bind_null(11);
-  else s.bind(11, e.headers_json);
-  if (e.body) s.bind_blob(12, *e.body);
-  else s.bind_null(12);
+  if (e.error.empty())
+    s.bind_null(9);
+  else
+    s.bind(9, e.error);
+  if (e.status)
+    s.bind(10, e.status);
+  else
+    s.bind_null(10);
+  if (e.headers_json.empty())
+    s.bind_null(11);
+  else
+    s.bind(11, e.headers_json);
+  if (e.body)
+    s.bind_blob(12, *e.body);
+  else
+    s.bind_null(12);
   s.bind(13, e.quota_deadline);
   s.exec();
   if (db_.changes() != 1) return false;
   auto& a = stmt(kEndAttempt);
   a.bind(1, e.id).bind(2, e.attempt).bind(3, now).bind(4, to_string(e.outcome));
-  if (e.status) a.bind(5, e.status);
-  else a.bind_null(5);
-  if (e.error.empty()) a.bind_null(6);
-  else a.bind(6, e.error);
+  if (e.status)
+    a.bind(5, e.status);
+  else
+    a.bind_null(5);
+  if (e.error.empty())
+    a.bind_null(6);
+  else
+    a.bind(6, e.error);
   a.bind(7, e.duration_ms);
-  if (e.observation_json.empty()) a.bind_null(8);
-  else a.bind(8, e.observation_json);
+  if (e.observation_json.empty())
+    a.bind_null(8);
+  else
+    a.bind(8, e.observation_json);
   a.exec();
   return true;
 }
@@ -404,17 +458,25 @@ nlohmann::json Store::info_row(sqlite::Statement& s, bool with_result) {
     if (s.is_null(col)) return nullptr;
     return s.text(col);
   };
-  nlohmann::json j = {
-      {"id", s.i64(0)},          {"api", s.text(1)},
-      {"state", s.text(2)},      {"method", s.text(3)},
-      {"path", s.text(4)},       {"priority", s.i64(5)},
-      {"cost", s.i64(6)},        {"group", opt_text(7)},
-      {"key", opt_text(8)},      {"attempts", s.i64(9)},
-      {"max_attempts", s.i64(10)}, {"created_ms", s.i64(11)},
-      {"run_at_ms", s.i64(12)},  {"finished_ms", opt(13)},
-      {"status", opt(14)},       {"outcome", opt_text(15)},
-      {"error", opt_text(16)},   {"updated_ms", s.i64(17)},
-      {"batch_key", opt_text(18)}};
+  nlohmann::json j = {{"id", s.i64(0)},
+                      {"api", s.text(1)},
+                      {"state", s.text(2)},
+                      {"method", s.text(3)},
+                      {"path", s.text(4)},
+                      {"priority", s.i64(5)},
+                      {"cost", s.i64(6)},
+                      {"group", opt_text(7)},
+                      {"key", opt_text(8)},
+                      {"attempts", s.i64(9)},
+                      {"max_attempts", s.i64(10)},
+                      {"created_ms", s.i64(11)},
+                      {"run_at_ms", s.i64(12)},
+                      {"finished_ms", opt(13)},
+                      {"status", opt(14)},
+                      {"outcome", opt_text(15)},
+                      {"error", opt_text(16)},
+                      {"updated_ms", s.i64(17)},
+                      {"batch_key", opt_text(18)}};
   if (with_result) {
     j["headers"] = nlohmann::json::object();
     if (!s.is_null(19)) {
@@ -450,14 +512,17 @@ std::optional<nlohmann::json> Store::job_result(JobId id) {
   auto& a = stmt(kAttempts);
   a.bind(1, id);
   while (a.step()) {
-    attempts.push_back({{"n", a.i64(0)},
-                        {"worker", a.text(1)},
-                        {"started_ms", a.i64(2)},
-                        {"finished_ms", a.is_null(3) ? nlohmann::json() : nlohmann::json(a.i64(3))},
-                        {"outcome", a.is_null(4) ? nlohmann::json() : nlohmann::json(a.text(4))},
-                        {"status", a.is_null(5) ? nlohmann::json() : nlohmann::json(a.i64(5))},
-                        {"error", a.is_null(6) ? nlohmann::json() : nlohmann::json(a.text(6))},
-                        {"duration_ms", a.f64(7)}});
+    attempts.push_back(
+        {{"n", a.i64(0)},
+         {"worker", a.text(1)},
+         {"started_ms", a.i64(2)},
+         {"finished_ms",
+          a.is_null(3) ? nlohmann::json() : nlohmann::json(a.i64(3))},
+         {"outcome",
+          a.is_null(4) ? nlohmann::json() : nlohmann::json(a.text(4))},
+         {"status", a.is_null(5) ? nlohmann::json() : nlohmann::json(a.i64(5))},
+         {"error", a.is_null(6) ? nlohmann::json() : nlohmann::json(a.text(6))},
+         {"duration_ms", a.f64(7)}});
   }
   a.reset();
   return nlohmann::json{{"job", job}, {"attempts", attempts}};
@@ -465,12 +530,22 @@ std::optional<nlohmann::json> Store::job_result(JobId id) {
 
 nlohmann::json Store::list(const ListFilter& f) {
   // Built per call: filters vary and listing is not on the hot path.
-  std::string sql = "SELECT " + std::string(kInfoColumns) + " FROM jobs WHERE id > ?1";
+  std::string sql =
+      "SELECT " + std::string(kInfoColumns) + " FROM jobs WHERE id > ?1";
   int n = 2;
   int state_i = 0, api_i = 0, group_i = 0;
-  if (f.state) { sql += " AND state = ?" + std::to_string(n); state_i = n++; }
-  if (f.api) { sql += " AND api = ?" + std::to_string(n); api_i = n++; }
-  if (f.group) { sql += " AND group_id = ?" + std::to_string(n); group_i = n++; }
+  if (f.state) {
+    sql += " AND state = ?" + std::to_string(n);
+    state_i = n++;
+  }
+  if (f.api) {
+    sql += " AND api = ?" + std::to_string(n);
+    api_i = n++;
+  }
+  if (f.group) {
+    sql += " AND group_id = ?" + std::to_string(n);
+    group_i = n++;
+  }
   sql += " ORDER BY id LIMIT ?" + std::to_string(n);
   sqlite::Statement s(db_.handle(), sql);
   s.bind(1, f.after);
@@ -515,7 +590,8 @@ Progress Store::progress_all() {
   return p;
 }
 
-std::map<std::string, std::map<std::string, std::int64_t>> Store::state_counts() {
+std::map<std::string, std::map<std::string, std::int64_t>>
+Store::state_counts() {
   std::map<std::string, std::map<std::string, std::int64_t>> out;
   auto& s = stmt(kStateCounts);
   while (s.step()) out[s.text(0)][s.text(1)] = s.i64(2);

@@ -186,8 +186,7 @@ int run(int argc, const char* const* argv, Io& io) {
 
   // list
   ListOptions lo;
-  auto* list_cmd =
-      app.add_subcommand("list", "list jobs matching the filters");
+  auto* list_cmd = app.add_subcommand("list", "list jobs matching the filters");
   list_cmd->add_option("--state", lo.state, "only jobs in this state")
       ->type_name("STATE");
   list_cmd->add_option("--api", lo.api, "only jobs of this API")

@@ -548,7 +548,8 @@ int wait(Session& s, const WaitOptions& o) {
                  << dead << " dead, " << canceled << " canceled)" << std::flush;
     // Counting a group costs the broker time in proportion to its size, so
     // big waits ask less often (100,000 jobs: once a second).
-    Millis pause = std::max<Millis>(o.poll_ms, std::min<Millis>(total / 100, 2000));
+    Millis pause =
+        std::max<Millis>(o.poll_ms, std::min<Millis>(total / 100, 2000));
     if (deadline)
       pause = std::min<Millis>(
           pause, std::chrono::ceil<std::chrono::milliseconds>(*deadline - now)

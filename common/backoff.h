@@ -20,8 +20,10 @@ class Backoff {
     Millis ceiling = cap;
     if (failures < 1) failures = 1;
     if (failures < 40) {
-      long double exp = static_cast<long double>(base) * (1ULL << (failures - 1));
-      if (exp < static_cast<long double>(cap)) ceiling = static_cast<Millis>(exp);
+      long double exp =
+          static_cast<long double>(base) * (1ULL << (failures - 1));
+      if (exp < static_cast<long double>(cap))
+        ceiling = static_cast<Millis>(exp);
     }
     ceiling = std::max<Millis>(ceiling, 0);
     std::uniform_int_distribution<Millis> dist(0, ceiling);

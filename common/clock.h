@@ -28,8 +28,8 @@ class SystemClock final : public Clock {
                       std::chrono::system_clock::now().time_since_epoch())
                       .count();
     Millis prev = last_.load(std::memory_order_relaxed);
-    while (wall > prev &&
-           !last_.compare_exchange_weak(prev, wall, std::memory_order_relaxed)) {
+    while (wall > prev && !last_.compare_exchange_weak(
+                              prev, wall, std::memory_order_relaxed)) {
     }
     return wall > prev ? wall : prev;
   }

@@ -1,12 +1,12 @@
 #include "common/config.h"
 
+#include <toml++/toml.h>
+
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <toml++/toml.h>
 
 #include "common/units.h"
 
@@ -26,7 +26,8 @@ class Reader {
   }
 
   // Refuses keys the table does not know, so a typo is an error not a default.
-  std::optional<Error> check_keys(const toml::table& t, const std::string& prefix,
+  std::optional<Error> check_keys(const toml::table& t,
+                                  const std::string& prefix,
                                   const std::set<std::string>& known) const {
     for (auto&& [k, v] : t) {
       if (!known.count(std::string(k.str())))
@@ -46,14 +47,16 @@ class Reader {
   }
 
   std::optional<Error> integer(const toml::table& t, const std::string& prefix,
-                               const char* key, std::int64_t lo, std::int64_t hi,
-                               auto& out) const {
+                               const char* key, std::int64_t lo,
+                               std::int64_t hi, auto& out) const {
     if (auto* n = t.get(key)) {
       auto v = n->value<std::int64_t>();
-      if (!v || !n->is_integer()) return error(n, prefix + key, "must be an integer");
+      if (!v || !n->is_integer())
+        return error(n, prefix + key, "must be an integer");
       if (*v < lo || *v > hi)
-        return error(n, prefix + key, "must be between " + std::to_string(lo) +
-                                          " and " + std::to_string(hi));
+        return error(n, prefix + key,
+                     "must be between " + std::to_string(lo) + " and " +
+                         std::to_string(hi));
       out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
     }
     return std::nullopt;
@@ -89,8 +92,8 @@ class Reader {
     return std::nullopt;
   }
 
-  std::optional<Error> string_list(const toml::table& t, const std::string& prefix,
-                                   const char* key,
+  std::optional<Error> string_list(const toml::table& t,
+                                   const std::string& prefix, const char* key,
                                    std::vector<std::string>& out) const {
     if (auto* n = t.get(key)) {
       auto* arr = n->as_array();
@@ -116,7 +119,8 @@ bool valid_base_url(const std::string& url) {
   auto scheme = url.substr(0, scheme_end);
   if (scheme != "http" && scheme != "https") return false;
   auto host = url.substr(scheme_end + 3);
-  if (host.empty() || host[0] == '/' || host.find_first_of(" \t\r\n?#@") != std::string::npos)
+  if (host.empty() || host[0] == '/' ||
+      host.find_first_of(" \t\r\n?#@") != std::string::npos)
     return false;
   return true;
 }
@@ -132,15 +136,17 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
     auto* t = n->as_table();
     if (!t) return r.error(n, "broker", "must be a table");
     const std::string p = "broker.";
-    if (auto e = r.check_keys(*t, p,
-                              {"database", "worker_endpoint", "client_endpoint",
-                               "heartbeat", "liveness", "synchronous",
-                               "retention", "window", "lease_grace"}))
+    if (auto e = r.check_keys(
+            *t, p,
+            {"database", "worker_endpoint", "client_endpoint", "heartbeat",
+             "liveness", "synchronous", "retention", "window", "lease_grace"}))
       return *e;
     auto& b = c.broker;
     if (auto e = r.string(*t, p, "database", b.database)) return *e;
-    if (auto e = r.string(*t, p, "worker_endpoint", b.worker_endpoint)) return *e;
-    if (auto e = r.string(*t, p, "client_endpoint", b.client_endpoint)) return *e;
+    if (auto e = r.string(*t, p, "worker_endpoint", b.worker_endpoint))
+      return *e;
+    if (auto e = r.string(*t, p, "client_endpoint", b.client_endpoint))
+      return *e;
     if (auto e = r.duration(*t, p, "heartbeat", b.heartbeat_ms)) return *e;
     if (auto e = r.integer(*t, p, "liveness", 2, 100, b.liveness)) return *e;
     if (auto e = r.string(*t, p, "synchronous", b.synchronous)) return *e;
@@ -160,15 +166,17 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
     if (!t) return r.error(n, "worker", "must be a table");
     const std::string p = "worker.";
     if (auto e = r.check_keys(*t, p,
-                              {"broker", "concurrency", "apis", "max_body_bytes",
-                               "connect_timeout"}))
+                              {"broker", "concurrency", "apis",
+                               "max_body_bytes", "connect_timeout"}))
       return *e;
     auto& w = c.worker;
     if (auto e = r.string(*t, p, "broker", w.broker)) return *e;
-    if (auto e = r.integer(*t, p, "concurrency", 1, 10'000, w.concurrency)) return *e;
+    if (auto e = r.integer(*t, p, "concurrency", 1, 10'000, w.concurrency))
+      return *e;
     if (auto e = r.string_list(*t, p, "apis", w.apis)) return *e;
     if (auto e = r.size(*t, p, "max_body_bytes", w.max_body_bytes)) return *e;
-    if (auto e = r.duration(*t, p, "connect_timeout", w.connect_timeout_ms)) return *e;
+    if (auto e = r.duration(*t, p, "connect_timeout", w.connect_timeout_ms))
+      return *e;
   }
 
   if (auto* n = root.get("client")) {
@@ -189,20 +197,22 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
       auto* t = node.as_table();
       if (!t) return r.error(&node, "api." + name, "must be a table");
       for (char ch : name)
-        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-')
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' &&
+            ch != '-')
           return r.error(&node, "api." + name,
                          "API names may use letters, digits, '_' and '-'");
-      if (auto e = r.check_keys(*t, p,
-                                {"base_url", "limits", "concurrency", "margin",
-                                 "timeout", "max_attempts", "backoff_base",
-                                 "backoff_cap", "headers"}))
+      if (auto e = r.check_keys(
+              *t, p,
+              {"base_url", "limits", "concurrency", "margin", "timeout",
+               "max_attempts", "backoff_base", "backoff_cap", "headers"}))
         return *e;
       ApiConfig a;
       a.name = name;
       if (!t->get("base_url"))
         return r.error(&node, p + "base_url", "is required");
       if (auto e = r.string(*t, p, "base_url", a.base_url)) return *e;
-      while (!a.base_url.empty() && a.base_url.back() == '/') a.base_url.pop_back();
+      while (!a.base_url.empty() && a.base_url.back() == '/')
+        a.base_url.pop_back();
       if (!valid_base_url(a.base_url))
         return r.error(t->get("base_url"), p + "base_url",
                        "must be an http:// or https:// URL with a host");
@@ -219,7 +229,8 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
           a.limits.push_back(*spec);
         }
       }
-      if (auto e = r.integer(*t, p, "concurrency", 0, 100'000, a.concurrency)) return *e;
+      if (auto e = r.integer(*t, p, "concurrency", 0, 100'000, a.concurrency))
+        return *e;
       if (t->get("margin")) {
         Millis m = 0;
         if (auto e = r.duration(*t, p, "margin", m)) return *e;
@@ -228,12 +239,16 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
       if (auto e = r.duration(*t, p, "timeout", a.timeout_ms)) return *e;
       if (a.timeout_ms <= 0)
         return r.error(t->get("timeout"), p + "timeout", "must be positive");
-      if (auto e = r.integer(*t, p, "max_attempts", 1, 1000, a.max_attempts)) return *e;
-      if (auto e = r.duration(*t, p, "backoff_base", a.backoff_base_ms)) return *e;
-      if (auto e = r.duration(*t, p, "backoff_cap", a.backoff_cap_ms)) return *e;
+      if (auto e = r.integer(*t, p, "max_attempts", 1, 1000, a.max_attempts))
+        return *e;
+      if (auto e = r.duration(*t, p, "backoff_base", a.backoff_base_ms))
+        return *e;
+      if (auto e = r.duration(*t, p, "backoff_cap", a.backoff_cap_ms))
+        return *e;
       if (auto* hn = t->get("headers")) {
         auto* ht = hn->as_table();
-        if (!ht) return r.error(hn, p + "headers", "must be a table of strings");
+        if (!ht)
+          return r.error(hn, p + "headers", "must be a table of strings");
         for (auto&& [hk, hv] : *ht) {
           auto v = hv.value<std::string>();
           if (!v || !hv.is_string())
@@ -250,7 +265,8 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
 
 }  // namespace
 
-Result<Config> parse_config(const std::string& text, const std::string& source) {
+Result<Config> parse_config(const std::string& text,
+                            const std::string& source) {
   try {
     toml::table root = toml::parse(text, source);
     return parse_table(root, source);
@@ -273,7 +289,8 @@ Result<std::string> expand_env(const std::string& value) {
   for (std::size_t i = 0; i < value.size();) {
     if (value.compare(i, 2, "${") == 0) {
       auto end = value.find('}', i + 2);
-      if (end == std::string::npos) return Error{"unterminated ${ in a header value"};
+      if (end == std::string::npos)
+        return Error{"unterminated ${ in a header value"};
       std::string name = value.substr(i + 2, end - i - 2);
       const char* v = std::getenv(name.c_str());
       if (!v) return Error{"environment variable " + name + " is not set"};

@@ -16,11 +16,11 @@ namespace pacer {
 
 struct ApiConfig {
   std::string name;
-  std::string base_url;            // scheme://host[:port][/prefix], no trailing '/'
-  std::vector<LimitSpec> limits;   // empty: no configured limit
-  int concurrency = 0;             // max requests in flight, 0 = no cap
-  std::optional<Millis> margin_ms; // empty: derived from each window
-  Millis timeout_ms = 30'000;      // per HTTP attempt
+  std::string base_url;  // scheme://host[:port][/prefix], no trailing '/'
+  std::vector<LimitSpec> limits;    // empty: no configured limit
+  int concurrency = 0;              // max requests in flight, 0 = no cap
+  std::optional<Millis> margin_ms;  // empty: derived from each window
+  Millis timeout_ms = 30'000;       // per HTTP attempt
   int max_attempts = 5;
   Millis backoff_base_ms = 500;
   Millis backoff_cap_ms = 60'000;
@@ -37,12 +37,12 @@ struct BrokerConfig {
   int liveness = 3;
   std::string synchronous = "normal";  // "normal" or "full"
   Millis retention_ms = 7LL * 86'400'000;
-  int window = 512;           // ready jobs per lane held in memory
+  int window = 512;  // ready jobs per lane held in memory
   Millis lease_grace_ms = 30'000;
 };
 
 struct WorkerConfig {
-  std::string broker;         // empty: broker.worker_endpoint
+  std::string broker;  // empty: broker.worker_endpoint
   int concurrency = 64;
   std::vector<std::string> apis;  // empty: every configured API
   std::int64_t max_body_bytes = 1 << 20;

@@ -11,8 +11,8 @@ namespace pacer {
 namespace {
 
 constexpr std::array<std::string_view, 7> kStateNames = {
-    "queued", "running", "succeeded", "retrying", "waiting_quota", "dead",
-    "canceled"};
+    "queued",        "running", "succeeded", "retrying",
+    "waiting_quota", "dead",    "canceled"};
 constexpr std::array<std::string_view, 6> kOutcomeNames = {
     "success", "rate_limited", "transient", "permanent", "lost", "canceled"};
 
@@ -20,7 +20,8 @@ bool valid_token(std::string_view s) {
   if (s.empty()) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+           std::string_view("!#$%&'*+-.^_`|~").find(c) !=
+               std::string_view::npos;
   });
 }
 
@@ -39,7 +40,8 @@ std::optional<std::int64_t> as_int64(const nlohmann::json& v) {
 Result<Millis> duration_field(const nlohmann::json& v, const char* name) {
   if (v.is_number_integer()) {
     auto ms = as_int64(v);
-    if (ms && *ms < 0) return Error{std::string("'") + name + "' must not be negative"};
+    if (ms && *ms < 0)
+      return Error{std::string("'") + name + "' must not be negative"};
     if (!ms || *ms > kMaxDurationMs)
       return Error{std::string("'") + name + "' is too long"};
     return *ms;
@@ -99,8 +101,8 @@ nlohmann::json JobSpec::to_json() const {
 Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
   if (!j.is_object()) return Error{"a job must be a JSON object"};
   static const std::array<std::string_view, 13> kKnown = {
-      "api",  "method",    "path",  "headers",   "body",
-      "body_text", "priority", "delay", "cost", "key",
+      "api",       "method",       "path",   "headers", "body",
+      "body_text", "priority",     "delay",  "cost",    "key",
       "batch_key", "max_attempts", "timeout"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (std::find(kKnown.begin(), kKnown.end(), it.key()) == kKnown.end() &&
@@ -140,8 +142,9 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
     if (!p->is_string()) return Error{"'path' must be a string"};
     s.path = p->get<std::string>();
     if (s.path.empty() || s.path[0] != '/' || s.path.rfind("//", 0) == 0)
-      return Error{"'path' must start with a single '/' (it is relative to the "
-                   "API's base URL)"};
+      return Error{
+          "'path' must start with a single '/' (it is relative to the "
+          "API's base URL)"};
     if (s.path.find_first_of(" \r\n\t") != std::string::npos ||
         s.path.find('\0') != std::string::npos || s.path.size() > 8192)
       return Error{"'path' contains whitespace or is too long"};
@@ -155,7 +158,8 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
       if (!it->is_string())
         return Error{"header '" + it.key() + "' must have a string value"};
       auto v = it->get<std::string>();
-      if (v.find_first_of("\r\n") != std::string::npos || v.find('\0') != std::string::npos)
+      if (v.find_first_of("\r\n") != std::string::npos ||
+          v.find('\0') != std::string::npos)
         return Error{"header '" + it.key() + "' contains a line break"};
       if (v.size() > kMaxHeaderValueBytes)
         return Error{"header '" + it.key() + "' is longer than 8 KiB"};

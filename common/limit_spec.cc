@@ -32,9 +32,11 @@ Result<LimitSpec> parse_limit(std::string_view text) {
 
   LimitSpec spec;
   std::size_t i = 0;
-  while (i < left.size() && std::isspace(static_cast<unsigned char>(left[i]))) ++i;
+  while (i < left.size() && std::isspace(static_cast<unsigned char>(left[i])))
+    ++i;
   std::size_t start = i;
-  while (i < left.size() && std::isdigit(static_cast<unsigned char>(left[i]))) ++i;
+  while (i < left.size() && std::isdigit(static_cast<unsigned char>(left[i])))
+    ++i;
   if (i == start) return fail("the amount must be a positive integer");
   if (i - start > 15) return fail("the amount is too large");
   spec.amount = std::stoll(std::string(left.substr(start, i - start)));
@@ -54,7 +56,9 @@ Result<LimitSpec> parse_limit(std::string_view text) {
 
   std::string window(right);
   std::size_t k = 0;
-  while (k < window.size() && std::isspace(static_cast<unsigned char>(window[k]))) ++k;
+  while (k < window.size() &&
+         std::isspace(static_cast<unsigned char>(window[k])))
+    ++k;
   // "/s" and "/min" mean one of that unit.
   if (k < window.size() && std::isalpha(static_cast<unsigned char>(window[k])))
     window.insert(k, "1");

@@ -15,10 +15,14 @@ std::string g_component = "pacer";
 
 const char* name(Level l) {
   switch (l) {
-    case Level::kDebug: return "debug";
-    case Level::kInfo: return "info";
-    case Level::kWarn: return "warn";
-    case Level::kError: return "error";
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kWarn:
+      return "warn";
+    case Level::kError:
+      return "error";
   }
   return "info";
 }
@@ -27,7 +31,9 @@ std::string timestamp() {
   auto now = std::chrono::system_clock::now();
   auto t = std::chrono::system_clock::to_time_t(now);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                now.time_since_epoch()).count() % 1000;
+                now.time_since_epoch())
+                .count() %
+            1000;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
@@ -41,11 +47,16 @@ std::string timestamp() {
 void set_level(Level level) { g_level = static_cast<int>(level); }
 
 bool parse_level(std::string_view text, Level& out) {
-  if (text == "debug") out = Level::kDebug;
-  else if (text == "info") out = Level::kInfo;
-  else if (text == "warn" || text == "warning") out = Level::kWarn;
-  else if (text == "error") out = Level::kError;
-  else return false;
+  if (text == "debug")
+    out = Level::kDebug;
+  else if (text == "info")
+    out = Level::kInfo;
+  else if (text == "warn" || text == "warning")
+    out = Level::kWarn;
+  else if (text == "error")
+    out = Level::kError;
+  else
+    return false;
   return true;
 }
 
@@ -60,8 +71,10 @@ void write(Level level, std::string_view event, nlohmann::json fields) {
                          {"component", g_component},
                          {"event", std::string(event)}};
   if (fields.is_object())
-    for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = it.value();
-  std::string s = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    for (auto it = fields.begin(); it != fields.end(); ++it)
+      line[it.key()] = it.value();
+  std::string s =
+      line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   s += '\n';
   // One write() per line keeps lines whole when several threads log.
   [[maybe_unused]] auto n = ::write(2, s.data(), s.size());

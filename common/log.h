@@ -3,9 +3,8 @@
 // line). Callers never log credentials; the worker passes only redacted data.
 #pragma once
 
-#include <string_view>
-
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 namespace pacer::log {
 

@@ -6,24 +6,42 @@ namespace pacer::protocol {
 
 std::string_view to_string(Command c) {
   switch (c) {
-    case Command::kReady: return "READY";
-    case Command::kWelcome: return "WELCOME";
-    case Command::kHeartbeat: return "HEARTBEAT";
-    case Command::kJobs: return "JOBS";
-    case Command::kResults: return "RESULTS";
-    case Command::kDisconnect: return "DISCONNECT";
-    case Command::kSubmit: return "SUBMIT";
-    case Command::kStatus: return "STATUS";
-    case Command::kResult: return "RESULT";
-    case Command::kList: return "LIST";
-    case Command::kCancel: return "CANCEL";
-    case Command::kStats: return "STATS";
-    case Command::kProgress: return "PROGRESS";
-    case Command::kApis: return "APIS";
-    case Command::kDeadList: return "DEAD_LIST";
-    case Command::kDeadReplay: return "DEAD_REPLAY";
-    case Command::kReply: return "REPLY";
-    case Command::kError: return "ERROR";
+    case Command::kReady:
+      return "READY";
+    case Command::kWelcome:
+      return "WELCOME";
+    case Command::kHeartbeat:
+      return "HEARTBEAT";
+    case Command::kJobs:
+      return "JOBS";
+    case Command::kResults:
+      return "RESULTS";
+    case Command::kDisconnect:
+      return "DISCONNECT";
+    case Command::kSubmit:
+      return "SUBMIT";
+    case Command::kStatus:
+      return "STATUS";
+    case Command::kResult:
+      return "RESULT";
+    case Command::kList:
+      return "LIST";
+    case Command::kCancel:
+      return "CANCEL";
+    case Command::kStats:
+      return "STATS";
+    case Command::kProgress:
+      return "PROGRESS";
+    case Command::kApis:
+      return "APIS";
+    case Command::kDeadList:
+      return "DEAD_LIST";
+    case Command::kDeadReplay:
+      return "DEAD_REPLAY";
+    case Command::kReply:
+      return "REPLY";
+    case Command::kError:
+      return "ERROR";
   }
   return "?";
 }
@@ -51,19 +69,20 @@ Decoded decode(const std::vector<zmq::message_t>& frames) {
   if (header.substr(0, 5) != "PACER")
     return fail("foreign", "not a pacer message (bad protocol header)");
   // Starts like ours but is not PACER<digit>: malformed, not another version.
-  if (header.size() != 6 || !std::isdigit(static_cast<unsigned char>(header[5])))
+  if (header.size() != 6 ||
+      !std::isdigit(static_cast<unsigned char>(header[5])))
     return fail("malformed", "bad protocol header (expected PACER<digit>)");
   if (header != kHeader) {
-    d.error = DecodeError{
-        "version",
-        "protocol version mismatch: this peer speaks " + std::string(kHeader) +
-            ", the message says " + std::string(header),
-        header[5] - '0'};
+    d.error = DecodeError{"version",
+                          "protocol version mismatch: this peer speaks " +
+                              std::string(kHeader) + ", the message says " +
+                              std::string(header),
+                          header[5] - '0'};
     return d;
   }
   if (frames.size() < 2 || frames.size() > 3)
-    return fail("malformed", "expected 2 or 3 frames, got " +
-                                 std::to_string(frames.size()));
+    return fail("malformed",
+                "expected 2 or 3 frames, got " + std::to_string(frames.size()));
   if (frames[1].size() != 1)
     return fail("malformed", "the command frame must be exactly one byte");
   auto byte = *static_cast<const std::uint8_t*>(frames[1].data());
@@ -97,8 +116,8 @@ std::vector<zmq::message_t> encode(const Message& m) {
   auto byte = static_cast<std::uint8_t>(m.command);
   frames.emplace_back(&byte, 1);
   if (!m.body.is_null()) {
-    std::string s = m.body.dump(-1, ' ', false,
-                                nlohmann::json::error_handler_t::replace);
+    std::string s =
+        m.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     frames.emplace_back(s.data(), s.size());
   }
   return frames;
@@ -107,8 +126,8 @@ std::vector<zmq::message_t> encode(const Message& m) {
 bool send(zmq::socket_t& socket, const Message& m,
           const std::string* routing_id, bool dontwait) {
   auto frames = encode(m);
-  const auto last_flags = dontwait ? zmq::send_flags::dontwait
-                                   : zmq::send_flags::none;
+  const auto last_flags =
+      dontwait ? zmq::send_flags::dontwait : zmq::send_flags::none;
   const auto more = last_flags | zmq::send_flags::sndmore;
   try {
     if (routing_id) {

@@ -5,12 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "common/result.h"
@@ -79,8 +78,9 @@ bool send(zmq::socket_t& socket, const Message& m,
 
 // Receives one whole multipart message without blocking; empty when none.
 // With `with_routing_id`, the first frame is split off into `routing_id`.
-std::optional<std::vector<zmq::message_t>> recv_frames(
-    zmq::socket_t& socket, bool with_routing_id, std::string* routing_id);
+std::optional<std::vector<zmq::message_t>> recv_frames(zmq::socket_t& socket,
+                                                       bool with_routing_id,
+                                                       std::string* routing_id);
 
 // The ERROR body: {"code","message","req"?}.
 Message make_error(std::string_view code, std::string_view message,

@@ -17,7 +17,8 @@ namespace pacer {
 inline constexpr Millis kMaxDurationMs = 3'000'000'000'000;
 
 // A duration in milliseconds. A bare number is rejected (the unit is the
-// whole point); callers that accept plain milliseconds check for a number first.
+// whole point); callers that accept plain milliseconds check for a number
+// first.
 Result<Millis> parse_duration(std::string_view text);
 
 // A byte count: a bare integer, or a number with B, KB, KiB, MB, MiB, GB, GiB.

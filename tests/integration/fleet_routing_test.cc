@@ -2,7 +2,6 @@
 // lanes share workers fairly. Real processes on loopback.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
-
 #include <sqlite3.h>
 
 #include "tests/support/fleet.h"
@@ -12,14 +11,17 @@ using pacer::protocol::Command;
 using json = nlohmann::json;
 
 namespace {
-std::vector<std::pair<std::string, std::string>> workers_by_api(const std::string& db) {
+std::vector<std::pair<std::string, std::string>> workers_by_api(
+    const std::string& db) {
   std::vector<std::pair<std::string, std::string>> out;
   sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+          SQLITE_OK);
   sqlite3_busy_timeout(h, 5000);
   sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(h, "SELECT DISTINCT api, worker FROM attempts ORDER BY 1, 2", -1,
-                             &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_prepare_v2(
+              h, "SELECT DISTINCT api, worker FROM attempts ORDER BY 1, 2", -1,
+              &st, nullptr) == SQLITE_OK);
   while (sqlite3_step(st) == SQLITE_ROW)
     out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
                      reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
@@ -42,7 +44,9 @@ TEST_CASE("a worker serving some APIs gets only their jobs") {
 
   json jobs = json::array();
   for (int i = 0; i < 200; ++i)
-    jobs.push_back({{"api", i % 2 ? "other" : "echo"}, {"path", "/v1/echo"}, {"body", {{"i", i}}}});
+    jobs.push_back({{"api", i % 2 ? "other" : "echo"},
+                    {"path", "/v1/echo"},
+                    {"body", {{"i", i}}}});
   auto r = f.request(Command::kSubmit, {{"jobs", jobs}});
   REQUIRE(r);
   REQUIRE(r->value("ok", false));
@@ -55,17 +59,21 @@ TEST_CASE("a worker serving some APIs gets only their jobs") {
   CHECK(pairs[1] == std::pair<std::string, std::string>{"other", "worker-1"});
 }
 
-TEST_CASE("an unknown API, a bad job and a wrong protocol version get clear errors") {
+TEST_CASE(
+    "an unknown API, a bad job and a wrong protocol version get clear errors") {
   Fleet f({.workers = 0});
   f.start_broker();
-  auto r = f.request(Command::kSubmit, {{"jobs", json::array({{{"api", "nope"}}})}});
+  auto r =
+      f.request(Command::kSubmit, {{"jobs", json::array({{{"api", "nope"}}})}});
   REQUIRE(r);
   CHECK_FALSE(r->value("ok", true));
   CHECK((*r)["code"] == "unknown_api");
-  CHECK((*r)["message"].get<std::string>().find("unknown api 'nope'") != std::string::npos);
+  CHECK((*r)["message"].get<std::string>().find("unknown api 'nope'") !=
+        std::string::npos);
 
   // A bad job anywhere in a SUBMIT refuses all of it.
-  json jobs = json::array({{{"api", "echo"}, {"path", "/ok"}}, {{"api", "echo"}, {"path", "no-slash"}}});
+  json jobs = json::array({{{"api", "echo"}, {"path", "/ok"}},
+                           {{"api", "echo"}, {"path", "no-slash"}}});
   r = f.request(Command::kSubmit, {{"jobs", jobs}});
   REQUIRE(r);
   CHECK((*r)["code"] == "invalid");
@@ -101,7 +109,8 @@ TEST_CASE("an unknown API, a bad job and a wrong protocol version get clear erro
   CHECK(f.broker().running());
 }
 
-TEST_CASE("a worker sending fields of the wrong type cannot take the broker down") {
+TEST_CASE(
+    "a worker sending fields of the wrong type cannot take the broker down") {
   Fleet f({.workers = 0});
   f.start_broker();
   zmq::context_t ctx;
@@ -111,17 +120,23 @@ TEST_CASE("a worker sending fields of the wrong type cannot take the broker down
   auto send = [&](Command c, const json& body) {
     REQUIRE(pacer::protocol::send(s, {c, body}, nullptr, false));
   };
-  send(Command::kReady, {{"worker", 5}, {"capacity", 2}, {"apis", json::array()}});
-  send(Command::kResults, {{"results", json::array({{{"id", 1}, {"attempt", 1}, {"status", nullptr},
-                                                     {"error", nullptr}, {"duration_ms", "12"},
-                                                     {"headers", "x"}, {"outcome", 7}}})}});
+  send(Command::kReady,
+       {{"worker", 5}, {"capacity", 2}, {"apis", json::array()}});
+  send(Command::kResults, {{"results", json::array({{{"id", 1},
+                                                     {"attempt", 1},
+                                                     {"status", nullptr},
+                                                     {"error", nullptr},
+                                                     {"duration_ms", "12"},
+                                                     {"headers", "x"},
+                                                     {"outcome", 7}}})}});
   send(Command::kResults, {{"results", "not an array"}});
   send(Command::kReady, {{"capacity", "many"}});
   // A client-socket message with an optional-body command and no body.
   zmq::socket_t c(ctx, zmq::socket_type::dealer);
   c.set(zmq::sockopt::linger, 0);
   c.connect(f.client_endpoint());
-  REQUIRE(pacer::protocol::send(c, {Command::kHeartbeat, nullptr}, nullptr, false));
+  REQUIRE(
+      pacer::protocol::send(c, {Command::kHeartbeat, nullptr}, nullptr, false));
   // The broker still answers, and still runs.
   auto r = f.request(Command::kStats, json::object());
   REQUIRE(r);

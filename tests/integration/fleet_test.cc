@@ -7,8 +7,9 @@
 // under sanitizers), and a request can reach the upstream tens of
 // milliseconds after the broker let it go. The margin is what absorbs that.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
+#include "tests/support/fleet.h"
 
+#include <doctest/doctest.h>
 #include <signal.h>
 #include <sqlite3.h>
 
@@ -18,8 +19,6 @@
 #include <set>
 #include <thread>
 
-#include "tests/support/fleet.h"
-
 using namespace pacer::testing;
 using pacer::protocol::Command;
 using json = nlohmann::json;
@@ -28,7 +27,8 @@ namespace {
 
 std::int64_t sql_count(const std::string& db, const std::string& sql) {
   sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+          SQLITE_OK);
   sqlite3_busy_timeout(h, 5000);
   sqlite3_stmt* st = nullptr;
   REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
@@ -46,9 +46,13 @@ std::int64_t succeeded(Fleet& f, const std::vector<std::int64_t>& ids) {
 
 }  // namespace
 
-TEST_CASE("1000 jobs through a 50/s lane against a 50/s fixed-window API: none rejected") {
-  Fleet f({.mock_args = {"--limit", "50/s", "--algorithm", "fixed", "--latency", "5"},
-           .api_toml = "limits = [\"50/s\"]\nconcurrency = 16\nmargin = \"50ms\"\n"});
+TEST_CASE(
+    "1000 jobs through a 50/s lane against a 50/s fixed-window API: none "
+    "rejected") {
+  Fleet f({.mock_args = {"--limit", "50/s", "--algorithm", "fixed", "--latency",
+                         "5"},
+           .api_toml =
+               "limits = [\"50/s\"]\nconcurrency = 16\nmargin = \"50ms\"\n"});
   f.start_broker();
   f.start_worker(0);
   f.start_worker(1);
@@ -58,7 +62,9 @@ TEST_CASE("1000 jobs through a 50/s lane against a 50/s fixed-window API: none r
   auto ids = f.submit_echo(1000, "paced");
   REQUIRE(ids.size() == 1000);
   REQUIRE(f.wait_done(ids, 180s));
-  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
 
   auto p = f.progress(ids);
   CHECK(p["succeeded"] == 1000);
@@ -68,7 +74,8 @@ TEST_CASE("1000 jobs through a 50/s lane against a 50/s fixed-window API: none r
   CHECK(stats["max_in_window"].get<int>() <= 50);
   // 1000 jobs at 50/s need ~19 s; a loose bound that only a broken pacer trips.
   CHECK(elapsed < 60.0);
-  MESSAGE("1000 jobs in " << elapsed << " s; mock busiest window " << stats["max_in_window"]);
+  MESSAGE("1000 jobs in " << elapsed << " s; mock busiest window "
+                          << stats["max_in_window"]);
 
   // Every job has exactly one attempt, and it succeeded with the echoed body.
   CHECK(sql_count(f.db_path(), "SELECT COUNT(*) FROM attempts") == 1000);
@@ -81,7 +88,8 @@ TEST_CASE("1000 jobs through a 50/s lane against a 50/s fixed-window API: none r
 
 TEST_CASE("a worker killed with SIGKILL mid-run: every job still succeeds") {
   Fleet f({.mock_args = {"--limit", "50/s", "--latency", "200"},
-           .api_toml = "limits = [\"50/s\"]\nconcurrency = 16\nmargin = \"50ms\"\n"});
+           .api_toml =
+               "limits = [\"50/s\"]\nconcurrency = 16\nmargin = \"50ms\"\n"});
   f.start_broker();
   f.start_worker(0);
   f.start_worker(1);
@@ -94,17 +102,23 @@ TEST_CASE("a worker killed with SIGKILL mid-run: every job still succeeds") {
   CHECK(f.progress(ids)["succeeded"] == 400);
   // The killed worker had transfers in flight (200 ms latency at 50/s): they
   // were requeued as lost attempts and succeeded elsewhere.
-  CHECK(sql_count(f.db_path(), "SELECT COUNT(*) FROM attempts WHERE outcome = 'lost'") > 0);
   CHECK(sql_count(f.db_path(),
-                  "SELECT COUNT(*) FROM (SELECT job_id FROM attempts WHERE outcome = 'success'"
+                  "SELECT COUNT(*) FROM attempts WHERE outcome = 'lost'") > 0);
+  CHECK(sql_count(f.db_path(),
+                  "SELECT COUNT(*) FROM (SELECT job_id FROM attempts WHERE "
+                  "outcome = 'success'"
                   " GROUP BY job_id HAVING COUNT(*) > 1)") == 0);
   CHECK(f.mock().stats()["rejected"] == 0);
 }
 
-TEST_CASE("the broker killed with SIGKILL mid-run and restarted: nothing acknowledged is lost") {
-  Fleet f({.mock_args = {"--limit", "50/s", "--algorithm", "fixed", "--latency", "20"},
-           .api_toml = "limits = [\"50/s\"]\nconcurrency = 16\nmargin = \"50ms\"\n",
-           .broker_toml = "lease_grace = \"2s\"\n"});
+TEST_CASE(
+    "the broker killed with SIGKILL mid-run and restarted: nothing "
+    "acknowledged is lost") {
+  Fleet f(
+      {.mock_args = {"--limit", "50/s", "--algorithm", "fixed", "--latency",
+                     "20"},
+       .api_toml = "limits = [\"50/s\"]\nconcurrency = 16\nmargin = \"50ms\"\n",
+       .broker_toml = "lease_grace = \"2s\"\n"});
   f.start_broker();
   f.start_worker(0);
   f.start_worker(1);
@@ -119,9 +133,11 @@ TEST_CASE("the broker killed with SIGKILL mid-run and restarted: nothing acknowl
     for (int batch = 0; batch < 30 && !done; ++batch) {
       json jobs = json::array();
       for (int i = 0; i < 10; ++i)
-        jobs.push_back({{"api", "echo"}, {"path", "/v1/echo"},
+        jobs.push_back({{"api", "echo"},
+                        {"path", "/v1/echo"},
                         {"body", {{"batch", batch}, {"i", i}}},
-                        {"key", "during:" + std::to_string(batch) + ":" + std::to_string(i)}});
+                        {"key", "during:" + std::to_string(batch) + ":" +
+                                    std::to_string(i)}});
       for (int tries = 0; tries < 200 && !done; ++tries) {
         auto r = f.request(Command::kSubmit, {{"jobs", jobs}}, 1s);
         if (r && r->value("ok", false)) {
@@ -133,8 +149,11 @@ TEST_CASE("the broker killed with SIGKILL mid-run and restarted: nothing acknowl
     }
   });
 
-  REQUIRE(wait_until([&] { return succeeded(f, {acked.begin(), acked.begin() + 500}) >= 150; },
-                     60s, 20ms));
+  REQUIRE(wait_until(
+      [&] {
+        return succeeded(f, {acked.begin(), acked.begin() + 500}) >= 150;
+      },
+      60s, 20ms));
   f.broker().signal(SIGKILL);
   REQUIRE(f.broker().wait(10s).has_value());
   f.start_broker();
@@ -153,10 +172,12 @@ TEST_CASE("the broker killed with SIGKILL mid-run and restarted: nothing acknowl
   CHECK(std::set<std::int64_t>(all.begin(), all.end()).size() == 800);
   CHECK(sql_count(f.db_path(), "SELECT COUNT(*) FROM jobs") == 800);
   CHECK(sql_count(f.db_path(),
-                  "SELECT COUNT(*) FROM (SELECT job_id FROM attempts WHERE outcome = 'success'"
+                  "SELECT COUNT(*) FROM (SELECT job_id FROM attempts WHERE "
+                  "outcome = 'success'"
                   " GROUP BY job_id HAVING COUNT(*) > 1)") == 0);
   auto stats = f.mock().stats();
   CHECK(stats["rejected"] == 0);
-  MESSAGE("mock accepted " << stats["accepted"] << " (jobs re-run after the crash: "
+  MESSAGE("mock accepted " << stats["accepted"]
+                           << " (jobs re-run after the crash: "
                            << stats["accepted"].get<int>() - 800 << ")");
 }

@@ -183,7 +183,8 @@ void RaiseListenBacklog(int port) {
       continue;
     sockaddr_storage addr{};
     socklen_t alen = sizeof addr;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0)
+      continue;
     int bound = 0;
     if (addr.ss_family == AF_INET)
       bound = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
@@ -196,11 +197,11 @@ void RaiseListenBacklog(int port) {
 }  // namespace
 
 int MockServer::Bind() {
-  int port = options_.port == 0
-                 ? server_->bind_to_any_port(options_.host)
-                 : (server_->bind_to_port(options_.host, options_.port)
-                        ? options_.port
-                        : -1);
+  int port =
+      options_.port == 0
+          ? server_->bind_to_any_port(options_.host)
+          : (server_->bind_to_port(options_.host, options_.port) ? options_.port
+                                                                 : -1);
   if (port > 0) RaiseListenBacklog(port);
   return port;
 }

@@ -8,11 +8,10 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/protocol.h"
 #include "tests/support/process.h"
@@ -20,16 +19,16 @@
 namespace pacer::testing {
 
 // One request/reply on the client endpoint. Empty on timeout.
-std::optional<nlohmann::json> broker_request(const std::string& endpoint,
-                                             protocol::Command command,
-                                             nlohmann::json body,
-                                             std::chrono::milliseconds timeout = 10s);
+std::optional<nlohmann::json> broker_request(
+    const std::string& endpoint, protocol::Command command, nlohmann::json body,
+    std::chrono::milliseconds timeout = 10s);
 
 struct FleetOptions {
-  std::vector<std::string> mock_args = {};       // e.g. {"--limit", "50/s"}
-  std::string api_toml = {};                     // extra lines for [api.echo]
-  std::string broker_toml = {};                  // extra lines for [broker]
-  std::string extra_toml = {};  // appended: more [api.*] tables; "{mock}" = mock URL
+  std::vector<std::string> mock_args = {};  // e.g. {"--limit", "50/s"}
+  std::string api_toml = {};                // extra lines for [api.echo]
+  std::string broker_toml = {};             // extra lines for [broker]
+  std::string extra_toml =
+      {};  // appended: more [api.*] tables; "{mock}" = mock URL
   int workers = 2;
   int worker_concurrency = 16;
 };
@@ -43,7 +42,9 @@ class Fleet {
   MockApi& mock() { return *mock_; }
   const std::string& config_path() const { return config_path_; }
   std::string db_path() const { return dir_.file("pacer.db"); }
-  std::string client_endpoint() const { return "ipc://" + dir_.file("clients.sock"); }
+  std::string client_endpoint() const {
+    return "ipc://" + dir_.file("clients.sock");
+  }
 
   void start_broker();
   Process& broker() { return *broker_; }
@@ -52,17 +53,20 @@ class Fleet {
   // Waits until the broker reports `n` connected workers.
   bool wait_workers(std::size_t n, std::chrono::milliseconds timeout = 30s);
 
-  std::optional<nlohmann::json> request(protocol::Command c, nlohmann::json body,
-                                        std::chrono::milliseconds timeout = 10s) {
+  std::optional<nlohmann::json> request(
+      protocol::Command c, nlohmann::json body,
+      std::chrono::milliseconds timeout = 10s) {
     return broker_request(client_endpoint(), c, std::move(body), timeout);
   }
-  // Submits `n` echo jobs {"n": i} in one SUBMIT (keys "<prefix>:i"); returns ids.
+  // Submits `n` echo jobs {"n": i} in one SUBMIT (keys "<prefix>:i"); returns
+  // ids.
   std::vector<std::int64_t> submit_echo(int n, const std::string& prefix,
                                         const nlohmann::json& extra = {});
   // PROGRESS for a set of ids.
   nlohmann::json progress(const std::vector<std::int64_t>& ids);
   // Waits until none of `ids` is pending.
-  bool wait_done(const std::vector<std::int64_t>& ids, std::chrono::milliseconds timeout);
+  bool wait_done(const std::vector<std::int64_t>& ids,
+                 std::chrono::milliseconds timeout);
   // Runs the `pacer` CLI with this fleet's configuration.
   CommandResult cli(std::vector<std::string> args,
                     std::chrono::milliseconds timeout = 120s);

@@ -1,6 +1,7 @@
 #include "tests/support/process.h"
 
 #include <fcntl.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -13,8 +14,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
-
-#include <httplib.h>
 
 namespace pacer::testing {
 namespace fs = std::filesystem;
@@ -51,7 +50,8 @@ static std::string read_file(const std::string& path) {
 }
 
 Process::Process(std::vector<std::string> argv, const std::string& log_dir,
-                 const std::string& name, std::map<std::string, std::string> env)
+                 const std::string& name,
+                 std::map<std::string, std::string> env)
     : name_(name),
       out_path_(log_dir + "/" + name + ".out"),
       err_path_(log_dir + "/" + name + ".err") {
@@ -165,7 +165,8 @@ CommandResult run_command(const std::vector<std::string>& argv,
   dir.write("stdin", stdin_text);
   {
     // Run through the shell only to redirect stdin; arguments stay separate.
-    std::vector<std::string> wrapped = {"/bin/sh", "-c", "exec \"$0\" \"$@\" < \"$PACER_STDIN\""};
+    std::vector<std::string> wrapped = {
+        "/bin/sh", "-c", "exec \"$0\" \"$@\" < \"$PACER_STDIN\""};
     wrapped.insert(wrapped.end(), args.begin(), args.end());
     Process p(wrapped, dir.path(), "cmd", {{"PACER_STDIN", in_path}});
     auto code = p.wait(timeout);
@@ -204,7 +205,8 @@ MockApi::MockApi(const TempDir& dir, std::vector<std::string> args) {
   proc_ = std::make_unique<Process>(argv, dir.path(),
                                     "mock-api-" + std::to_string(counter++));
   auto line = proc_->wait_for_output("listening on", 20s);
-  if (!line) throw std::runtime_error("mock API did not start: " + proc_->err());
+  if (!line)
+    throw std::runtime_error("mock API did not start: " + proc_->err());
   auto colon = line->rfind(':');
   port_ = std::stoi(line->substr(colon + 1));
 }

@@ -10,11 +10,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace pacer::testing {
 
@@ -44,8 +43,7 @@ class TempDir {
 class Process {
  public:
   Process(std::vector<std::string> argv, const std::string& log_dir,
-          const std::string& name,
-          std::map<std::string, std::string> env = {});
+          const std::string& name, std::map<std::string, std::string> env = {});
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

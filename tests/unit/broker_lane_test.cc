@@ -73,8 +73,8 @@ TEST_CASE("a new lane is empty and asks for a refill") {
 
 TEST_CASE("refill and pop follow priority desc, run_at, id") {
   Lane lane(api(), 16);
-  lane.refill({entry(5, 0, t0), entry(3, 2, t0 + 10), entry(4, 2, t0), entry(1, 0, t0),
-               entry(2, -1, t0 - 100), entry(6, 2, t0)},
+  lane.refill({entry(5, 0, t0), entry(3, 2, t0 + 10), entry(4, 2, t0),
+               entry(1, 0, t0), entry(2, -1, t0 - 100), entry(6, 2, t0)},
               /*complete_hint=*/true);
   CHECK(lane.window_size() == 6);
   CHECK_FALSE(lane.wants_refill());  // complete: the database has nothing else
@@ -88,7 +88,9 @@ TEST_CASE("refill and pop follow priority desc, run_at, id") {
   CHECK_FALSE(lane.wants_refill());  // still complete: nothing is waiting
 }
 
-TEST_CASE("the cap evicts the lowest-ranked entries and makes the window incomplete") {
+TEST_CASE(
+    "the cap evicts the lowest-ranked entries and makes the window "
+    "incomplete") {
   Lane lane(api(), 4);
   std::vector<ReadyEntry> rows;
   for (JobId id = 1; id <= 6; ++id) rows.push_back(entry(id, 0, t0 + id));
@@ -179,7 +181,8 @@ TEST_CASE("offer keeps the invariant") {
     lane.refill({entry(1, 0, t0), entry(2, 0, t0 + 10)}, false);
     lane.offer(entry(3, 0, t0 + 20));  // ranks after the last: not kept
     lane.offer(entry(4, -5, t0));      // lower priority: not kept
-    lane.offer(entry(5, 0, t0 + 10));  // same priority and run_at, larger id: after 2
+    lane.offer(
+        entry(5, 0, t0 + 10));  // same priority and run_at, larger id: after 2
     CHECK(window_ids(lane) == std::vector<JobId>{1, 2});
     lane.offer(entry(6, 0, t0 + 5));   // between 1 and 2: kept
     lane.offer(entry(7, 1, t0 + 99));  // higher priority: kept
@@ -203,7 +206,9 @@ TEST_CASE("the window stays the top of the ready set under random operations") {
       CAPTURE(cap);
       CAPTURE(seed);
       std::mt19937 rng(seed);
-      auto rnd = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+      auto rnd = [&](int n) {
+        return static_cast<int>(rng() % static_cast<unsigned>(n));
+      };
       std::set<ReadyEntry, decltype(&before)> db(&before);
       Lane lane(api(), cap);
       JobId next_id = 1;
@@ -303,14 +308,17 @@ TEST_CASE("rate_per_s averages the last ten whole seconds") {
   Lane lane(api(), 8);
   const Millis s0 = 1'700'000'000'000;  // a whole second
   CHECK(lane.rate_per_s(s0) == 0.0);
-  for (int i = 0; i < 20; ++i) lane.count_dispatch(s0 + i * 50);  // 20 in second 0
+  for (int i = 0; i < 20; ++i)
+    lane.count_dispatch(s0 + i * 50);  // 20 in second 0
   CHECK(lane.dispatched_total() == 20);
   CHECK(lane.rate_per_s(s0 + 999) == 0.0);  // the current second is not counted
   CHECK(lane.rate_per_s(s0 + 1000) == doctest::Approx(2.0));
-  CHECK(lane.rate_per_s(s0 + 10'999) == doctest::Approx(2.0));  // still in the last ten
-  CHECK(lane.rate_per_s(s0 + 11'000) == 0.0);                   // aged out
+  CHECK(lane.rate_per_s(s0 + 10'999) ==
+        doctest::Approx(2.0));                 // still in the last ten
+  CHECK(lane.rate_per_s(s0 + 11'000) == 0.0);  // aged out
 
-  for (int i = 0; i < 10; ++i) lane.count_dispatch(s0 + 5000 + i);  // 10 in second 5
+  for (int i = 0; i < 10; ++i)
+    lane.count_dispatch(s0 + 5000 + i);  // 10 in second 5
   CHECK(lane.rate_per_s(s0 + 6000) == doctest::Approx(3.0));
   CHECK(lane.rate_per_s(s0 + 11'000) == doctest::Approx(1.0));
   CHECK(lane.rate_per_s(s0 + 15'999) == doctest::Approx(1.0));
@@ -320,7 +328,8 @@ TEST_CASE("rate_per_s averages the last ten whole seconds") {
   // A steady 7 per second for a minute reads as 7.
   Lane steady(api(), 8);
   for (int sec = 0; sec < 60; ++sec)
-    for (int k = 0; k < 7; ++k) steady.count_dispatch(s0 + sec * 1000 + k * 100);
+    for (int k = 0; k < 7; ++k)
+      steady.count_dispatch(s0 + sec * 1000 + k * 100);
   CHECK(steady.rate_per_s(s0 + 60'000) == doctest::Approx(7.0));
   CHECK(steady.rate_per_s(s0 + 59'500) == doctest::Approx(7.0));
   CHECK(steady.dispatched_total() == 420);

@@ -30,7 +30,8 @@ struct Start {
 
 // The largest number of units charged to `spec` that started in any
 // half-open interval (t - W, t]: the quantity the guarantee bounds.
-std::int64_t max_in_any_window(const std::vector<Start>& starts, const LimitSpec& spec) {
+std::int64_t max_in_any_window(const std::vector<Start>& starts,
+                               const LimitSpec& spec) {
   std::int64_t best = 0, sum = 0;
   std::size_t lo = 0;
   for (std::size_t hi = 0; hi < starts.size(); ++hi) {
@@ -46,20 +47,23 @@ std::int64_t max_in_any_window(const std::vector<Start>& starts, const LimitSpec
 
 // Drives a limiter like the broker does: jobs arrive by a pattern, each waits
 // in FIFO order for next_admit, and is recorded when admitted.
-std::vector<Start> simulate(Limiter& limiter, std::vector<Start> arrivals, Millis end) {
+std::vector<Start> simulate(Limiter& limiter, std::vector<Start> arrivals,
+                            Millis end) {
   std::vector<Start> starts;
   std::size_t next = 0;
   std::vector<Start> queue;
   Millis now = 0;
   while (now <= end) {
-    while (next < arrivals.size() && arrivals[next].t <= now) queue.push_back(arrivals[next++]);
+    while (next < arrivals.size() && arrivals[next].t <= now)
+      queue.push_back(arrivals[next++]);
     while (!queue.empty() && limiter.admits(queue.front().cost, now)) {
       limiter.record(queue.front().cost, now);
       starts.push_back({now, queue.front().cost});
       queue.erase(queue.begin());
     }
     Millis wake = end + 1;
-    if (!queue.empty()) wake = std::min(wake, limiter.next_admit(queue.front().cost, now));
+    if (!queue.empty())
+      wake = std::min(wake, limiter.next_admit(queue.front().cost, now));
     if (next < arrivals.size()) wake = std::min(wake, arrivals[next].t);
     CHECK(wake > now);  // next_admit must never say "now" for a refused start
     now = std::max(wake, now + 1);
@@ -163,7 +167,9 @@ TEST_CASE("restart replay: recorded past starts count against the window") {
   CHECK(m.next_admit(1, 950) == 1100);
 }
 
-TEST_CASE("property: no interval of length W exceeds L, for many limit sets and patterns") {
+TEST_CASE(
+    "property: no interval of length W exceeds L, for many limit sets and "
+    "patterns") {
   std::mt19937_64 rng(12345);
   const std::vector<std::vector<const char*>> sets = {
       {"50/s"},
@@ -203,7 +209,8 @@ TEST_CASE("property: no interval of length W exceeds L, for many limit sets and 
         }
       } else if (pattern == 2) {  // bursts at window edges
         for (Millis t = 0; t < horizon; t += 1000)
-          for (int i = 0; i < 200; ++i) arrivals.push_back({t + 999 * (i % 2), cost()});
+          for (int i = 0; i < 200; ++i)
+            arrivals.push_back({t + 999 * (i % 2), cost()});
       } else {  // random bursts
         std::uniform_int_distribution<Millis> when(0, horizon);
         std::uniform_int_distribution<int> size(1, 300);
@@ -225,7 +232,8 @@ TEST_CASE("property: no interval of length W exceeds L, for many limit sets and 
       if (pattern == 0 && specs.size() == 1 && specs[0].counts_requests()) {
         Millis first = starts.front().t;
         Millis last = starts.back().t;
-        double rate = (starts.size() - 1) * 1000.0 / std::max<Millis>(1, last - first);
+        double rate =
+            (starts.size() - 1) * 1000.0 / std::max<Millis>(1, last - first);
         double limit_rate = specs[0].amount * 1000.0 / specs[0].window_ms;
         CHECK(rate >= 0.95 * limit_rate);
       }

@@ -5,17 +5,15 @@
 // the hot queries.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
-
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "broker/store.h"
 #include "common/job.h"
@@ -42,8 +40,9 @@ constexpr Millis t0 = 1'700'000'000'000;
 class RawDb {
  public:
   explicit RawDb(const std::string& path) {
-    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                             nullptr);
+    int rc =
+        sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
     REQUIRE(rc == SQLITE_OK);
   }
   ~RawDb() { sqlite3_close_v2(db_); }
@@ -94,7 +93,8 @@ JobSpec spec(json j = json::object()) {
   return *r;
 }
 
-JobId insert(Store& s, json j = json::object(), Millis now = t0, const std::string& group = "") {
+JobId insert(Store& s, json j = json::object(), Millis now = t0,
+             const std::string& group = "") {
   return s.insert_job(spec(std::move(j)), group, 5, 30'000, now).id;
 }
 
@@ -110,7 +110,8 @@ std::vector<JobId> ids_of(const json& jobs) {
   return out;
 }
 
-pacer::AttemptEnd end_of(JobId id, int attempt, JobState next, Outcome outcome) {
+pacer::AttemptEnd end_of(JobId id, int attempt, JobState next,
+                         Outcome outcome) {
   pacer::AttemptEnd e;
   e.id = id;
   e.attempt = attempt;
@@ -123,8 +124,9 @@ pacer::AttemptEnd end_of(JobId id, int attempt, JobState next, Outcome outcome) 
 void finish(Store& s, JobId id, JobState next, Millis at) {
   auto c = s.claim(id, "echo", "w", at, 1000);
   REQUIRE(c.has_value());
-  auto e = end_of(id, c->attempt, next,
-                  next == JobState::kSucceeded ? Outcome::kSuccess : Outcome::kPermanent);
+  auto e = end_of(
+      id, c->attempt, next,
+      next == JobState::kSucceeded ? Outcome::kSuccess : Outcome::kPermanent);
   e.run_at = at;
   REQUIRE(s.end_attempt(e, at));
 }
@@ -136,7 +138,8 @@ json info(Store& s, JobId id) {
 }
 
 std::int64_t attempt_rows(RawDb& db, JobId id) {
-  return db.scalar("SELECT COUNT(*) FROM attempts WHERE job_id = " + std::to_string(id));
+  return db.scalar("SELECT COUNT(*) FROM attempts WHERE job_id = " +
+                   std::to_string(id));
 }
 
 }  // namespace
@@ -152,11 +155,13 @@ TEST_CASE("a new database is migrated to schema version 1, and only once") {
     RawDb db(path);
     CHECK(db.scalar("PRAGMA user_version") == 1);
     CHECK(db.rows("PRAGMA journal_mode")[0][0] == "wal");
-    for (const char* name : {"jobs", "attempts", "lanes", "jobs_ready", "jobs_due",
-                             "jobs_running", "jobs_finished", "attempts_started"}) {
+    for (const char* name :
+         {"jobs", "attempts", "lanes", "jobs_ready", "jobs_due", "jobs_running",
+          "jobs_finished", "attempts_started"}) {
       CAPTURE(std::string(name));
-      CHECK(db.scalar(std::string("SELECT COUNT(*) FROM sqlite_master WHERE name = '") + name +
-                      "'") == 1);
+      CHECK(db.scalar(std::string(
+                          "SELECT COUNT(*) FROM sqlite_master WHERE name = '") +
+                      name + "'") == 1);
     }
     // A marker the migration would destroy (or trip over) if it ran again.
     db.exec("INSERT INTO lanes (api, updated_at) VALUES ('marker', 1)");
@@ -205,15 +210,21 @@ TEST_CASE("a failed migration is rolled back completely") {
   CHECK_THROWS_AS(Store(dir.file("pacer.db"), false), StoreError);
   RawDb db(dir.file("pacer.db"));
   CHECK(db.scalar("PRAGMA user_version") == 0);
-  CHECK(db.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('jobs', 'attempts')") == 0);
+  CHECK(db.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('jobs', "
+                  "'attempts')") == 0);
 }
 
-TEST_CASE("insert_job stores the spec; an idempotency key returns the existing job") {
+TEST_CASE(
+    "insert_job stores the spec; an idempotency key returns the existing job") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
 
-  auto a = s.insert_job(spec({{"path", "/v1/x"}, {"priority", 5}, {"cost", 3}, {"key", "k1"},
-                              {"batch_key", "b"}, {"body", {{"n", 1}}}}),
+  auto a = s.insert_job(spec({{"path", "/v1/x"},
+                              {"priority", 5},
+                              {"cost", 3},
+                              {"key", "k1"},
+                              {"batch_key", "b"},
+                              {"body", {{"n", 1}}}}),
                         "g1", 7, 1234, t0);
   CHECK(a.id > 0);
   CHECK_FALSE(a.duplicate);
@@ -223,8 +234,9 @@ TEST_CASE("insert_job stores the spec; an idempotency key returns the existing j
   CHECK(a.entry.cost == 3);
 
   // Same key, different everything else: the first job wins, unchanged.
-  auto dup = s.insert_job(spec({{"priority", 9}, {"cost", 1}, {"key", "k1"}, {"delay", 5000}}),
-                          "g2", 1, 1, t0 + 50);
+  auto dup = s.insert_job(
+      spec({{"priority", 9}, {"cost", 1}, {"key", "k1"}, {"delay", 5000}}),
+      "g2", 1, 1, t0 + 50);
   CHECK(dup.duplicate);
   CHECK(dup.id == a.id);
   CHECK(dup.entry.id == a.id);
@@ -272,12 +284,15 @@ TEST_CASE("insert_job stores the spec; an idempotency key returns the existing j
   CHECK(info(s, d.id)["run_at_ms"] == t0 + 2000);
 
   // The same key under another API is still the same job (keys are global).
-  auto other = s.insert_job(spec({{"api", "other"}, {"key", "k1"}}), "", 5, 30'000, t0);
+  auto other =
+      s.insert_job(spec({{"api", "other"}, {"key", "k1"}}), "", 5, 30'000, t0);
   CHECK(other.duplicate);
   CHECK(other.id == a.id);
 }
 
-TEST_CASE("ready() orders by priority desc, run_at, id; delayed jobs wait for their time") {
+TEST_CASE(
+    "ready() orders by priority desc, run_at, id; delayed jobs wait for their "
+    "time") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
   JobId j1 = insert(s, {{"priority", 0}});
@@ -289,7 +304,8 @@ TEST_CASE("ready() orders by priority desc, run_at, id; delayed jobs wait for th
   JobId j7 = insert(s, {{"api", "other"}, {"priority", 100}});
   JobId j8 = insert(s, {{"priority", -3}});
 
-  CHECK(ids_of(s.ready("echo", t0, 100)) == std::vector<JobId>{j2, j4, j1, j3, j8});
+  CHECK(ids_of(s.ready("echo", t0, 100)) ==
+        std::vector<JobId>{j2, j4, j1, j3, j8});
   CHECK(ids_of(s.ready("echo", t0, 2)) == std::vector<JobId>{j2, j4});
   auto rows = s.ready("echo", t0, 1);
   REQUIRE(rows.size() == 1);
@@ -299,8 +315,10 @@ TEST_CASE("ready() orders by priority desc, run_at, id; delayed jobs wait for th
 
   // The delayed jobs: not ready before their time, reported by next_due.
   CHECK(s.next_due("echo", t0) == std::optional<Millis>(t0 + 500));
-  CHECK(ids_of(s.ready("echo", t0 + 499, 100)) == std::vector<JobId>{j2, j4, j1, j3, j8});
-  CHECK(ids_of(s.ready("echo", t0 + 500, 100)) == std::vector<JobId>{j6, j2, j4, j1, j3, j8});
+  CHECK(ids_of(s.ready("echo", t0 + 499, 100)) ==
+        std::vector<JobId>{j2, j4, j1, j3, j8});
+  CHECK(ids_of(s.ready("echo", t0 + 500, 100)) ==
+        std::vector<JobId>{j6, j2, j4, j1, j3, j8});
   CHECK(s.next_due("echo", t0 + 499) == std::optional<Millis>(t0 + 500));
   CHECK(s.next_due("echo", t0 + 500) == std::optional<Millis>(t0 + 1000));
   CHECK(ids_of(s.ready("echo", t0 + 1000, 100)) ==
@@ -312,22 +330,27 @@ TEST_CASE("ready() orders by priority desc, run_at, id; delayed jobs wait for th
   CHECK_FALSE(s.next_due("other", t0).has_value());
   CHECK_FALSE(s.next_due("nobody", t0).has_value());
   // Delayed jobs count as waiting for dispatch in the per-API summary.
-  CHECK(s.apis_with_ready_jobs() == std::map<std::string, std::int64_t>{{"echo", 7}, {"other", 1}});
+  CHECK(s.apis_with_ready_jobs() ==
+        std::map<std::string, std::int64_t>{{"echo", 7}, {"other", 1}});
 
   // Running and finished jobs are not ready, and a running delayed job is
   // not due.
   REQUIRE(s.claim(j2, "echo", "w", t0, 1000));
   finish(s, j4, JobState::kSucceeded, t0);
   REQUIRE(s.claim(j6, "echo", "w", t0 + 500, 1000));
-  CHECK(ids_of(s.ready("echo", t0 + 1000, 100)) == std::vector<JobId>{j5, j1, j3, j8});
+  CHECK(ids_of(s.ready("echo", t0 + 1000, 100)) ==
+        std::vector<JobId>{j5, j1, j3, j8});
   CHECK(s.next_due("echo", t0) == std::optional<Millis>(t0 + 1000));
 }
 
 TEST_CASE("claim moves a ready job to running with a new attempt row") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
-  JobId id = s.insert_job(spec({{"path", "/v1/echo"}, {"headers", {{"X-Trace", "abc"}}},
-                                {"body", {{"n", 1}}}, {"priority", 3}, {"cost", 2}}),
+  JobId id = s.insert_job(spec({{"path", "/v1/echo"},
+                                {"headers", {{"X-Trace", "abc"}}},
+                                {"body", {{"n", 1}}},
+                                {"priority", 3},
+                                {"cost", 2}}),
                           "", 4, 5000, t0)
                  .id;
   JobId plain = insert(s);
@@ -354,11 +377,13 @@ TEST_CASE("claim moves a ready job to running with a new attempt row") {
 
   RawDb db(dir.file("pacer.db"));
   CHECK(attempt_rows(db, id) == 1);
-  auto row = db.rows("SELECT n, api, cost, worker, started_at, finished_at FROM attempts"
-                     " WHERE job_id = " + std::to_string(id));
+  auto row = db.rows(
+      "SELECT n, api, cost, worker, started_at, finished_at FROM attempts"
+      " WHERE job_id = " +
+      std::to_string(id));
   REQUIRE(row.size() == 1);
-  CHECK(row[0] == std::vector<std::string>{"1", "echo", "2", "w1", std::to_string(t0 + 10),
-                                           "NULL"});
+  CHECK(row[0] == std::vector<std::string>{"1", "echo", "2", "w1",
+                                           std::to_string(t0 + 10), "NULL"});
 
   auto running = s.running_jobs();
   REQUIRE(running.size() == 1);
@@ -369,7 +394,8 @@ TEST_CASE("claim moves a ready job to running with a new attempt row") {
   CHECK(running[0].max_attempts == 4);
   CHECK(running[0].cost == 2);
   // The lease is the job's own timeout (5 s) plus the grace given to claim.
-  CHECK(running[0].lease_until == std::optional<Millis>(t0 + 10 + 5'000 + 35'000));
+  CHECK(running[0].lease_until ==
+        std::optional<Millis>(t0 + 10 + 5'000 + 35'000));
   CHECK_FALSE(running[0].quota_deadline.has_value());
   CHECK(running[0].priority == 3);
 
@@ -382,7 +408,10 @@ TEST_CASE("claim moves a ready job to running with a new attempt row") {
   CHECK(s.running_jobs().size() == 2);
 
   // Bodies are bytes: NULs and invalid UTF-8 come back unchanged.
-  const std::string bytes("a\0b\xFF\xFE" "c", 6);
+  const std::string bytes(
+      "a\0b\xFF\xFE"
+      "c",
+      6);
   JobId binary = insert(s, {{"body_text", bytes}});
   auto b = s.claim(binary, "echo", "w1", t0 + 30, 1000);
   REQUIRE(b.has_value());
@@ -422,7 +451,8 @@ TEST_CASE("end_attempt applies only to the current attempt (fencing)") {
   CHECK(ids_of(s.ready("echo", t0 + 2000, 10)) == std::vector<JobId>{id});
 
   // Ending attempt 1 again does nothing: the job is not running.
-  CHECK_FALSE(s.end_attempt(end_of(id, 1, JobState::kSucceeded, Outcome::kSuccess), t0 + 150));
+  CHECK_FALSE(s.end_attempt(
+      end_of(id, 1, JobState::kSucceeded, Outcome::kSuccess), t0 + 150));
   CHECK(s.state_of(id) == JobState::kRetrying);
 
   auto c2 = s.claim(id, "echo", "w2", t0 + 2000, 1000);
@@ -436,7 +466,8 @@ TEST_CASE("end_attempt applies only to the current attempt (fencing)") {
   CHECK_FALSE(s.end_attempt(stale, t0 + 2001));
   CHECK(s.state_of(id) == JobState::kRunning);
   // As is an attempt that has not happened.
-  CHECK_FALSE(s.end_attempt(end_of(id, 3, JobState::kSucceeded, Outcome::kSuccess), t0 + 2001));
+  CHECK_FALSE(s.end_attempt(
+      end_of(id, 3, JobState::kSucceeded, Outcome::kSuccess), t0 + 2001));
   CHECK(s.state_of(id) == JobState::kRunning);
 
   auto ok = end_of(id, 2, JobState::kSucceeded, Outcome::kSuccess);
@@ -479,8 +510,9 @@ TEST_CASE("end_attempt applies only to the current attempt (fencing)") {
   CHECK(attempts[1]["duration_ms"] == 3.25);
 
   RawDb db(dir.file("pacer.db"));
-  CHECK(db.rows("SELECT observation FROM attempts WHERE job_id = " + std::to_string(id) +
-                " AND n = 2")[0][0] == R"({"remaining":4})");
+  CHECK(db.rows("SELECT observation FROM attempts WHERE job_id = " +
+                std::to_string(id) + " AND n = 2")[0][0] ==
+        R"({"remaining":4})");
   CHECK_FALSE(s.job_result(9999).has_value());
 }
 
@@ -527,7 +559,8 @@ TEST_CASE("a rate-limited end (uses_attempt = false) does not use an attempt") {
   CHECK_FALSE(s.next_due("echo", t0).has_value());
 }
 
-TEST_CASE("cancel: queued, retrying, waiting and running jobs; never finished ones") {
+TEST_CASE(
+    "cancel: queued, retrying, waiting and running jobs; never finished ones") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
   JobId queued = insert(s);
@@ -540,7 +573,8 @@ TEST_CASE("cancel: queued, retrying, waiting and running jobs; never finished on
   finish(s, dead, JobState::kDead, t0);
   auto rc = s.claim(retrying, "echo", "w", t0, 1000);
   REQUIRE(rc);
-  auto back_off = end_of(retrying, rc->attempt, JobState::kRetrying, Outcome::kTransient);
+  auto back_off =
+      end_of(retrying, rc->attempt, JobState::kRetrying, Outcome::kTransient);
   back_off.run_at = t0 + 5000;
   REQUIRE(s.end_attempt(back_off, t0));
   auto c = s.claim(running, "echo", "w", t0, 1000);
@@ -557,8 +591,9 @@ TEST_CASE("cancel: queued, retrying, waiting and running jobs; never finished on
   CHECK(s.state_of(running) == JobState::kCanceled);
   CHECK(s.running_jobs().empty());
   // The canceled job's late result does not resurrect it.
-  CHECK_FALSE(s.end_attempt(end_of(running, c->attempt, JobState::kSucceeded, Outcome::kSuccess),
-                            t0 + 3));
+  CHECK_FALSE(s.end_attempt(
+      end_of(running, c->attempt, JobState::kSucceeded, Outcome::kSuccess),
+      t0 + 3));
   CHECK(s.state_of(running) == JobState::kCanceled);
 
   CHECK_FALSE(s.cancel(done, t0 + 4));
@@ -588,14 +623,17 @@ TEST_CASE("attempt_starts returns the starts after `since`, oldest first") {
   REQUIRE(s.claim(b, "echo", "w", t0 + 10, 1000));
 
   using Starts = std::vector<std::pair<Millis, std::int64_t>>;
-  CHECK(s.attempt_starts("echo", t0 - 1) == Starts{{t0, 1}, {t0 + 10, 2}, {t0 + 20, 3}});
+  CHECK(s.attempt_starts("echo", t0 - 1) ==
+        Starts{{t0, 1}, {t0 + 10, 2}, {t0 + 20, 3}});
   CHECK(s.attempt_starts("echo", t0) == Starts{{t0 + 10, 2}, {t0 + 20, 3}});
   CHECK(s.attempt_starts("echo", t0 + 20).empty());
   CHECK(s.attempt_starts("other", 0) == Starts{{t0 + 15, 9}});
   CHECK(s.attempt_starts("nobody", 0).empty());
 }
 
-TEST_CASE("purge_finished removes finished jobs older than the cutoff, `limit` at a time") {
+TEST_CASE(
+    "purge_finished removes finished jobs older than the cutoff, `limit` at a "
+    "time") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
   JobId s1 = insert(s);
@@ -612,7 +650,8 @@ TEST_CASE("purge_finished removes finished jobs older than the cutoff, `limit` a
   REQUIRE(s.claim(running, "echo", "w", t0 - 500'000, 1000));
   auto rc = s.claim(retrying, "echo", "w", t0 - 500'000, 1000);
   REQUIRE(rc);
-  auto e = end_of(retrying, rc->attempt, JobState::kRetrying, Outcome::kTransient);
+  auto e =
+      end_of(retrying, rc->attempt, JobState::kRetrying, Outcome::kTransient);
   e.run_at = t0;
   REQUIRE(s.end_attempt(e, t0 - 500'000));
 
@@ -658,7 +697,8 @@ TEST_CASE("purge_finished removes finished jobs older than the cutoff, `limit` a
   for (JobId id : many) CHECK(attempt_rows(db, id) == 0);
 }
 
-TEST_CASE("job_infos, list with filters and paging, progress and state counts") {
+TEST_CASE(
+    "job_infos, list with filters and paging, progress and state counts") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
   JobId a = insert(s, {}, t0, "g1");
@@ -724,8 +764,9 @@ TEST_CASE("job_infos, list with filters and paging, progress and state counts") 
   f.api = "nobody";
   CHECK(list(f)["jobs"].empty());
 
-  auto same = [](const pacer::Progress& p, std::int64_t total, std::int64_t succeeded,
-                 std::int64_t dead, std::int64_t canceled, std::int64_t pending) {
+  auto same = [](const pacer::Progress& p, std::int64_t total,
+                 std::int64_t succeeded, std::int64_t dead,
+                 std::int64_t canceled, std::int64_t pending) {
     CHECK(p.total == total);
     CHECK(p.succeeded == succeeded);
     CHECK(p.dead == dead);
@@ -743,9 +784,11 @@ TEST_CASE("job_infos, list with filters and paging, progress and state counts") 
   same(s.progress_group("g1"), 3, 1, 0, 1, 1);
 
   using Counts = std::map<std::string, std::map<std::string, std::int64_t>>;
-  CHECK(s.state_counts() ==
-        Counts{{"echo", {{"succeeded", 1}, {"running", 1}, {"canceled", 1}, {"dead", 1}}},
-               {"other", {{"queued", 1}}}});
+  CHECK(
+      s.state_counts() ==
+      Counts{{"echo",
+              {{"succeeded", 1}, {"running", 1}, {"canceled", 1}, {"dead", 1}}},
+             {"other", {{"queued", 1}}}});
 }
 
 TEST_CASE("rollback_to_savepoint undoes one submission and nothing before it") {
@@ -798,7 +841,9 @@ TEST_CASE("rollback_to_savepoint undoes one submission and nothing before it") {
   }
 }
 
-TEST_CASE("committed transactions survive close and reopen; uncommitted ones do not") {
+TEST_CASE(
+    "committed transactions survive close and reopen; uncommitted ones do "
+    "not") {
   TempDir dir;
   const std::string path = dir.file("pacer.db");
   JobId committed = 0, uncommitted = 0;
@@ -811,7 +856,8 @@ TEST_CASE("committed transactions survive close and reopen; uncommitted ones do 
     s.commit();
     s.begin();
     uncommitted = insert(s, {{"key", "uncommitted"}});
-    auto e = end_of(committed, c->attempt, JobState::kSucceeded, Outcome::kSuccess);
+    auto e =
+        end_of(committed, c->attempt, JobState::kSucceeded, Outcome::kSuccess);
     REQUIRE(s.end_attempt(e, t0 + 1));
     // Another connection sees only what was committed.
     RawDb other(path);
@@ -823,7 +869,8 @@ TEST_CASE("committed transactions survive close and reopen; uncommitted ones do 
   CHECK_FALSE(s.state_of(uncommitted).has_value());
   CHECK(s.running_jobs().size() == 1);
   CHECK(s.insert_job(spec({{"key", "committed"}}), "", 5, 1000, t0).duplicate);
-  CHECK_FALSE(s.insert_job(spec({{"key", "uncommitted"}}), "", 5, 1000, t0).duplicate);
+  CHECK_FALSE(
+      s.insert_job(spec({{"key", "uncommitted"}}), "", 5, 1000, t0).duplicate);
 }
 
 TEST_CASE("committed transactions survive a crash of the process") {
@@ -864,7 +911,8 @@ TEST_CASE("the hot queries use their partial indexes, not a table scan") {
   const std::string path = dir.file("pacer.db");
   {
     Store s(path, false);
-    for (int i = 0; i < 50; ++i) insert(s, {{"priority", i % 3}, {"delay", i % 5}});
+    for (int i = 0; i < 50; ++i)
+      insert(s, {{"priority", i % 3}, {"delay", i % 5}});
     for (int i = 0; i < 10; ++i) finish(s, insert(s), JobState::kSucceeded, t0);
     // The store's own statements must prepare (INDEXED BY fails otherwise).
     CHECK(s.ready("echo", t0, 10).size() == 10);
@@ -872,36 +920,44 @@ TEST_CASE("the hot queries use their partial indexes, not a table scan") {
   }
   RawDb db(path);
   // The text of store.cc's kReady and kNextDue statements.
-  const std::string ready_states = "state IN ('queued', 'retrying', 'waiting_quota')";
+  const std::string ready_states =
+      "state IN ('queued', 'retrying', 'waiting_quota')";
   const std::string ready_sql =
       "SELECT id, priority, run_at, cost FROM jobs INDEXED BY jobs_ready"
-      " WHERE api = ?1 AND " + ready_states + " AND run_at <= ?2"
+      " WHERE api = ?1 AND " +
+      ready_states +
+      " AND run_at <= ?2"
       " ORDER BY priority DESC, run_at, id LIMIT ?3";
   const std::string due_sql =
       "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
-      " WHERE api = ?1 AND " + ready_states + " AND run_at > ?2";
+      " WHERE api = ?1 AND " +
+      ready_states + " AND run_at > ?2";
   const std::string starts_sql =
       "SELECT started_at, cost FROM attempts WHERE api = ?1 AND started_at > ?2"
       " ORDER BY started_at";
 
   auto plan = [&](const std::string& sql) {
     std::string all;
-    for (auto& row : db.rows("EXPLAIN QUERY PLAN " + sql)) all += row.back() + "\n";
+    for (auto& row : db.rows("EXPLAIN QUERY PLAN " + sql))
+      all += row.back() + "\n";
     return all;
   };
   std::string ready_plan = plan(ready_sql);
   CAPTURE(ready_plan);
   CHECK(ready_plan.find("USING INDEX jobs_ready (api=?)") != std::string::npos);
   CHECK(ready_plan.find("SCAN jobs") == std::string::npos);
-  CHECK(ready_plan.find("TEMP B-TREE") == std::string::npos);  // the index gives the order
+  CHECK(ready_plan.find("TEMP B-TREE") ==
+        std::string::npos);  // the index gives the order
 
   std::string due_plan = plan(due_sql);
   CAPTURE(due_plan);
-  CHECK(due_plan.find("INDEX jobs_due (api=? AND run_at>?)") != std::string::npos);
+  CHECK(due_plan.find("INDEX jobs_due (api=? AND run_at>?)") !=
+        std::string::npos);
   CHECK(due_plan.find("SCAN jobs") == std::string::npos);
 
   std::string starts_plan = plan(starts_sql);
   CAPTURE(starts_plan);
-  CHECK(starts_plan.find("INDEX attempts_started (api=? AND started_at>?)") != std::string::npos);
+  CHECK(starts_plan.find("INDEX attempts_started (api=? AND started_at>?)") !=
+        std::string::npos);
   CHECK(starts_plan.find("TEMP B-TREE") == std::string::npos);
 }

@@ -46,12 +46,16 @@ class EnvVar {
  public:
   EnvVar(const char* name, const char* value) : name_(name) {
     if (const char* old = std::getenv(name)) old_ = old;
-    if (value) setenv(name, value, 1);
-    else unsetenv(name);
+    if (value)
+      setenv(name, value, 1);
+    else
+      unsetenv(name);
   }
   ~EnvVar() {
-    if (old_) setenv(name_, old_->c_str(), 1);
-    else unsetenv(name_);
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
   }
   EnvVar(const EnvVar&) = delete;
   EnvVar& operator=(const EnvVar&) = delete;
@@ -104,8 +108,9 @@ TEST_CASE("an empty file gives the defaults and no APIs") {
 }
 
 TEST_CASE("several limits, a single limit string, and every documented form") {
-  auto r = parse_config(api_with("limits = [\"600/min\", \"1/50ms\", \"90000 tokens/min\"]\n"),
-                        "pacer.toml");
+  auto r = parse_config(
+      api_with("limits = [\"600/min\", \"1/50ms\", \"90000 tokens/min\"]\n"),
+      "pacer.toml");
   REQUIRE_MESSAGE(r.ok(), r.error());
   const auto& l = r->api("echo")->limits;
   REQUIRE(l.size() == 3);
@@ -207,13 +212,16 @@ TEST_CASE("an unknown key is refused with file, line and key") {
 }
 
 TEST_CASE("a bad limit string is refused naming the key, line and text") {
-  std::string e = refusal(api_with("\nlimits = [\"50/s\", \"50/fortnight\"]\n"));
+  std::string e =
+      refusal(api_with("\nlimits = [\"50/s\", \"50/fortnight\"]\n"));
   CHECK(e.find("pacer.toml:4: api.echo.limits: invalid limit '50/fortnight'") !=
         std::string::npos);
   e = refusal(api_with("limits = \"0/s\"\n"));
-  CHECK(e.find("pacer.toml:3: api.echo.limits: invalid limit '0/s'") != std::string::npos);
+  CHECK(e.find("pacer.toml:3: api.echo.limits: invalid limit '0/s'") !=
+        std::string::npos);
   e = refusal(api_with("limits = [50]\n"));
-  CHECK(e.find("api.echo.limits: must be an array of strings") != std::string::npos);
+  CHECK(e.find("api.echo.limits: must be an array of strings") !=
+        std::string::npos);
   e = refusal(api_with("limits = 50\n"));
   CHECK(e.find("pacer.toml:3: api.echo.limits: must be an array of strings") !=
         std::string::npos);
@@ -226,12 +234,15 @@ TEST_CASE("a value of the wrong type is refused") {
         "pacer.toml:3: api.echo.concurrency: must be an integer");
   CHECK(refusal(api_with("concurrency = -1\n")) ==
         "pacer.toml:3: api.echo.concurrency: must be between 0 and 100000");
-  CHECK(refusal("[broker]\ndatabase = 5\n") == "pacer.toml:2: broker.database: must be a string");
-  CHECK(refusal(api_with("margin = 2\n")).find(
-            "pacer.toml:3: api.echo.margin: must be a duration string") != std::string::npos);
-  CHECK(refusal(api_with("margin = \"2 parsecs\"\n"))
-            .find("pacer.toml:3: api.echo.margin: unknown time unit 'parsecs'") !=
+  CHECK(refusal("[broker]\ndatabase = 5\n") ==
+        "pacer.toml:2: broker.database: must be a string");
+  CHECK(refusal(api_with("margin = 2\n"))
+            .find("pacer.toml:3: api.echo.margin: must be a duration string") !=
         std::string::npos);
+  CHECK(
+      refusal(api_with("margin = \"2 parsecs\"\n"))
+          .find("pacer.toml:3: api.echo.margin: unknown time unit 'parsecs'") !=
+      std::string::npos);
   CHECK(refusal(api_with("timeout = \"0s\"\n")) ==
         "pacer.toml:3: api.echo.timeout: must be positive");
   CHECK(refusal(api_with("max_attempts = 0\n")) ==
@@ -254,32 +265,39 @@ TEST_CASE("a value of the wrong type is refused") {
   CHECK(refusal("[worker]\nmax_body_bytes = \"lots\"\n")
             .find("pacer.toml:2: worker.max_body_bytes: invalid size 'lots'") !=
         std::string::npos);
-  CHECK(refusal("api = 3\n").find("pacer.toml:1: api: must be a table") != std::string::npos);
-  CHECK(refusal("[api]\necho = 3\n") == "pacer.toml:2: api.echo: must be a table");
+  CHECK(refusal("api = 3\n").find("pacer.toml:1: api: must be a table") !=
+        std::string::npos);
+  CHECK(refusal("[api]\necho = 3\n") ==
+        "pacer.toml:2: api.echo: must be a table");
   CHECK(refusal("[api.\"bad name\"]\nbase_url = \"http://h\"\n")
-            .find("api.bad name: API names may use letters") != std::string::npos);
+            .find("api.bad name: API names may use letters") !=
+        std::string::npos);
 }
 
 TEST_CASE("base_url is required and must be an http(s) URL with a host") {
   CHECK(refusal("[broker]\n\n[api.echo]\nconcurrency = 1\n") ==
         "pacer.toml:3: api.echo.base_url: is required");
-  for (const char* bad : {"ftp://127.0.0.1", "http://", "http:///path", "127.0.0.1:8080",
-                          "http://host name", "http://user@host", "http://h?x=1", "", "/"}) {
+  for (const char* bad :
+       {"ftp://127.0.0.1", "http://", "http:///path", "127.0.0.1:8080",
+        "http://host name", "http://user@host", "http://h?x=1", "", "/"}) {
     CAPTURE(std::string(bad));
     std::string text = std::string("[api.echo]\nbase_url = \"") + bad + "\"\n";
     CHECK(refusal(text) ==
-          "pacer.toml:2: api.echo.base_url: must be an http:// or https:// URL with a host");
+          "pacer.toml:2: api.echo.base_url: must be an http:// or https:// URL "
+          "with a host");
   }
   CHECK(refusal("[api.echo]\nbase_url = 8080\n") ==
         "pacer.toml:2: api.echo.base_url: must be a string");
 }
 
 TEST_CASE("a TOML syntax error names the file and line") {
-  std::string e = refusal("[broker]\ndatabase = \"pacer.db\"\nworker_endpoint = \n");
+  std::string e =
+      refusal("[broker]\ndatabase = \"pacer.db\"\nworker_endpoint = \n");
   CHECK(e.rfind("pacer.toml:3: ", 0) == 0);
   e = refusal("[broker\n");
   CHECK(e.rfind("pacer.toml:1: ", 0) == 0);
-  e = refusal("[api.echo]\nbase_url = \"http://h\"\n\n\nbase_url = \"http://h\"\n");
+  e = refusal(
+      "[api.echo]\nbase_url = \"http://h\"\n\n\nbase_url = \"http://h\"\n");
   CHECK(e.rfind("pacer.toml:5: ", 0) == 0);  // duplicate key
 }
 
@@ -294,11 +312,13 @@ TEST_CASE("load_config_file reads a file and names it in errors") {
   dir.write("bad.toml", "[broker]\nwindow = 1\n");
   auto bad = pacer::load_config_file(dir.file("bad.toml"));
   REQUIRE_FALSE(bad.ok());
-  CHECK(bad.error() == dir.file("bad.toml") + ":2: broker.window: must be between 16 and 100000");
+  CHECK(bad.error() == dir.file("bad.toml") +
+                           ":2: broker.window: must be between 16 and 100000");
 
   auto missing = pacer::load_config_file(dir.file("missing.toml"));
   REQUIRE_FALSE(missing.ok());
-  CHECK(missing.error() == dir.file("missing.toml") + ": cannot open the configuration file");
+  CHECK(missing.error() ==
+        dir.file("missing.toml") + ": cannot open the configuration file");
 }
 
 TEST_CASE("expand_env") {

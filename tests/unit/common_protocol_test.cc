@@ -7,10 +7,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "common/protocol.h"
@@ -25,7 +24,9 @@ using pacer::protocol::Message;
 
 namespace {
 
-zmq::message_t frame(const std::string& s) { return zmq::message_t(s.data(), s.size()); }
+zmq::message_t frame(const std::string& s) {
+  return zmq::message_t(s.data(), s.size());
+}
 
 zmq::message_t byte_frame(std::uint8_t b) { return zmq::message_t(&b, 1); }
 
@@ -57,9 +58,14 @@ const pacer::protocol::DecodeError& error_of(const Decoded& d) {
 
 // Every command with a body as the spec shows it.
 std::vector<Message> sample_messages() {
-  json job = {{"id", 42},       {"attempt", 3},   {"api", "echo"},
-              {"method", "POST"}, {"path", "/v1/echo"}, {"headers", {{"X-Trace", "abc"}}},
-              {"body", "{\"n\":1}"}, {"timeout_ms", 30000}};
+  json job = {{"id", 42},
+              {"attempt", 3},
+              {"api", "echo"},
+              {"method", "POST"},
+              {"path", "/v1/echo"},
+              {"headers", {{"X-Trace", "abc"}}},
+              {"body", "{\"n\":1}"},
+              {"timeout_ms", 30000}};
   json result = {{"id", 42},
                  {"attempt", 3},
                  {"outcome", "success"},
@@ -73,8 +79,11 @@ std::vector<Message> sample_messages() {
                  {"observation", nullptr}};
   return {
       {Command::kReady,
-       {{"worker", "w-1"}, {"capacity", 64}, {"apis", json::array()},
-        {"heartbeat_ms", 1000}, {"version", "0.1.0"}}},
+       {{"worker", "w-1"},
+        {"capacity", 64},
+        {"apis", json::array()},
+        {"heartbeat_ms", 1000},
+        {"version", "0.1.0"}}},
       {Command::kWelcome, {{"heartbeat_ms", 1000}, {"liveness", 3}}},
       {Command::kHeartbeat, json::object()},
       {Command::kJobs, {{"jobs", json::array({job, job})}}},
@@ -87,20 +96,27 @@ std::vector<Message> sample_messages() {
       {Command::kStatus, {{"req", "r2"}, {"ids", {1, 2, 3}}}},
       {Command::kResult, {{"req", "r3"}, {"id", 1}}},
       {Command::kList,
-       {{"req", "r4"}, {"state", "queued"}, {"api", "echo"}, {"limit", 10}, {"after", 5}}},
+       {{"req", "r4"},
+        {"state", "queued"},
+        {"api", "echo"},
+        {"limit", 10},
+        {"after", 5}}},
       {Command::kCancel, {{"req", "r5"}, {"ids", {1}}}},
       {Command::kStats, {{"req", "r6"}}},
       {Command::kProgress, {{"req", "r7"}, {"all", true}}},
       {Command::kApis, {{"req", "r8"}}},
       {Command::kDeadList, {{"req", "r9"}}},
       {Command::kDeadReplay, {{"req", "r10"}}},
-      {Command::kReply, {{"req", "r1"}, {"ok", true}, {"ids", {1}}, {"duplicates", 0}}},
-      {Command::kError, {{"code", "invalid"}, {"message", "bad"}, {"req", "r1"}}},
+      {Command::kReply,
+       {{"req", "r1"}, {"ok", true}, {"ids", {1}}, {"duplicates", 0}}},
+      {Command::kError,
+       {{"code", "invalid"}, {"message", "bad"}, {"req", "r1"}}},
   };
 }
 
 // Waits until `socket` has a message to read, up to `timeout`.
-bool readable(zmq::socket_t& socket, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+bool readable(zmq::socket_t& socket,
+              std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
   zmq::poll(items, 1, timeout);
   return (items[0].revents & ZMQ_POLLIN) != 0;
@@ -136,9 +152,11 @@ TEST_CASE("every command with a body survives encode and decode") {
     REQUIRE(f.size() == 3);
     CHECK(as_string(f[0]) == "PACER1");
     REQUIRE(f[1].size() == 1);
-    CHECK(*static_cast<const std::uint8_t*>(f[1].data()) == static_cast<std::uint8_t>(m.command));
+    CHECK(*static_cast<const std::uint8_t*>(f[1].data()) ==
+          static_cast<std::uint8_t>(m.command));
     Decoded d = decode(f);
-    REQUIRE_MESSAGE(d.message.has_value(), (d.error ? d.error->message : std::string()));
+    REQUIRE_MESSAGE(d.message.has_value(),
+                    (d.error ? d.error->message : std::string()));
     CHECK_FALSE(d.error.has_value());
     CHECK(d.message->command == m.command);
     CHECK(d.message->body == m.body);
@@ -154,23 +172,27 @@ TEST_CASE("HEARTBEAT and DISCONNECT may travel without a body") {
     CHECK(d.message->command == c);
     CHECK(d.message->body.is_null());
     // An empty third frame is the same as no body.
-    Decoded e = decode(raw("PACER1", static_cast<std::uint8_t>(c), std::string()));
+    Decoded e =
+        decode(raw("PACER1", static_cast<std::uint8_t>(c), std::string()));
     REQUIRE(e.message.has_value());
     CHECK(e.message->body.is_null());
   }
 }
 
 TEST_CASE("a body with invalid UTF-8 is encoded, not thrown") {
-  Message m{Command::kResults, {{"results", json::array({{{"body", "bad \xFF\xFE"}}})}}};
+  Message m{Command::kResults,
+            {{"results", json::array({{{"body", "bad \xFF\xFE"}}})}}};
   std::vector<zmq::message_t> f;
   CHECK_NOTHROW(f = encode(m));
   Decoded d = decode(f);
   REQUIRE(d.message.has_value());
-  CHECK(d.message->body["results"][0]["body"] == "bad \xEF\xBF\xBD\xEF\xBF\xBD");
+  CHECK(d.message->body["results"][0]["body"] ==
+        "bad \xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
 TEST_CASE("malformed messages are refused with code malformed") {
-  auto malformed = [](const std::vector<zmq::message_t>& f, const std::string& needle) {
+  auto malformed = [](const std::vector<zmq::message_t>& f,
+                      const std::string& needle) {
     Decoded d = decode(f);
     const auto& e = error_of(d);
     CHECK(e.code == "malformed");
@@ -189,10 +211,14 @@ TEST_CASE("malformed messages are refused with code malformed") {
   malformed(raw("PACER1", 0x07, std::string("{}")), "unknown command 0x07");
   malformed(raw("PACER1", 0x00, std::string("{}")), "unknown command 0x00");
   malformed(raw("PACER1", 0xFF, std::string("{}")), "unknown command 0xFF");
-  malformed(raw("PACER1", 0x10, std::string("{\"jobs\": [")), "SUBMIT: the body is not valid JSON");
-  malformed(raw("PACER1", 0x01, std::string("not json")), "READY: the body is not valid JSON");
-  malformed(raw("PACER1", 0x10, std::string("[1, 2]")), "SUBMIT: the body must be a JSON object");
-  malformed(raw("PACER1", 0x11, std::string("\"ids\"")), "must be a JSON object");
+  malformed(raw("PACER1", 0x10, std::string("{\"jobs\": [")),
+            "SUBMIT: the body is not valid JSON");
+  malformed(raw("PACER1", 0x01, std::string("not json")),
+            "READY: the body is not valid JSON");
+  malformed(raw("PACER1", 0x10, std::string("[1, 2]")),
+            "SUBMIT: the body must be a JSON object");
+  malformed(raw("PACER1", 0x11, std::string("\"ids\"")),
+            "must be a JSON object");
   malformed(raw("PACER1", 0x11, std::string("null")), "must be a JSON object");
   malformed(raw("PACER1", 0x10, std::nullopt), "SUBMIT: a body is required");
   malformed(raw("PACER1", 0x01, std::string()), "READY: a body is required");
@@ -221,7 +247,8 @@ TEST_CASE("another protocol version is code version with the peer's version") {
 }
 
 TEST_CASE("a header that is not PACER is foreign") {
-  for (const char* header : {"HTTP/1.1", "GET / HTTP/1.1", "", "PACE", "pacer1", "XPACER1"}) {
+  for (const char* header :
+       {"HTTP/1.1", "GET / HTTP/1.1", "", "PACE", "pacer1", "XPACER1"}) {
     CAPTURE(std::string(header));
     Decoded d = decode(raw(header, 0x01, std::string("{}")));
     CHECK(error_of(d).code == "foreign");
@@ -230,9 +257,12 @@ TEST_CASE("a header that is not PACER is foreign") {
 }
 
 TEST_CASE("make_error builds the ERROR body") {
-  Message m = pacer::protocol::make_error("invalid", "index 3: bad path", "r-7");
+  Message m =
+      pacer::protocol::make_error("invalid", "index 3: bad path", "r-7");
   CHECK(m.command == Command::kError);
-  CHECK(m.body == json{{"code", "invalid"}, {"message", "index 3: bad path"}, {"req", "r-7"}});
+  CHECK(m.body == json{{"code", "invalid"},
+                       {"message", "index 3: bad path"},
+                       {"req", "r-7"}});
   Message n = pacer::protocol::make_error("malformed", "x");
   CHECK(n.body == json{{"code", "malformed"}, {"message", "x"}});
   Decoded d = decode(encode(m));
@@ -261,8 +291,11 @@ TEST_CASE("ROUTER and DEALER exchange messages over loopback TCP") {
   CHECK_FALSE(pacer::protocol::recv_frames(dealer, false, nullptr).has_value());
 
   Message ready{Command::kReady,
-                {{"worker", "worker-1"}, {"capacity", 4}, {"apis", {"echo"}},
-                 {"heartbeat_ms", 1000}, {"version", "test"}}};
+                {{"worker", "worker-1"},
+                 {"capacity", 4},
+                 {"apis", {"echo"}},
+                 {"heartbeat_ms", 1000},
+                 {"version", "test"}}};
   REQUIRE(pacer::protocol::send(dealer, ready));
 
   REQUIRE(readable(router));
@@ -308,7 +341,8 @@ TEST_CASE("recv_frames keeps message boundaries after an oversized message") {
   zmq::context_t ctx;
   zmq::socket_t router(ctx, zmq::socket_type::router);
   router.set(zmq::sockopt::linger, 0);
-  std::string endpoint = "tcp://127.0.0.1:" + std::to_string(pacer::testing::free_port());
+  std::string endpoint =
+      "tcp://127.0.0.1:" + std::to_string(pacer::testing::free_port());
   router.bind(endpoint);
   zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);
@@ -317,9 +351,11 @@ TEST_CASE("recv_frames keeps message boundaries after an oversized message") {
   // Twelve frames in one message, then a well-formed one.
   for (int i = 0; i < 12; ++i) {
     std::string part = i == 0 ? "PACER1" : "x";
-    REQUIRE(dealer.send(frame(part), i < 11 ? zmq::send_flags::sndmore : zmq::send_flags::none));
+    REQUIRE(dealer.send(frame(part), i < 11 ? zmq::send_flags::sndmore
+                                            : zmq::send_flags::none));
   }
-  REQUIRE(pacer::protocol::send(dealer, Message{Command::kStats, {{"req", "s"}}}));
+  REQUIRE(
+      pacer::protocol::send(dealer, Message{Command::kStats, {{"req", "s"}}}));
 
   std::string rid;
   REQUIRE(readable(router));

@@ -5,10 +5,9 @@
 
 #include <cstdint>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/job.h"
 #include "common/limit_spec.h"
@@ -83,14 +82,17 @@ TEST_CASE("parse_duration accepts the documented forms") {
   CHECK(duration("2hours 30mins") == 9'000'000);
 }
 
-TEST_CASE("parse_duration refuses junk, empty, negative and overflowing input") {
+TEST_CASE(
+    "parse_duration refuses junk, empty, negative and overflowing input") {
   CHECK(contains(duration_error(""), "empty duration"));
   CHECK(contains(duration_error("   "), "empty duration"));
   CHECK(contains(duration_error("junk"), "invalid duration 'junk'"));
-  CHECK(contains(duration_error("5"), "invalid duration"));  // a bare number has no unit
+  CHECK(contains(duration_error("5"),
+                 "invalid duration"));  // a bare number has no unit
   CHECK(contains(duration_error("-5s"), "invalid duration"));
   CHECK(contains(duration_error("5s-1s"), "invalid duration"));
-  CHECK(contains(duration_error("5 fortnights"), "unknown time unit 'fortnights'"));
+  CHECK(contains(duration_error("5 fortnights"),
+                 "unknown time unit 'fortnights'"));
   CHECK(contains(duration_error("1.2.3s"), "invalid duration"));
   CHECK(contains(duration_error(".s"), "invalid duration"));
   CHECK(contains(duration_error("s"), "invalid duration"));
@@ -100,7 +102,8 @@ TEST_CASE("parse_duration refuses junk, empty, negative and overflowing input") 
   CHECK(contains(duration_error("inf s"), "invalid duration"));
   // Overflow: far beyond any Millis, and beyond what the parser allows.
   CHECK(contains(duration_error("99999999999999999999d"), "too long"));
-  CHECK(contains(duration_error(std::string(400, '9') + "s"), "invalid duration"));
+  CHECK(contains(duration_error(std::string(400, '9') + "s"),
+                 "invalid duration"));
   CHECK(contains(duration_error("100000d"), "too long"));
 }
 
@@ -121,7 +124,8 @@ TEST_CASE("parse_size") {
   CHECK(size("1GB") == 1'000'000'000);
   CHECK(size("1.5KiB") == 1536);
   CHECK(size("10B") == 10);
-  for (const char* bad : {"", "abc", "-1", "5XB", "1e3", "KiB", "99999999 GiB"}) {
+  for (const char* bad :
+       {"", "abc", "-1", "5XB", "1e3", "KiB", "99999999 GiB"}) {
     CAPTURE(std::string(bad));
     CHECK_FALSE(parse_size(bad).ok());
   }
@@ -148,8 +152,8 @@ TEST_CASE("format_duration") {
   CHECK(pacer::format_duration(-1500) == "-1.5s");
   CHECK(pacer::format_duration(-250) == "-250ms");
   // Whatever it renders below an hour parses back to the same duration.
-  for (Millis ms : {1LL, 999LL, 1000LL, 1001LL, 1050LL, 1500LL, 12'345LL, 59'999LL,
-                    60'000LL, 61'000LL, 3'599'000LL}) {
+  for (Millis ms : {1LL, 999LL, 1000LL, 1001LL, 1050LL, 1500LL, 12'345LL,
+                    59'999LL, 60'000LL, 61'000LL, 3'599'000LL}) {
     CAPTURE(ms);
     auto back = parse_duration(pacer::format_duration(ms));
     REQUIRE(back.ok());
@@ -180,9 +184,9 @@ TEST_CASE("parse_limit accepts the documented forms") {
 }
 
 TEST_CASE("parse_limit refuses bad limits and says why") {
-  for (const char* bad : {"", "50", "0/s", "-1/s", "50/", "50/fortnight", "abc/s", "/s",
-                          "50/0s", "50/-1s", "50 tok:ens/s", "1234567890123456/s", "1.5/s",
-                          "50/s/s"}) {
+  for (const char* bad :
+       {"", "50", "0/s", "-1/s", "50/", "50/fortnight", "abc/s", "/s", "50/0s",
+        "50/-1s", "50 tok:ens/s", "1234567890123456/s", "1.5/s", "50/s/s"}) {
     CAPTURE(std::string(bad));
     auto r = parse_limit(bad);
     REQUIRE_FALSE(r.ok());
@@ -200,9 +204,9 @@ TEST_CASE("LimitSpec::to_string is canonical and parses back") {
   CHECK(parse_limit("1/50ms")->to_string() == "1/50ms");
   CHECK(parse_limit("20 requests/2s")->to_string() == "20/2s");
   CHECK(parse_limit("10000/day")->to_string() == "10000/24h0m");
-  for (const char* text : {"50/s", "600/min", "10000/day", "1/50ms", "90000 tokens/min",
-                           "20 requests/2s", "1/1050ms", "7/90500ms", "3/3601s",
-                           "9 credits/1500ms"}) {
+  for (const char* text : {"50/s", "600/min", "10000/day", "1/50ms",
+                           "90000 tokens/min", "20 requests/2s", "1/1050ms",
+                           "7/90500ms", "3/3601s", "9 credits/1500ms"}) {
     CAPTURE(std::string(text));
     auto spec = parse_limit(text);
     REQUIRE(spec.ok());
@@ -270,28 +274,39 @@ TEST_CASE("parse_job_spec defaults") {
 
   CHECK(job({{"api", "echo"}, {"body", {{"n", 1}}}}).method == "POST");
   CHECK(job({{"api", "echo"}, {"body_text", "raw"}}).method == "POST");
-  CHECK(job({{"api", "echo"}, {"body", nullptr}}).method == "GET");  // null: no body
+  CHECK(job({{"api", "echo"}, {"body", nullptr}}).method ==
+        "GET");  // null: no body
   CHECK(job({{"api", "echo"}, {"method", "put"}}).method == "PUT");
   CHECK(job({{"api", "echo"}, {"method", "GET"}, {"body", 1}}).method == "GET");
-  CHECK(job({{"api", "echo"}, {"id", 7}}).api == "echo");  // `pacer run` lines carry ids
+  CHECK(job({{"api", "echo"}, {"id", 7}}).api ==
+        "echo");  // `pacer run` lines carry ids
 }
 
 TEST_CASE("parse_job_spec: the body is serialized JSON; body_text is raw") {
-  CHECK(job({{"api", "e"}, {"body", {{"n", 1}}}}).body == std::optional<std::string>("{\"n\":1}"));
-  CHECK(job({{"api", "e"}, {"body", "text"}}).body == std::optional<std::string>("\"text\""));
+  CHECK(job({{"api", "e"}, {"body", {{"n", 1}}}}).body ==
+        std::optional<std::string>("{\"n\":1}"));
+  CHECK(job({{"api", "e"}, {"body", "text"}}).body ==
+        std::optional<std::string>("\"text\""));
   CHECK(job({{"api", "e"}, {"body", json::array({1, 2})}}).body ==
         std::optional<std::string>("[1,2]"));
-  CHECK(job({{"api", "e"}, {"body", false}}).body == std::optional<std::string>("false"));
-  CHECK(job({{"api", "e"}, {"body", 0}}).body == std::optional<std::string>("0"));
+  CHECK(job({{"api", "e"}, {"body", false}}).body ==
+        std::optional<std::string>("false"));
+  CHECK(job({{"api", "e"}, {"body", 0}}).body ==
+        std::optional<std::string>("0"));
   CHECK(job({{"api", "e"}, {"body_text", "a=1&b=2"}}).body ==
         std::optional<std::string>("a=1&b=2"));
-  CHECK(job({{"api", "e"}, {"body_text", ""}}).body == std::optional<std::string>(""));
+  CHECK(job({{"api", "e"}, {"body_text", ""}}).body ==
+        std::optional<std::string>(""));
 
-  CHECK(contains(job_error({{"api", "e"}, {"body", 1}, {"body_text", "x"}}), "either"));
-  CHECK(contains(job_error({{"api", "e"}, {"body_text", 5}}), "'body_text' must be a string"));
-  CHECK(contains(job_error({{"api", "e"}, {"body_text", std::string((1 << 20) + 1, 'x')}}),
-                 "larger than 1 MiB"));
-  CHECK(job({{"api", "e"}, {"body_text", std::string(1 << 20, 'x')}}).body->size() == 1 << 20);
+  CHECK(contains(job_error({{"api", "e"}, {"body", 1}, {"body_text", "x"}}),
+                 "either"));
+  CHECK(contains(job_error({{"api", "e"}, {"body_text", 5}}),
+                 "'body_text' must be a string"));
+  CHECK(contains(
+      job_error({{"api", "e"}, {"body_text", std::string((1 << 20) + 1, 'x')}}),
+      "larger than 1 MiB"));
+  CHECK(job({{"api", "e"}, {"body_text", std::string(1 << 20, 'x')}})
+            .body->size() == 1 << 20);
 }
 
 TEST_CASE("parse_job_spec: api, method and unknown fields") {
@@ -302,38 +317,52 @@ TEST_CASE("parse_job_spec: api, method and unknown fields") {
   CHECK(contains(job_error("echo"), "JSON object"));
   CHECK(job_error({{"api", "e"}, {"prio", 1}}) == "unknown field 'prio'");
   CHECK(job_error({{"api", "e"}, {"Body", 1}}) == "unknown field 'Body'");
-  CHECK(contains(job_error({{"api", "e"}, {"method", 1}}), "'method' must be a string"));
-  CHECK(contains(job_error({{"api", "e"}, {"method", "GE T"}}), "invalid method 'GE T'"));
+  CHECK(contains(job_error({{"api", "e"}, {"method", 1}}),
+                 "'method' must be a string"));
+  CHECK(contains(job_error({{"api", "e"}, {"method", "GE T"}}),
+                 "invalid method 'GE T'"));
   CHECK(contains(job_error({{"api", "e"}, {"method", ""}}), "invalid method"));
-  CHECK(contains(job_error({{"api", "e"}, {"method", "GET\r\n"}}), "invalid method"));
-  CHECK(contains(job_error({{"api", "e"}, {"method", "G\xC3\xA9T"}}), "invalid method"));
-  CHECK(contains(job_error({{"api", "e"}, {"method", std::string(17, 'A')}}), "invalid method"));
-  CHECK(job({{"api", "e"}, {"method", std::string(16, 'A')}}).method.size() == 16);
+  CHECK(contains(job_error({{"api", "e"}, {"method", "GET\r\n"}}),
+                 "invalid method"));
+  CHECK(contains(job_error({{"api", "e"}, {"method", "G\xC3\xA9T"}}),
+                 "invalid method"));
+  CHECK(contains(job_error({{"api", "e"}, {"method", std::string(17, 'A')}}),
+                 "invalid method"));
+  CHECK(job({{"api", "e"}, {"method", std::string(16, 'A')}}).method.size() ==
+        16);
 }
 
 TEST_CASE("parse_job_spec: path rules") {
-  CHECK(job({{"api", "e"}, {"path", "/v1/echo?x=1&y=%20"}}).path == "/v1/echo?x=1&y=%20");
-  for (const char* bad : {"", "v1/echo", "//evil", "//evil.example.com/x", "http://x",
-                          "https://x/y"}) {
+  CHECK(job({{"api", "e"}, {"path", "/v1/echo?x=1&y=%20"}}).path ==
+        "/v1/echo?x=1&y=%20");
+  for (const char* bad : {"", "v1/echo", "//evil", "//evil.example.com/x",
+                          "http://x", "https://x/y"}) {
     CAPTURE(std::string(bad));
-    CHECK(contains(job_error({{"api", "e"}, {"path", bad}}), "must start with a single '/'"));
+    CHECK(contains(job_error({{"api", "e"}, {"path", bad}}),
+                   "must start with a single '/'"));
   }
   for (const char* bad : {"/a b", "/a\tb", "/a\r\nHost: evil", "/a\n"}) {
     CAPTURE(std::string(bad));
     CHECK(contains(job_error({{"api", "e"}, {"path", bad}}), "whitespace"));
   }
-  CHECK(contains(job_error({{"api", "e"}, {"path", std::string("/a\0b", 4)}}), "whitespace"));
-  CHECK(contains(job_error({{"api", "e"}, {"path", "/" + std::string(8192, 'a')}}), "too long"));
-  CHECK(contains(job_error({{"api", "e"}, {"path", 5}}), "'path' must be a string"));
+  CHECK(contains(job_error({{"api", "e"}, {"path", std::string("/a\0b", 4)}}),
+                 "whitespace"));
+  CHECK(contains(
+      job_error({{"api", "e"}, {"path", "/" + std::string(8192, 'a')}}),
+      "too long"));
+  CHECK(contains(job_error({{"api", "e"}, {"path", 5}}),
+                 "'path' must be a string"));
 }
 
 TEST_CASE("parse_job_spec: header rules") {
-  auto s = job({{"api", "e"}, {"headers", {{"X-Trace", "abc"}, {"Content-Type", "text/plain"}}}});
-  CHECK(s.headers == std::map<std::string, std::string>{{"Content-Type", "text/plain"},
-                                                        {"X-Trace", "abc"}});
+  auto s =
+      job({{"api", "e"},
+           {"headers", {{"X-Trace", "abc"}, {"Content-Type", "text/plain"}}}});
+  CHECK(s.headers == std::map<std::string, std::string>{
+                         {"Content-Type", "text/plain"}, {"X-Trace", "abc"}});
   CHECK(job({{"api", "e"}, {"headers", nullptr}}).headers.empty());
-  for (const char* managed : {"Host", "host", "HOST", "Content-Length", "transfer-encoding",
-                              "Connection"}) {
+  for (const char* managed : {"Host", "host", "HOST", "Content-Length",
+                              "transfer-encoding", "Connection"}) {
     CAPTURE(std::string(managed));
     CHECK(contains(job_error({{"api", "e"}, {"headers", {{managed, "x"}}}}),
                    "is managed by the worker"));
@@ -343,9 +372,11 @@ TEST_CASE("parse_job_spec: header rules") {
     CHECK(contains(job_error({{"api", "e"}, {"headers", {{"X-A", bad_value}}}}),
                    "contains a line break"));
   }
-  CHECK(contains(job_error({{"api", "e"}, {"headers", {{"X-A", std::string("a\0b", 3)}}}}),
-                 "line break"));
-  for (const char* bad_name : {"Bad Name", "X:Y", "", "X\r\nY", "caf\xC3\xA9"}) {
+  CHECK(contains(
+      job_error({{"api", "e"}, {"headers", {{"X-A", std::string("a\0b", 3)}}}}),
+      "line break"));
+  for (const char* bad_name :
+       {"Bad Name", "X:Y", "", "X\r\nY", "caf\xC3\xA9"}) {
     CAPTURE(std::string(bad_name));
     CHECK(contains(job_error({{"api", "e"}, {"headers", {{bad_name, "x"}}}}),
                    "invalid header name"));
@@ -354,14 +385,22 @@ TEST_CASE("parse_job_spec: header rules") {
                  "must have a string value"));
   CHECK(contains(job_error({{"api", "e"}, {"headers", json::array({"X-A"})}}),
                  "'headers' must be an object"));
-  CHECK(contains(job_error({{"api", "e"}, {"headers", {{"X-A", std::string(8193, 'v')}}}}),
-                 "longer than 8 KiB"));
-  CHECK(job({{"api", "e"}, {"headers", {{"X-A", std::string(8192, 'v')}}}}).headers.size() == 1);
+  CHECK(contains(
+      job_error({{"api", "e"}, {"headers", {{"X-A", std::string(8193, 'v')}}}}),
+      "longer than 8 KiB"));
+  CHECK(job({{"api", "e"}, {"headers", {{"X-A", std::string(8192, 'v')}}}})
+            .headers.size() == 1);
 }
 
 TEST_CASE("parse_job_spec: priority, cost, delay, timeout, key, max_attempts") {
-  auto s = job({{"api", "e"}, {"priority", -5}, {"cost", 7}, {"delay", "10s"},
-                {"timeout", "30s"}, {"key", "k-1"}, {"batch_key", "b"}, {"max_attempts", 3}});
+  auto s = job({{"api", "e"},
+                {"priority", -5},
+                {"cost", 7},
+                {"delay", "10s"},
+                {"timeout", "30s"},
+                {"key", "k-1"},
+                {"batch_key", "b"},
+                {"max_attempts", 3}});
   CHECK(s.priority == -5);
   CHECK(s.cost == 7);
   CHECK(s.delay_ms == 10'000);
@@ -373,10 +412,12 @@ TEST_CASE("parse_job_spec: priority, cost, delay, timeout, key, max_attempts") {
   // Milliseconds are accepted for delay and timeout.
   CHECK(job({{"api", "e"}, {"delay", 250}}).delay_ms == 250);
   CHECK(job({{"api", "e"}, {"delay", 0}}).delay_ms == 0);
-  CHECK(job({{"api", "e"}, {"timeout", 1500}}).timeout_ms == std::optional<Millis>(1500));
+  CHECK(job({{"api", "e"}, {"timeout", 1500}}).timeout_ms ==
+        std::optional<Millis>(1500));
   CHECK(job({{"api", "e"}, {"priority", 1'000'000}}).priority == 1'000'000);
   CHECK(job({{"api", "e"}, {"priority", -1'000'000}}).priority == -1'000'000);
-  CHECK(job({{"api", "e"}, {"max_attempts", 1000}}).max_attempts == std::optional<int>(1000));
+  CHECK(job({{"api", "e"}, {"max_attempts", 1000}}).max_attempts ==
+        std::optional<int>(1000));
   CHECK(job({{"api", "e"}, {"key", std::string(512, 'k')}}).key.size() == 512);
 
   auto refused = [](const json& field_and_value, const std::string& why) {
@@ -390,7 +431,8 @@ TEST_CASE("parse_job_spec: priority, cost, delay, timeout, key, max_attempts") {
   refused({{"priority", 1'000'001}}, "'priority' must be between");
   refused({{"priority", -1'000'001}}, "'priority' must be between");
   // An unsigned value beyond int64 must not wrap around into the range.
-  refused({{"priority", std::numeric_limits<std::uint64_t>::max()}}, "'priority' must be");
+  refused({{"priority", std::numeric_limits<std::uint64_t>::max()}},
+          "'priority' must be");
   refused({{"cost", 0}}, "'cost' must be an integer of at least 1");
   refused({{"cost", -1}}, "'cost' must be an integer of at least 1");
   refused({{"cost", 1.5}}, "'cost' must be an integer of at least 1");
@@ -411,20 +453,34 @@ TEST_CASE("parse_job_spec: priority, cost, delay, timeout, key, max_attempts") {
   refused({{"key", 5}}, "'key' must be a string");
   refused({{"key", std::string(513, 'k')}}, "'key' is longer than 512 bytes");
   refused({{"batch_key", 5}}, "'batch_key' must be a string");
-  refused({{"max_attempts", 0}}, "'max_attempts' must be an integer from 1 to 1000");
-  refused({{"max_attempts", 1001}}, "'max_attempts' must be an integer from 1 to 1000");
-  refused({{"max_attempts", "5"}}, "'max_attempts' must be an integer from 1 to 1000");
-  refused({{"max_attempts", 2.5}}, "'max_attempts' must be an integer from 1 to 1000");
+  refused({{"max_attempts", 0}},
+          "'max_attempts' must be an integer from 1 to 1000");
+  refused({{"max_attempts", 1001}},
+          "'max_attempts' must be an integer from 1 to 1000");
+  refused({{"max_attempts", "5"}},
+          "'max_attempts' must be an integer from 1 to 1000");
+  refused({{"max_attempts", 2.5}},
+          "'max_attempts' must be an integer from 1 to 1000");
   // 2^32 + 1 must not be read as 1 through a narrowing conversion.
-  refused({{"max_attempts", 4'294'967'297LL}}, "'max_attempts' must be an integer from 1 to 1000");
-  refused({{"max_attempts", -4'294'967'295LL}}, "'max_attempts' must be an integer from 1 to 1000");
+  refused({{"max_attempts", 4'294'967'297LL}},
+          "'max_attempts' must be an integer from 1 to 1000");
+  refused({{"max_attempts", -4'294'967'295LL}},
+          "'max_attempts' must be an integer from 1 to 1000");
 }
 
 TEST_CASE("JobSpec::to_json parses back to the same spec") {
-  auto s = job({{"api", "echo"}, {"method", "patch"}, {"path", "/v1/x"},
-                {"headers", {{"X-Trace", "abc"}}}, {"body", {{"n", 1}}}, {"priority", 3},
-                {"delay", "2s"}, {"cost", 4}, {"key", "k"}, {"batch_key", "b"},
-                {"max_attempts", 9}, {"timeout", "5s"}});
+  auto s = job({{"api", "echo"},
+                {"method", "patch"},
+                {"path", "/v1/x"},
+                {"headers", {{"X-Trace", "abc"}}},
+                {"body", {{"n", 1}}},
+                {"priority", 3},
+                {"delay", "2s"},
+                {"cost", 4},
+                {"key", "k"},
+                {"batch_key", "b"},
+                {"max_attempts", 9},
+                {"timeout", "5s"}});
   json j = s.to_json();
   CHECK(j["body_text"] == "{\"n\":1}");
   CHECK_FALSE(j.contains("body"));
@@ -443,5 +499,6 @@ TEST_CASE("JobSpec::to_json parses back to the same spec") {
   CHECK(back.timeout_ms == s.timeout_ms);
 
   auto minimal = job({{"api", "echo"}});
-  CHECK(minimal.to_json() == json{{"api", "echo"}, {"method", "GET"}, {"path", "/"}});
+  CHECK(minimal.to_json() ==
+        json{{"api", "echo"}, {"method", "GET"}, {"path", "/"}});
 }
