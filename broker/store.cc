@@ -154,7 +154,6 @@ Store::Store(const std::string& path, bool synchronous_full) : db_(path) {
   db_.exec("PRAGMA foreign_keys = ON");
   // Bounded page cache: SQLite is the queue, memory is not (8 MiB).
   db_.exec("PRAGMA cache_size = -8192");
-  db_.exec("PRAGMA temp_store = MEMORY");
   // Checkpoint in bigger steps than the default so the WAL is not rewritten
   // every 1000 pages under load.
   db_.exec("PRAGMA wal_autocheckpoint = 4000");
