@@ -5,19 +5,22 @@
 #                    (a normal build, then an ASan+UBSan build)
 #   ./dev.sh build   install what is missing and build (build/)
 #   ./dev.sh deps    only install the Debian packages
+#   ./dev.sh bench   install what the benchmarks need too, and build
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake ninja-build pkg-config
   libzmq3-dev cppzmq-dev libsqlite3-dev nlohmann-json3-dev libcurl4-openssl-dev
   doctest-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev
-  bc curl jq sqlite3 nginx-light)
+  bc curl jq sqlite3)
+# Only the benchmarks need nginx (a fast upstream to measure against).
+BENCH_PACKAGES=(nginx-light)
 
 JOBS=${JOBS:-$(nproc)}
 
-deps() {
+deps() {  # [extra packages...]
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -46,6 +49,7 @@ run_tests() {  # DIR
 case "${1:-}" in
   deps) deps ;;
   build) deps; build build ;;
+  bench) deps "${BENCH_PACKAGES[@]}"; build build ;;
   demo)
     deps; build build
     exec ./scripts/demo.sh "${@:2}"
@@ -65,7 +69,7 @@ case "${1:-}" in
     fi
     ;;
   *)
-    echo "usage: ./dev.sh demo | test | build | deps" >&2
+    echo "usage: ./dev.sh demo | test | build | bench | deps" >&2
     exit 2
     ;;
 esac
