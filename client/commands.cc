@@ -25,13 +25,6 @@ using SteadyClock = std::chrono::steady_clock;
 // timeout; this is how often in all.
 constexpr int kSubmitTries = 3;
 
-std::string trim(std::string s) {
-  auto not_space = [](unsigned char c) { return !std::isspace(c); };
-  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
-  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
-  return s;
-}
-
 bool all_digits(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
     return std::isdigit(c);
@@ -184,11 +177,12 @@ Result<nlohmann::json> build_job(const SubmitOptions& o) {
     auto headers = nlohmann::json::object();
     for (const auto& h : o.headers) {
       auto colon = h.find(':');
-      std::string name =
-          colon == std::string::npos ? "" : trim(h.substr(0, colon));
+      std::string name = colon == std::string::npos
+                             ? ""
+                             : std::string(trim(h.substr(0, colon)));
       if (name.empty())
         return Error{"--header '" + h + "' must look like NAME:VALUE"};
-      headers[name] = trim(h.substr(colon + 1));
+      headers[name] = std::string(trim(h.substr(colon + 1)));
     }
     j["headers"] = std::move(headers);
   }

@@ -4,18 +4,9 @@
 #include <cctype>
 #include <random>
 
+#include "common/units.h"
+
 namespace pacer::client {
-namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
-}
-
-}  // namespace
 
 void LineErrors::add(std::string message) {
   if (shown.size() < kMaxListedErrors) shown.push_back(std::move(message));

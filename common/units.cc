@@ -9,14 +9,6 @@
 namespace pacer {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
-}
-
 // Splits "1.5 min" into 1.5 and "min". Returns false when no number leads.
 bool split_number(std::string_view s, double& number, std::string& unit) {
   s = trim(s);
@@ -47,6 +39,14 @@ Result<double> unit_ms(const std::string& u) {
 }
 
 }  // namespace
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+    s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+    s.remove_suffix(1);
+  return s;
+}
 
 Result<Millis> parse_duration(std::string_view text) {
   double total = 0;

@@ -16,6 +16,9 @@ namespace pacer {
 // far from overflow.
 inline constexpr Millis kMaxDurationMs = 3'000'000'000'000;
 
+// `s` without leading and trailing whitespace.
+std::string_view trim(std::string_view s);
+
 // A duration in milliseconds. A bare number is rejected (the unit is the
 // whole point); callers that accept plain milliseconds check for a number
 // first.
