@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/ratelimit.h"
 #include "common/units.h"
 
 namespace pacer {
@@ -201,10 +202,10 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
             ch != '-')
           return r.error(&node, "api." + name,
                          "API names may use letters, digits, '_' and '-'");
-      if (auto e = r.check_keys(
-              *t, p,
-              {"base_url", "limits", "concurrency", "margin", "timeout",
-               "max_attempts", "backoff_base", "backoff_cap", "headers"}))
+      if (auto e = r.check_keys(*t, p,
+                                {"base_url", "limits", "concurrency", "margin",
+                                 "timeout", "max_attempts", "backoff_base",
+                                 "backoff_cap", "headers", "dialect"}))
         return *e;
       ApiConfig a;
       a.name = name;
@@ -245,6 +246,11 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
         return *e;
       if (auto e = r.duration(*t, p, "backoff_cap", a.backoff_cap_ms))
         return *e;
+      if (auto e = r.string(*t, p, "dialect", a.dialect)) return *e;
+      if (!is_known_dialect(a.dialect))
+        return r.error(t->get("dialect"), p + "dialect",
+                       "unknown dialect '" + a.dialect +
+                           "' (known: " + known_dialects_text() + ")");
       if (auto* hn = t->get("headers")) {
         auto* ht = hn->as_table();
         if (!ht)

@@ -24,6 +24,9 @@ struct ApiConfig {
   int max_attempts = 5;
   Millis backoff_base_ms = 500;
   Millis backoff_cap_ms = 60'000;
+  // Rate-limit header profile (common/ratelimit.h): "auto" detects the
+  // dialect; a vendor name settles units that cannot be detected.
+  std::string dialect = "auto";
   // Headers the worker adds to every call (credentials). Values may reference
   // environment variables as ${NAME}; they are expanded by the worker only.
   std::map<std::string, std::string> headers;

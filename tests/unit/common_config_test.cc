@@ -301,6 +301,29 @@ TEST_CASE("a TOML syntax error names the file and line") {
   CHECK(e.rfind("pacer.toml:5: ", 0) == 0);  // duplicate key
 }
 
+TEST_CASE("dialect: auto by default, a known profile, unknown names refused") {
+  auto plain = parse_config(api_with(""), "pacer.toml");
+  REQUIRE_MESSAGE(plain.ok(), plain.error());
+  CHECK(plain->api("echo")->dialect == "auto");
+
+  for (const char* name : {"auto", "generic", "github", "openai", "prisjakt"}) {
+    auto r = parse_config(api_with("dialect = \"" + std::string(name) + "\"\n"),
+                          "pacer.toml");
+    REQUIRE_MESSAGE(r.ok(), r.error());
+    CHECK(r->api("echo")->dialect == name);
+  }
+
+  CHECK(refusal(api_with("\ndialect = \"githbu\"\n")) ==
+        "pacer.toml:4: api.echo.dialect: unknown dialect 'githbu' (known: "
+        "auto, generic, github, x, discord, reddit, gitlab, ietf, openai, "
+        "azure, groq, anthropic, shopify, akamai, prisjakt)");
+  CHECK(refusal(api_with("dialect = \"GitHub\"\n"))
+            .starts_with("pacer.toml:3: api.echo.dialect: unknown dialect "
+                         "'GitHub'"));
+  CHECK(refusal(api_with("dialect = 1\n")) ==
+        "pacer.toml:3: api.echo.dialect: must be a string");
+}
+
 TEST_CASE("load_config_file reads a file and names it in errors") {
   pacer::testing::TempDir dir;
   dir.write("pacer.toml", kExample);
