@@ -350,6 +350,116 @@ TEST_CASE("Reset restores a fresh limiter at the new origin") {
   CHECK(a.retry_after_ns == 100 * kMs);  // window [300ms, 1300ms)
 }
 
+// As CheckRetryAfterExact, for a request of `cost` units.
+void CheckCostRetryAfterExact(const RateLimiter& limiter, int64_t now,
+                              int64_t cost, int64_t retry_after_ns) {
+  REQUIRE(retry_after_ns > 0);
+  RateLimiter too_early = limiter;
+  CHECK_FALSE(too_early.TryAdmit(now + retry_after_ns - 1, cost).admitted);
+  RateLimiter on_time = limiter;
+  CHECK(on_time.TryAdmit(now + retry_after_ns, cost).admitted);
+}
+
+TEST_CASE("costs above one use up that many units") {
+  for (Algorithm algorithm : {Algorithm::kFixed, Algorithm::kSliding,
+                              Algorithm::kTokenBucket, Algorithm::kLeaky}) {
+    CAPTURE(AlgorithmName(algorithm));
+    RateLimiter limiter = Make(algorithm, 10, kSecond);
+    CHECK(limiter.TryAdmit(0, 4).admitted);
+    CHECK(limiter.TryAdmit(0, 6).admitted);
+    const RateLimiter before = limiter;
+    const Admission a = limiter.TryAdmit(100 * kMs, 3);
+    CHECK_FALSE(a.admitted);
+    CHECK_FALSE(a.exceeds_limit);
+    CheckCostRetryAfterExact(before, 100 * kMs, 3, a.retry_after_ns);
+    // A free request always fits; one larger than the limit never does.
+    CHECK(limiter.TryAdmit(100 * kMs, 0).admitted);
+    const Admission never = limiter.TryAdmit(100 * kSecond, 11);
+    CHECK_FALSE(never.admitted);
+    CHECK(never.exceeds_limit);
+  }
+}
+
+TEST_CASE("sliding waits until enough weight has left the window") {
+  RateLimiter limiter = Make(Algorithm::kSliding, 10, kSecond);
+  CHECK(limiter.TryAdmit(0, 3).admitted);
+  CHECK(limiter.TryAdmit(200 * kMs, 3).admitted);
+  CHECK(limiter.TryAdmit(400 * kMs, 4).admitted);
+  const RateLimiter before = limiter;
+  // 5 units need the first two admissions gone: at 1200 ms.
+  const Admission a = limiter.TryAdmit(500 * kMs, 5);
+  CHECK_FALSE(a.admitted);
+  CHECK(a.retry_after_ns == 700 * kMs);
+  CheckCostRetryAfterExact(before, 500 * kMs, 5, a.retry_after_ns);
+}
+
+TEST_CASE("Check decides without consuming; Consume charges") {
+  RateLimiter limiter = Make(Algorithm::kFixed, 2, kSecond);
+  limiter.Advance(0);
+  CHECK(limiter.Check(2).admitted);
+  CHECK(limiter.Check(2).admitted);
+  CHECK(limiter.quota()->remaining == 2);
+  limiter.Consume(2);
+  CHECK(limiter.quota()->remaining == 0);
+  CHECK_FALSE(limiter.Check(1).admitted);
+}
+
+TEST_CASE("quota reports limit, remaining and reset per algorithm") {
+  CHECK_FALSE(RateLimiter(Algorithm::kFixed, std::nullopt, 0).quota());
+
+  // Fixed: the reset is the end of the current window.
+  RateLimiter fixed = Make(Algorithm::kFixed, 3, kSecond, 100 * kMs);
+  fixed.TryAdmit(350 * kMs);
+  Quota q = *fixed.quota();
+  CHECK(q.limit == 3);
+  CHECK(q.window_ns == kSecond);
+  CHECK(q.remaining == 2);
+  CHECK(q.reset_ns == 750 * kMs);
+  fixed.TryAdmit(1100 * kMs);  // the next window
+  q = *fixed.quota();
+  CHECK(q.remaining == 2);
+  CHECK(q.reset_ns == kSecond);
+
+  // Sliding: the reset is when the oldest counted admission leaves.
+  RateLimiter sliding = Make(Algorithm::kSliding, 3, kSecond);
+  sliding.TryAdmit(0);
+  sliding.TryAdmit(300 * kMs);
+  q = *sliding.quota();
+  CHECK(q.remaining == 1);
+  CHECK(q.reset_ns == 700 * kMs);
+  sliding.Advance(1200 * kMs);  // 0 has left, 300 ms has not
+  q = *sliding.quota();
+  CHECK(q.remaining == 2);
+  CHECK(q.reset_ns == 100 * kMs);
+  sliding.Advance(1300 * kMs);
+  CHECK(sliding.quota()->reset_ns == 0);
+  CHECK(sliding.quota()->remaining == 3);
+
+  // Token bucket: the reset is when it is full again.
+  RateLimiter bucket = Make(Algorithm::kTokenBucket, 4, kSecond);
+  CHECK(bucket.quota()->remaining == 4);
+  CHECK(bucket.quota()->reset_ns == 0);
+  bucket.TryAdmit(0, 3);
+  q = *bucket.quota();
+  CHECK(q.remaining == 1);
+  CHECK(q.reset_ns == 750 * kMs);
+  bucket.Advance(100 * kMs);  // 0.4 tokens back: still 1 whole one
+  q = *bucket.quota();
+  CHECK(q.remaining == 1);
+  CHECK(q.reset_ns == 650 * kMs);
+
+  // Leaky bucket: the reset is when it has drained empty.
+  RateLimiter leaky = Make(Algorithm::kLeaky, 4, kSecond);
+  CHECK(leaky.quota()->remaining == 4);
+  leaky.TryAdmit(0, 3);
+  q = *leaky.quota();
+  CHECK(q.remaining == 1);
+  CHECK(q.reset_ns == 750 * kMs);
+  leaky.Advance(100 * kMs);
+  CHECK(leaky.quota()->remaining == 1);
+  CHECK(leaky.quota()->reset_ns == 650 * kMs);
+}
+
 TEST_CASE("IntervalMaxTracker counts half-open intervals exactly") {
   IntervalMaxTracker tracker(1000);
   tracker.Record(0);

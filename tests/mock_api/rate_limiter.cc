@@ -63,91 +63,152 @@ void RateLimiter::Reset(int64_t origin_ns) {
   window_index_ = 0;
   window_count_ = 0;
   admitted_.clear();
+  admitted_cost_ = 0;
   level_ = 0;
-  if (spec_ && algorithm_ == Algorithm::kTokenBucket) {
-    level_ =
-        static_cast<Wide>(spec_->limit) * static_cast<Wide>(spec_->window_ns);
+  if (spec_ && algorithm_ == Algorithm::kTokenBucket) level_ = Capacity();
+}
+
+RateLimiter::Wide RateLimiter::Capacity() const {
+  return static_cast<Wide>(spec_->limit) * static_cast<Wide>(spec_->window_ns);
+}
+
+Admission RateLimiter::TryAdmit(int64_t now_ns, int64_t cost) {
+  Advance(now_ns);
+  const Admission admission = Check(cost);
+  if (admission.admitted) Consume(cost);
+  return admission;
+}
+
+void RateLimiter::Advance(int64_t now_ns) {
+  if (!spec_) return;
+  now_ns = std::max(now_ns, last_now_ns_);
+  const int64_t window = spec_->window_ns;
+  const Wide rate = static_cast<Wide>(spec_->limit);
+  const Wide elapsed = static_cast<Wide>(now_ns - last_now_ns_);
+  last_now_ns_ = now_ns;
+  switch (algorithm_) {
+    case Algorithm::kFixed: {
+      const int64_t index = FloorDiv(now_ns - origin_ns_, window);
+      if (index != window_index_) {
+        window_index_ = index;
+        window_count_ = 0;
+      }
+      break;
+    }
+    case Algorithm::kSliding:
+      // The interval is half-open on the left: a request exactly W ago no
+      // longer counts.
+      while (!admitted_.empty() && admitted_.front().t_ns <= now_ns - window) {
+        admitted_cost_ -= admitted_.front().cost;
+        admitted_.pop_front();
+      }
+      break;
+    case Algorithm::kTokenBucket:
+      level_ = std::min(Capacity(), level_ + elapsed * rate);
+      break;
+    case Algorithm::kLeaky: {
+      const Wide drained = elapsed * rate;
+      level_ = drained >= level_ ? 0 : level_ - drained;
+      break;
+    }
   }
 }
 
-Admission RateLimiter::TryAdmit(int64_t now_ns) {
+Admission RateLimiter::Check(int64_t cost) const {
   if (!spec_) return {};
-  now_ns = std::max(now_ns, last_now_ns_);
+  const int64_t limit = spec_->limit;
+  if (cost > limit) return {.admitted = false, .exceeds_limit = true};
+  const int64_t now_ns = last_now_ns_;
+  const int64_t window = spec_->window_ns;
+  const Wide wide_window = static_cast<Wide>(window);
+  const Wide rate = static_cast<Wide>(limit);
+  const Wide need = static_cast<Wide>(cost) * wide_window;
   switch (algorithm_) {
-    case Algorithm::kFixed:
-      return AdmitFixed(now_ns);
-    case Algorithm::kSliding:
-      return AdmitSliding(now_ns);
-    case Algorithm::kTokenBucket:
-      return AdmitTokenBucket(now_ns);
-    case Algorithm::kLeaky:
-      return AdmitLeaky(now_ns);
+    case Algorithm::kFixed: {
+      if (window_count_ + cost <= limit) return {};
+      const int64_t next_window_start =
+          origin_ns_ + (window_index_ + 1) * window;
+      return {.admitted = false, .retry_after_ns = next_window_start - now_ns};
+    }
+    case Algorithm::kSliding: {
+      if (admitted_cost_ + cost <= limit) return {};
+      // The request fits once enough of the oldest admissions have left.
+      int64_t counted = admitted_cost_;
+      for (const Entry& entry : admitted_) {
+        counted -= entry.cost;
+        if (counted + cost <= limit) {
+          return {.admitted = false,
+                  .retry_after_ns = entry.t_ns + window - now_ns};
+        }
+      }
+      return {.admitted = false, .exceeds_limit = true};  // unreachable
+    }
+    case Algorithm::kTokenBucket: {
+      if (level_ >= need) return {};
+      const Wide wait = (need - level_ + rate - 1) / rate;
+      return {.admitted = false, .retry_after_ns = static_cast<int64_t>(wait)};
+    }
+    case Algorithm::kLeaky: {
+      const Wide capacity = Capacity();
+      if (level_ + need <= capacity) return {};
+      const Wide wait = (level_ + need - capacity + rate - 1) / rate;
+      return {.admitted = false, .retry_after_ns = static_cast<int64_t>(wait)};
+    }
   }
   return {};
 }
 
-Admission RateLimiter::AdmitFixed(int64_t now_ns) {
-  last_now_ns_ = now_ns;
-  const int64_t window = spec_->window_ns;
-  const int64_t index = FloorDiv(now_ns - origin_ns_, window);
-  if (index != window_index_) {
-    window_index_ = index;
-    window_count_ = 0;
+void RateLimiter::Consume(int64_t cost) {
+  if (!spec_ || cost <= 0) return;
+  const Wide need =
+      static_cast<Wide>(cost) * static_cast<Wide>(spec_->window_ns);
+  switch (algorithm_) {
+    case Algorithm::kFixed:
+      window_count_ += cost;
+      break;
+    case Algorithm::kSliding:
+      admitted_.push_back({.t_ns = last_now_ns_, .cost = cost});
+      admitted_cost_ += cost;
+      break;
+    case Algorithm::kTokenBucket:
+      level_ -= std::min(level_, need);
+      break;
+    case Algorithm::kLeaky:
+      level_ += need;
+      break;
   }
-  if (window_count_ < spec_->limit) {
-    ++window_count_;
-    return {};
-  }
-  const int64_t next_window_start = origin_ns_ + (index + 1) * window;
-  return {.admitted = false, .retry_after_ns = next_window_start - now_ns};
 }
 
-Admission RateLimiter::AdmitSliding(int64_t now_ns) {
-  last_now_ns_ = now_ns;
-  const int64_t window = spec_->window_ns;
-  // The interval is half-open on the left: a request exactly W ago no
-  // longer counts.
-  while (!admitted_.empty() && admitted_.front() <= now_ns - window) {
-    admitted_.pop_front();
-  }
-  if (static_cast<int64_t>(admitted_.size()) < spec_->limit) {
-    admitted_.push_back(now_ns);
-    return {};
-  }
-  return {.admitted = false,
-          .retry_after_ns = admitted_.front() + window - now_ns};
-}
-
-Admission RateLimiter::AdmitTokenBucket(int64_t now_ns) {
+std::optional<Quota> RateLimiter::quota() const {
+  if (!spec_) return std::nullopt;
+  Quota quota;
+  quota.limit = spec_->limit;
+  quota.window_ns = spec_->window_ns;
   const Wide window = static_cast<Wide>(spec_->window_ns);
   const Wide rate = static_cast<Wide>(spec_->limit);
-  const Wide capacity = rate * window;
-  const Wide elapsed = static_cast<Wide>(now_ns - last_now_ns_);
-  last_now_ns_ = now_ns;
-  level_ = std::min(capacity, level_ + elapsed * rate);
-  if (level_ >= window) {
-    level_ -= window;
-    return {};
+  switch (algorithm_) {
+    case Algorithm::kFixed:
+      quota.remaining = std::max<int64_t>(0, spec_->limit - window_count_);
+      quota.reset_ns =
+          origin_ns_ + (window_index_ + 1) * spec_->window_ns - last_now_ns_;
+      break;
+    case Algorithm::kSliding:
+      quota.remaining = std::max<int64_t>(0, spec_->limit - admitted_cost_);
+      quota.reset_ns = admitted_.empty() ? 0
+                                         : admitted_.front().t_ns +
+                                               spec_->window_ns - last_now_ns_;
+      break;
+    case Algorithm::kTokenBucket:
+      quota.remaining = static_cast<int64_t>(level_ / window);
+      quota.reset_ns =
+          static_cast<int64_t>((Capacity() - level_ + rate - 1) / rate);
+      break;
+    case Algorithm::kLeaky:
+      quota.remaining = static_cast<int64_t>((Capacity() - level_) / window);
+      quota.reset_ns = static_cast<int64_t>((level_ + rate - 1) / rate);
+      break;
   }
-  const Wide missing = window - level_;
-  const Wide wait = (missing + rate - 1) / rate;
-  return {.admitted = false, .retry_after_ns = static_cast<int64_t>(wait)};
-}
-
-Admission RateLimiter::AdmitLeaky(int64_t now_ns) {
-  const Wide window = static_cast<Wide>(spec_->window_ns);
-  const Wide rate = static_cast<Wide>(spec_->limit);
-  const Wide capacity = rate * window;
-  const Wide drained = static_cast<Wide>(now_ns - last_now_ns_) * rate;
-  last_now_ns_ = now_ns;
-  level_ = drained >= level_ ? 0 : level_ - drained;
-  if (level_ + window <= capacity) {
-    level_ += window;
-    return {};
-  }
-  const Wide overflow = level_ + window - capacity;
-  const Wide wait = (overflow + rate - 1) / rate;
-  return {.admitted = false, .retry_after_ns = static_cast<int64_t>(wait)};
+  return quota;
 }
 
 }  // namespace pacer::mock

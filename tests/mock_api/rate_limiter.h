@@ -33,6 +33,24 @@ struct Admission {
   // Only meaningful when !admitted: the smallest delay (> 0) after which the
   // same request would be admitted if nothing else arrived meanwhile.
   int64_t retry_after_ns = 0;
+  // The request costs more than the whole limit, so no wait will ever admit
+  // it; retry_after_ns is then 0.
+  bool exceeds_limit = false;
+};
+
+// What the limiter would report to a client at the time of the last call:
+// the configured limit, the whole units usable right now, and the delay
+// until the limiter "resets", which depends on the algorithm:
+//   fixed        -> the end of the current window;
+//   sliding      -> when the oldest unit still counted leaves the window
+//                   (0 if none is counted);
+//   token-bucket -> when the bucket is full again (0 if it is full);
+//   leaky        -> when the bucket has drained empty (0 if it is empty).
+struct Quota {
+  int64_t limit = 0;
+  int64_t remaining = 0;
+  int64_t reset_ns = 0;
+  int64_t window_ns = 0;
 };
 
 // Retry-After header value: whole seconds, rounded up, at least 1, because
@@ -47,10 +65,22 @@ class RateLimiter {
   RateLimiter(Algorithm algorithm, std::optional<LimitSpec> spec,
               int64_t origin_ns);
 
-  // Decides for one request arriving at `now_ns` and, if admitted, consumes
-  // capacity. Times earlier than a previous call are treated as that call's
-  // time so the state never runs backwards.
-  Admission TryAdmit(int64_t now_ns);
+  // Decides for one request of `cost` units (>= 0) arriving at `now_ns` and,
+  // if admitted, consumes them. Times earlier than a previous call are
+  // treated as that call's time so the state never runs backwards.
+  Admission TryAdmit(int64_t now_ns, int64_t cost = 1);
+
+  // The same decision in steps, so that one request can be held against
+  // several limiters and charged to all of them or to none: Advance moves
+  // the state to `now_ns` (expiring, refilling, draining; admits nothing),
+  // Check decides at that time without changing anything, and Consume
+  // charges an admitted request.
+  void Advance(int64_t now_ns);
+  Admission Check(int64_t cost) const;
+  void Consume(int64_t cost);
+
+  // The state as of the last call; nullopt when unlimited.
+  std::optional<Quota> quota() const;
 
   // Forgets all consumption, as if freshly constructed at `origin_ns`.
   void Reset(int64_t origin_ns);
@@ -67,10 +97,12 @@ class RateLimiter {
   // __extension__ keeps -Wpedantic quiet about the non-ISO type.
   __extension__ typedef unsigned __int128 Wide;
 
-  Admission AdmitFixed(int64_t now_ns);
-  Admission AdmitSliding(int64_t now_ns);
-  Admission AdmitTokenBucket(int64_t now_ns);
-  Admission AdmitLeaky(int64_t now_ns);
+  struct Entry {
+    int64_t t_ns;
+    int64_t cost;
+  };
+
+  Wide Capacity() const;
 
   Algorithm algorithm_;
   std::optional<LimitSpec> spec_;
@@ -80,8 +112,9 @@ class RateLimiter {
   // kFixed.
   int64_t window_index_ = 0;
   int64_t window_count_ = 0;
-  // kSliding: admission times still inside (now - W, now].
-  std::deque<int64_t> admitted_;
+  // kSliding: admissions still inside (now - W, now] and their total cost.
+  std::deque<Entry> admitted_;
+  int64_t admitted_cost_ = 0;
   // kTokenBucket: tokens; kLeaky: water level. Both scaled by W.
   Wide level_ = 0;
 };
