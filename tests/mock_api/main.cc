@@ -19,6 +19,7 @@
 #include "tests/mock_api/limit_spec.h"
 #include "tests/mock_api/mock_api.h"
 #include "tests/mock_api/mock_server.h"
+#include "tests/mock_api/rate_headers.h"
 #include "tests/mock_api/rate_limiter.h"
 
 namespace {
@@ -54,6 +55,10 @@ int Run(int argc, char** argv) {
   double latency_ms = 0.0;
   double error_rate = 0.0;
   uint64_t seed = 1;
+  std::string dialect_text = "retry-after";
+  int reject_status = 0;  // 0 = the dialect's default
+  std::string token_limit_text;
+  std::string shared_load_text;
 
   CLI::App app{
       "pacer-mock-api: a rate-limited mock upstream that reports exactly "
@@ -77,6 +82,20 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", seed, "Seed for the --error-rate RNG")
       ->capture_default_str();
+  app.add_option("--dialect", dialect_text,
+                 "Rate-limit headers to send: retry-after | ietf-6 | ietf-7 | "
+                 "ietf-8 | x-ratelimit | github | openai | anthropic | "
+                 "retry-after-date | none")
+      ->capture_default_str();
+  app.add_option("--reject-status", reject_status,
+                 "Status of a rate-limit rejection, 429 or 503 (default 429; "
+                 "503 with --dialect none)");
+  app.add_option("--token-limit", token_limit_text,
+                 "Second limit in tokens, N/W like --limit; a request costs "
+                 "its JSON body's \"tokens\" field (default 1)");
+  app.add_option("--shared-load", shared_load_text,
+                 "Rate N/W at which an invisible other client spends the "
+                 "same quota, e.g. 20/s");
   app.add_option("--threads", server_options.threads,
                  "Server worker threads (one per open connection)")
       ->capture_default_str();
@@ -123,6 +142,29 @@ int Run(int argc, char** argv) {
   }
   config.error_rate = error_rate;
   config.seed = seed;
+  const std::optional<pacer::mock::Dialect> dialect =
+      pacer::mock::ParseDialect(dialect_text);
+  if (!dialect) {
+    return UsageError("--dialect: '" + dialect_text + "' is not one of " +
+                      std::string(pacer::mock::DialectNames()));
+  }
+  config.dialect = *dialect;
+  if (reject_status != 0) {
+    if (reject_status != 429 && reject_status != 503) {
+      return UsageError("--reject-status must be 429 or 503");
+    }
+    config.reject_status = reject_status;
+  }
+  if (!token_limit_text.empty()) {
+    std::string error;
+    config.token_limit = pacer::mock::ParseLimitSpec(token_limit_text, &error);
+    if (!config.token_limit) return UsageError("--token-limit: " + error);
+  }
+  if (!shared_load_text.empty()) {
+    std::string error;
+    config.shared_load = pacer::mock::ParseSharedLoad(shared_load_text, &error);
+    if (!config.shared_load) return UsageError("--shared-load: " + error);
+  }
   if (server_options.threads < 1 || server_options.threads > kMaxThreads) {
     return UsageError("--threads must be between 1 and 4096");
   }

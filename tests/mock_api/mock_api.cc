@@ -1,5 +1,6 @@
 #include "tests/mock_api/mock_api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -12,6 +13,8 @@ constexpr int64_t kNsPerMs = 1'000'000;
 constexpr double kMaxLatencyMs = 3'600'000.0;
 constexpr int kMinFailStatus = 200;
 constexpr int kMaxFailStatus = 599;
+// Keeps token costs in the range limit specs allow.
+constexpr double kMaxTokenCost = 1e12;
 
 Reply JsonReply(int status, const Json& body) {
   Reply reply;
@@ -107,15 +110,75 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
       return "seed must be a non-negative integer";
     }
     config.seed = value.get<uint64_t>();
+  } else if (key == "dialect") {
+    std::optional<Dialect> dialect;
+    if (value.is_string()) dialect = ParseDialect(value.get<std::string>());
+    if (!dialect) {
+      return "dialect must be one of " + std::string(DialectNames());
+    }
+    config.dialect = *dialect;
+  } else if (key == "reject_status") {
+    if (value.is_null()) {
+      config.reject_status.reset();
+    } else if (value.is_number_integer() &&
+               (value.get<int64_t>() == 429 || value.get<int64_t>() == 503)) {
+      config.reject_status = value.get<int>();
+    } else {
+      return "reject_status must be 429, 503 or null";
+    }
+  } else if (key == "token_limit") {
+    if (value.is_null()) {
+      config.token_limit.reset();
+    } else if (value.is_string()) {
+      std::string error;
+      std::optional<LimitSpec> spec =
+          ParseLimitSpec(value.get<std::string>(), &error);
+      if (!spec) return "token_limit: " + error;
+      config.token_limit = std::move(spec);
+    } else {
+      return "token_limit must be a string like \"1000/min\" or null";
+    }
+  } else if (key == "shared_load") {
+    if (value.is_null()) {
+      config.shared_load.reset();
+    } else if (value.is_string()) {
+      std::string error;
+      std::optional<LimitSpec> spec =
+          ParseSharedLoad(value.get<std::string>(), &error);
+      if (!spec) return "shared_load: " + error;
+      config.shared_load = std::move(spec);
+    } else {
+      return "shared_load must be a string like \"20/s\" or null";
+    }
   } else {
     return "unknown config key '" + key +
            "' (known: latency_ms, error_rate, limit, algorithm, fail_status, "
-           "batch_item_error_every, batch_short, batch_non_json, seed)";
+           "batch_item_error_every, batch_short, batch_non_json, seed, "
+           "dialect, reject_status, token_limit, shared_load)";
   }
   return std::nullopt;
 }
 
 }  // namespace
+
+int EffectiveRejectStatus(const MockConfig& config) {
+  return config.reject_status.value_or(DefaultRejectStatus(config.dialect));
+}
+
+std::optional<LimitSpec> ParseSharedLoad(std::string_view text,
+                                         std::string* error) {
+  std::optional<LimitSpec> spec = ParseLimitSpec(text, error);
+  if (!spec) return std::nullopt;
+  // window / limit < min  <=>  window < min * limit, without rounding.
+  if (spec->window_ns / SharedLoad::kMinIntervalNs < spec->limit) {
+    if (error != nullptr) {
+      *error = "shared load '" + spec->text +
+               "' is faster than 100000 requests per second";
+    }
+    return std::nullopt;
+  }
+  return spec;
+}
 
 std::string DumpJson(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -127,14 +190,24 @@ int64_t MockApi::SteadyNowNs() {
       .count();
 }
 
-MockApi::MockApi(MockConfig config, Clock clock)
+int64_t MockApi::SystemNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+MockApi::MockApi(MockConfig config, Clock clock, Clock wall_clock)
     : clock_(std::move(clock)),
       start_ns_(clock_()),
+      start_unix_ns_(wall_clock()),
       config_(std::move(config)),
       limiter_(config_.algorithm, config_.limit, start_ns_),
+      token_limiter_(config_.algorithm, config_.token_limit, start_ns_),
       rng_(config_.seed),
       any_interval_(kUnlimitedStatsWindowNs),
-      fixed_windows_(start_ns_, kUnlimitedStatsWindowNs) {
+      fixed_windows_(start_ns_, kUnlimitedStatsWindowNs),
+      total_any_interval_(kUnlimitedStatsWindowNs),
+      total_fixed_windows_(start_ns_, kUnlimitedStatsWindowNs) {
   RebuildLimiterLocked(start_ns_);
 }
 
@@ -150,9 +223,60 @@ std::chrono::nanoseconds MockApi::LatencyLocked() const {
 void MockApi::RebuildLimiterLocked(int64_t now_ns) {
   // The busiest-window maxima are only meaningful relative to the window
   // being enforced, so they restart together with the limiter.
+  // The shared load restarts with them, its first request due right away.
   limiter_ = RateLimiter(config_.algorithm, config_.limit, now_ns);
+  token_limiter_ = RateLimiter(config_.algorithm, config_.token_limit, now_ns);
+  shared_load_.reset();
+  if (config_.shared_load) shared_load_.emplace(*config_.shared_load, now_ns);
   any_interval_.Reset(StatsWindowNsLocked());
   fixed_windows_.Reset(now_ns, StatsWindowNsLocked());
+  total_any_interval_.Reset(StatsWindowNsLocked());
+  total_fixed_windows_.Reset(now_ns, StatsWindowNsLocked());
+}
+
+void MockApi::ReplaySharedLoadLocked(int64_t now_ns) {
+  if (!shared_load_) return;
+  // Each request is decided at its own due time, so the limiter and the
+  // trackers see the same ordered history as if it had arrived then.
+  while (shared_load_->next_due_ns() <= now_ns) {
+    const int64_t t = shared_load_->next_due_ns();
+    shared_load_->Pop();
+    limiter_.Advance(t);
+    token_limiter_.Advance(t);
+    if (!limiter_.Check(1).admitted || !token_limiter_.Check(1).admitted) {
+      ++shared_rejected_;
+      continue;
+    }
+    limiter_.Consume(1);
+    token_limiter_.Consume(1);
+    ++shared_accepted_;
+    total_any_interval_.Record(t);
+    total_fixed_windows_.Record(t);
+  }
+}
+
+Headers MockApi::HeadersLocked(int64_t now_ns,
+                               std::optional<int64_t> retry_after_ns) const {
+  HeaderInput input;
+  input.unix_now_ns = start_unix_ns_ + (now_ns - start_ns_);
+  input.requests = limiter_.quota();
+  input.tokens = token_limiter_.quota();
+  input.retry_after_ns = retry_after_ns;
+  return RateLimitHeaders(config_.dialect, input);
+}
+
+MockApi::TokenCost MockApi::ReadTokenCost(const Json& body) {
+  TokenCost cost;
+  if (!body.is_object()) return cost;
+  const auto it = body.find("tokens");
+  if (it == body.end()) return cost;
+  const double tokens = it->is_number() ? it->get<double>() : -1.0;
+  if (!(tokens >= 0.0 && tokens <= kMaxTokenCost)) {
+    cost.error = "\"tokens\" must be a number between 0 and 1e12";
+    return cost;
+  }
+  cost.tokens = static_cast<int64_t>(std::ceil(tokens));
+  return cost;
 }
 
 void MockApi::ResetCountersLocked(int64_t now_ns) {
@@ -162,6 +286,8 @@ void MockApi::ResetCountersLocked(int64_t now_ns) {
   requests_ = 0;
   batch_requests_ = 0;
   batch_items_ = 0;
+  shared_accepted_ = 0;
+  shared_rejected_ = 0;
   first_accept_ns_.reset();
   last_accept_ns_.reset();
   status_counts_.clear();
@@ -172,13 +298,15 @@ void MockApi::ResetCountersLocked(int64_t now_ns) {
 }
 
 MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
-                             int64_t batch_items) {
+                             int64_t batch_items, const TokenCost& cost) {
   Gate gate;
   std::lock_guard<std::mutex> lock(mu_);
   // Read under the lock so arrivals are totally ordered: the limiter and
   // the interval trackers depend on non-decreasing times, and /stats must
   // describe exactly the sequence of decisions that was made.
   const int64_t now = clock_();
+  // The other client's requests due by now came first.
+  ReplaySharedLoadLocked(now);
   ++requests_;
   gate.delay = LatencyLocked();
 
@@ -199,20 +327,51 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
     refuse(ErrorReply(400, "bad_request", *bad_request));
     return gate;
   }
+  if (config_.token_limit && cost.error) {
+    refuse(ErrorReply(400, "bad_request", *cost.error));
+    return gate;
+  }
 
-  const Admission admission = limiter_.TryAdmit(now);
-  if (!admission.admitted) {
+  // Held against both limits and charged to both or neither.
+  const int64_t tokens = config_.token_limit ? cost.tokens : 0;
+  limiter_.Advance(now);
+  token_limiter_.Advance(now);
+  const Admission by_requests = limiter_.Check(1);
+  const Admission by_tokens = token_limiter_.Check(tokens);
+  if (!by_requests.admitted || !by_tokens.admitted) {
     ++rejected_;
+    const int status = EffectiveRejectStatus(config_);
     Json body = Json::object();
-    body["error"] = "rate_limited";
-    body["retry_after_ms"] = RetryAfterMillis(admission.retry_after_ns);
-    Reply reply = JsonReply(429, body);
-    reply.headers.emplace_back(
-        "Retry-After",
-        std::to_string(RetryAfterSeconds(admission.retry_after_ns)));
+    Reply reply;
+    if (by_tokens.exceeds_limit) {
+      // No wait would help, so no Retry-After either.
+      body["error"] = "request_too_large";
+      body["message"] = "request costs " + std::to_string(tokens) +
+                        " tokens, more than the token limit of " +
+                        std::to_string(config_.token_limit->limit);
+      reply = JsonReply(status, body);
+      reply.headers = HeadersLocked(now, std::nullopt);
+    } else {
+      // Each limiter only gets laxer with time, so the request fits once
+      // the later of the two waits has passed.
+      int64_t retry_after_ns = 0;
+      if (!by_requests.admitted) retry_after_ns = by_requests.retry_after_ns;
+      if (!by_tokens.admitted) {
+        retry_after_ns = std::max(retry_after_ns, by_tokens.retry_after_ns);
+      }
+      body["error"] = "rate_limited";
+      if (config_.dialect != Dialect::kNone) {
+        body["retry_after_ms"] = RetryAfterMillis(retry_after_ns);
+      }
+      reply = JsonReply(status, body);
+      reply.headers = HeadersLocked(now, retry_after_ns);
+    }
     refuse(std::move(reply));
     return gate;
   }
+  limiter_.Consume(1);
+  token_limiter_.Consume(tokens);
+  gate.headers = HeadersLocked(now, std::nullopt);
 
   // The roll comes after admission, so an injected 500 still uses up limit
   // capacity, as a real upstream's failed request would.
@@ -222,7 +381,9 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
       ++errors_;
       Json body = Json::object();
       body["error"] = "injected";
-      refuse(JsonReply(500, body));
+      Reply reply = JsonReply(500, body);
+      reply.headers = std::move(gate.headers);
+      refuse(std::move(reply));
       return gate;
     }
   }
@@ -233,6 +394,8 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
   last_accept_ns_ = now;
   any_interval_.Record(now);
   fixed_windows_.Record(now);
+  total_any_interval_.Record(now);
+  total_fixed_windows_.Record(now);
   if (batch_items >= 0) {
     ++batch_requests_;
     batch_items_ += batch_items;
@@ -243,16 +406,22 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
 }
 
 Reply MockApi::Echo(std::string_view body) {
-  Gate gate = Admit(std::nullopt, -1);
+  // Parsed before taking the lock: the token cost is needed to admit.
+  Json echo = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const TokenCost cost = ReadTokenCost(echo);
+  Gate gate = Admit(std::nullopt, -1, cost);
   if (gate.refusal) return std::move(*gate.refusal);
 
-  Json echo = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (echo.is_discarded()) echo = std::string(body);
   Json out = Json::object();
   out["echo"] = std::move(echo);
   out["n"] = gate.sequence;
+  if (gate.config.token_limit) {
+    out["usage"] = Json::object({{"total_tokens", cost.tokens}});
+  }
   Reply reply = JsonReply(200, out);
   reply.delay = gate.delay;
+  reply.headers = std::move(gate.headers);
   return reply;
 }
 
@@ -270,7 +439,9 @@ Reply MockApi::Batch(std::string_view body) {
   const int64_t items =
       bad_request ? 0 : static_cast<int64_t>(parsed["inputs"].size());
 
-  Gate gate = Admit(bad_request, items);
+  const TokenCost cost = bad_request ? TokenCost{} : ReadTokenCost(parsed);
+
+  Gate gate = Admit(bad_request, items, cost);
   if (gate.refusal) return std::move(*gate.refusal);
 
   if (gate.config.batch_non_json) {
@@ -278,6 +449,7 @@ Reply MockApi::Batch(std::string_view body) {
     reply.content_type = "text/plain";
     reply.body = "upstream hiccup: this body is deliberately not JSON\n";
     reply.delay = gate.delay;
+    reply.headers = std::move(gate.headers);
     return reply;
   }
 
@@ -302,8 +474,12 @@ Reply MockApi::Batch(std::string_view body) {
   }
   Json out = Json::object();
   out["results"] = std::move(results);
+  if (gate.config.token_limit) {
+    out["usage"] = Json::object({{"total_tokens", cost.tokens}});
+  }
   Reply reply = JsonReply(200, out);
   reply.delay = gate.delay;
+  reply.headers = std::move(gate.headers);
   return reply;
 }
 
@@ -328,6 +504,8 @@ Json MockApi::StatsJsonLocked(int64_t now_ns) const {
   stats["requests"] = requests_;
   stats["batch_requests"] = batch_requests_;
   stats["batch_items"] = batch_items_;
+  stats["shared_accepted"] = shared_accepted_;
+  stats["shared_rejected"] = shared_rejected_;
   stats["limit"] = config_.limit ? Json(config_.limit->limit) : Json(nullptr);
   stats["window_ms"] = WindowMsJson(StatsWindowNsLocked());
   stats["algorithm"] = std::string(AlgorithmName(config_.algorithm));
@@ -335,6 +513,9 @@ Json MockApi::StatsJsonLocked(int64_t now_ns) const {
                                ? fixed_windows_.max()
                                : any_interval_.max();
   stats["max_in_any_interval"] = any_interval_.max();
+  stats["max_total_in_window"] = config_.algorithm == Algorithm::kFixed
+                                     ? total_fixed_windows_.max()
+                                     : total_any_interval_.max();
   stats["first_accept_ms"] = OptionalMs(first_accept_ns_, start_ns_);
   stats["last_accept_ms"] = OptionalMs(last_accept_ns_, start_ns_);
   stats["uptime_ms"] = NsToMs(now_ns - start_ns_);
@@ -360,12 +541,20 @@ Json MockApi::ConfigJsonLocked() const {
   config["batch_item_error_every"] = config_.batch_item_error_every;
   config["batch_short"] = config_.batch_short;
   config["batch_non_json"] = config_.batch_non_json;
+  config["dialect"] = std::string(DialectName(config_.dialect));
+  config["reject_status"] = EffectiveRejectStatus(config_);
+  config["token_limit"] =
+      config_.token_limit ? Json(config_.token_limit->text) : Json(nullptr);
+  config["shared_load"] =
+      config_.shared_load ? Json(config_.shared_load->text) : Json(nullptr);
   return config;
 }
 
 Json MockApi::StatsJson() {
   std::lock_guard<std::mutex> lock(mu_);
-  return StatsJsonLocked(clock_());
+  const int64_t now = clock_();
+  ReplaySharedLoadLocked(now);
+  return StatsJsonLocked(now);
 }
 
 Json MockApi::ConfigJson() {
@@ -393,6 +582,10 @@ Reply MockApi::Configure(std::string_view body) {
     return ErrorReply(400, "bad_config", "body must be a JSON object");
   }
   std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_();
+  // What the shared load did before this change happened under the old
+  // settings.
+  ReplaySharedLoadLocked(now);
   MockConfig next = config_;
   for (const auto& [key, value] : patch.items()) {
     if (std::optional<std::string> error = ApplyConfigKey(key, value, next)) {
@@ -401,10 +594,12 @@ Reply MockApi::Configure(std::string_view body) {
   }
   config_ = std::move(next);
   if (patch.contains("seed")) rng_.seed(config_.seed);
-  // Any mention of limit/algorithm restarts metering, even if unchanged, so
-  // a test can rely on a clean limiter right after configuring it.
-  if (patch.contains("limit") || patch.contains("algorithm")) {
-    RebuildLimiterLocked(clock_());
+  // Any mention of a limit, the algorithm or the shared load restarts
+  // metering (and the shared load's schedule), even if unchanged, so a test
+  // can rely on a clean limiter right after configuring it.
+  if (patch.contains("limit") || patch.contains("algorithm") ||
+      patch.contains("token_limit") || patch.contains("shared_load")) {
+    RebuildLimiterLocked(now);
   }
   return JsonReply(200, ConfigJsonLocked());
 }

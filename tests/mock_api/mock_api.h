@@ -21,7 +21,9 @@
 
 #include "tests/mock_api/interval_max.h"
 #include "tests/mock_api/limit_spec.h"
+#include "tests/mock_api/rate_headers.h"
 #include "tests/mock_api/rate_limiter.h"
+#include "tests/mock_api/shared_load.h"
 
 namespace pacer::mock {
 
@@ -41,7 +43,26 @@ struct MockConfig {
   int64_t batch_item_error_every = 0;
   bool batch_short = false;     // drop the last batch result
   bool batch_non_json = false;  // answer batches with a text/plain body
+  // Which rate-limit headers replies carry.
+  Dialect dialect = Dialect::kRetryAfter;
+  // Status of a rate-limit rejection (429 or 503); nullopt = the dialect's
+  // default (DefaultRejectStatus).
+  std::optional<int> reject_status;
+  // A second limit, in tokens, enforced with the same algorithm; a request
+  // costs its body's "tokens" field (default 1). nullopt = none.
+  std::optional<LimitSpec> token_limit;
+  // Rate of an invisible second client spending the same quota; nullopt =
+  // none.
+  std::optional<LimitSpec> shared_load;
 };
+
+int EffectiveRejectStatus(const MockConfig& config);
+
+// Parses a --shared-load / "shared_load" rate: a limit spec ("20/s",
+// "300/min") no faster than SharedLoad::kMinIntervalNs apart. On failure
+// returns nullopt and, if `error` is non-null, stores a one-line reason.
+std::optional<LimitSpec> ParseSharedLoad(std::string_view text,
+                                         std::string* error);
 
 struct Reply {
   int status = 200;
@@ -63,10 +84,17 @@ class MockApi {
   // Max-in-interval statistics need a window even when no limit is set.
   static constexpr int64_t kUnlimitedStatsWindowNs = 1'000'000'000;
 
-  explicit MockApi(MockConfig config, Clock clock = &MockApi::SteadyNowNs);
+  // `clock` orders and meters requests. `wall_clock` is read once, here:
+  // the absolute times some dialects send are that reading plus the
+  // `clock` time elapsed since, so they move in step with the metering.
+  explicit MockApi(MockConfig config, Clock clock = &MockApi::SteadyNowNs,
+                   Clock wall_clock = &MockApi::SystemNowNs);
 
   MockApi(const MockApi&) = delete;
   MockApi& operator=(const MockApi&) = delete;
+
+  // Wall-clock Unix time in ns.
+  static int64_t SystemNowNs();
 
   Reply Echo(std::string_view body);       // POST /v1/echo
   Reply Batch(std::string_view body);      // POST /v1/batch
@@ -87,12 +115,25 @@ class MockApi {
     int64_t sequence = 0;          // accepted-request number, 1-based
     MockConfig config;             // snapshot for building the reply
     std::chrono::nanoseconds delay{0};
+    Headers headers;  // rate-limit headers for the reply
   };
+
+  // A request's cost against the token limit, read from its body before
+  // admission; `error` is set when the "tokens" field is unusable.
+  struct TokenCost {
+    int64_t tokens = 1;
+    std::optional<std::string> error;
+  };
+  static TokenCost ReadTokenCost(const Json& body);
 
   // `bad_request` is the reason a body was unusable; such requests never
   // reach the limiter. `batch_items` < 0 marks a non-batch request.
-  Gate Admit(const std::optional<std::string>& bad_request,
-             int64_t batch_items);
+  Gate Admit(const std::optional<std::string>& bad_request, int64_t batch_items,
+             const TokenCost& cost);
+  // Replays the shared-load requests due up to `now_ns`.
+  void ReplaySharedLoadLocked(int64_t now_ns);
+  Headers HeadersLocked(int64_t now_ns,
+                        std::optional<int64_t> retry_after_ns) const;
   void RebuildLimiterLocked(int64_t now_ns);
   void ResetCountersLocked(int64_t now_ns);
   int64_t StatsWindowNsLocked() const;
@@ -102,13 +143,20 @@ class MockApi {
 
   const Clock clock_;
   const int64_t start_ns_;
+  const int64_t start_unix_ns_;
 
   std::mutex mu_;
   MockConfig config_;
   RateLimiter limiter_;
+  RateLimiter token_limiter_;
+  std::optional<SharedLoad> shared_load_;
   std::mt19937_64 rng_;
+  // Real clients' acceptances.
   IntervalMaxTracker any_interval_;
   FixedWindowMaxTracker fixed_windows_;
+  // Real clients' and the shared load's acceptances together.
+  IntervalMaxTracker total_any_interval_;
+  FixedWindowMaxTracker total_fixed_windows_;
 
   int64_t accepted_ = 0;
   int64_t rejected_ = 0;
@@ -116,6 +164,8 @@ class MockApi {
   int64_t requests_ = 0;
   int64_t batch_requests_ = 0;
   int64_t batch_items_ = 0;
+  int64_t shared_accepted_ = 0;
+  int64_t shared_rejected_ = 0;
   std::optional<int64_t> first_accept_ns_;
   std::optional<int64_t> last_accept_ns_;
   std::map<int, int64_t> status_counts_;
