@@ -256,6 +256,8 @@ void HttpExecutor::collect_done() {
       r.outcome = classify_status(r.status);
       if (r.outcome != Outcome::kSuccess)
         r.error = "HTTP " + std::to_string(status);
+      r.observation = observe(r.status, t->response_headers.all(), t->body,
+                              epoch_ms(), t->request.dialect);
       r.headers = std::move(t->response_headers.headers());
       r.body = std::move(t->body);
       r.body_truncated = t->truncated;

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <memory>
 
+#include "common/ratelimit.h"
+
 namespace pacer::worker {
 namespace {
 
@@ -212,7 +214,7 @@ nlohmann::json JobResult::to_json() const {
           {"body_truncated", body_truncated},
           {"started_ms", started_ms},
           {"duration_ms", duration_ms},
-          {"observation", nullptr}};
+          {"observation", observation}};
 }
 
 JobResult refusal(JobId id, std::int64_t attempt, Outcome outcome,
@@ -264,7 +266,7 @@ Result<ApiRoute> make_route(const ApiConfig& api) {
   auto base = parse_base_url(api.base_url);
   if (!base) return Error{"api." + api.name + ".base_url: " + base.error()};
   return ApiRoute{api.name, std::move(*base), std::move(*credentials),
-                  api.timeout_ms};
+                  api.timeout_ms, api.dialect};
 }
 
 std::string url_text(const CURLU* url) {
@@ -352,10 +354,18 @@ void ResponseHeaders::on_line(std::string_view line) {
     headers_.clear();
     last_kept_.clear();
     bytes_ = 0;
+    all_.clear();
+    last_in_all_ = false;
+    all_bytes_ = 0;
     return;
   }
   if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
     auto more = trim(line);  // an obsolete folded continuation line
+    if (last_in_all_ && !more.empty() &&
+        all_bytes_ + more.size() + 1 <= kMaxAllBytes) {
+      all_.back().second += " " + std::string(more);
+      all_bytes_ += more.size() + 1;
+    }
     if (!last_kept_.empty() && !more.empty() &&
         bytes_ + more.size() + 1 <= kMaxBytes) {
       headers_[last_kept_] += " " + std::string(more);
@@ -364,11 +374,18 @@ void ResponseHeaders::on_line(std::string_view line) {
     return;
   }
   last_kept_.clear();
+  last_in_all_ = false;
   auto colon = line.find(':');
   if (colon == std::string_view::npos || colon == 0) return;
   std::string name = lower(trim(line.substr(0, colon)));
-  if (!keep_response_header(name)) return;
   auto value = trim(line.substr(colon + 1));
+  if (all_.size() < kMaxAllLines &&
+      all_bytes_ + name.size() + value.size() + 2 <= kMaxAllBytes) {
+    all_.emplace_back(name, value);
+    all_bytes_ += name.size() + value.size() + 2;
+    last_in_all_ = true;
+  }
+  if (!keep_response_header(name)) return;
   std::size_t cost = name.size() + value.size() + 2;
   if (bytes_ + cost > kMaxBytes) return;
   bytes_ += cost;
@@ -378,6 +395,16 @@ void ResponseHeaders::on_line(std::string_view line) {
     it->second += value;
   }
   last_kept_ = name;
+}
+
+nlohmann::json observe(int status, const HeaderList& headers,
+                       std::string_view body, Millis received_unix_ms,
+                       std::string_view dialect) {
+  body = body.substr(0, std::min(body.size(), kMaxObservedBodyBytes));
+  Observation obs =
+      observe_response(status, headers, body, received_unix_ms, dialect);
+  if (!worth_reporting(obs)) return nullptr;
+  return pacer::to_json(obs);
 }
 
 std::string describe_failure(const TransferFailure& f) {
@@ -422,6 +449,7 @@ Result<HttpRequest> prepare_request(const Job& job, const ApiRoute& route) {
   r.header_lines = std::move(*lines);
   r.body = job.body;
   r.timeout_ms = job.timeout_ms.value_or(route.timeout_ms);
+  r.dialect = route.dialect;
   return r;
 }
 
@@ -435,6 +463,8 @@ std::vector<nlohmann::json> pack_results(std::vector<JobResult> results,
   for (const auto& r : results) {
     worst += 6 * (r.body.size() + r.error.size()) + 512;
     for (const auto& [k, v] : r.headers) worst += 6 * (k.size() + v.size()) + 8;
+    // Observation strings are printable ASCII: its dump is its wire size.
+    if (!r.observation.is_null()) worst += r.observation.dump().size() + 16;
   }
   if (worst <= max_bytes) {
     nlohmann::json arr = nlohmann::json::array();

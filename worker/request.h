@@ -1,7 +1,8 @@
 // The worker's pure request logic: the wire Job and Result, the URL
 // confinement check (a job may only reach its API's base URL), the header
 // merge that keeps credentials out of the job's reach, the filter for
-// response headers worth keeping, and the texts of transfer errors.
+// response headers worth keeping, the rate-limit observation of a response,
+// and the texts of transfer errors.
 // Values and free functions, no I/O; thread-safe.
 #pragma once
 
@@ -59,6 +60,9 @@ struct JobResult {
   Millis started_ms = 0;
   double duration_ms = 0;
   std::uint64_t session = 0;
+  // The rate-limit observation (common/ratelimit.h) as JSON; null when the
+  // response held nothing worth reporting.
+  nlohmann::json observation;
 
   nlohmann::json to_json() const;
 };
@@ -93,6 +97,7 @@ struct ApiRoute {
   BaseUrl base;
   HeaderList credentials;
   Millis timeout_ms = 30'000;
+  std::string dialect = "auto";  // rate-limit header profile
 };
 
 // Expands the ${ENV} references of the API's [api.NAME.headers]. Errors read
@@ -131,20 +136,34 @@ bool valid_method(std::string_view method);
 // Whether a response header (lower-case name) goes into the Result.
 bool keep_response_header(std::string_view lower_name);
 
-// Collects the kept headers of the final response from curl's header lines:
-// a status line starts a new response (1xx, redirects), repeated names are
-// joined with ", ", total size is capped.
+// Collects the headers of the final response from curl's header lines: a
+// status line starts a new response (1xx, redirects). headers() holds the
+// kept ones (lower-case, repeated names joined with ", "); all() holds every
+// line in order with repeats, for the rate-limit parser. Both are capped.
 class ResponseHeaders {
  public:
   static constexpr std::size_t kMaxBytes = 64 << 10;
+  static constexpr std::size_t kMaxAllBytes = 64 << 10;
+  static constexpr std::size_t kMaxAllLines = 200;
   void on_line(std::string_view line);
   std::map<std::string, std::string>& headers() { return headers_; }
+  HeaderList& all() { return all_; }
 
  private:
   std::map<std::string, std::string> headers_;
   std::string last_kept_;  // name of the last kept header, for folded lines
   std::size_t bytes_ = 0;
+  HeaderList all_;
+  bool last_in_all_ = false;  // the previous line went into all_
+  std::size_t all_bytes_ = 0;
 };
+
+// The observation of a response for its Result: the rate-limit parser run
+// with the API's dialect over every header line and at most
+// kMaxObservedBodyBytes of the body. Null unless worth_reporting().
+nlohmann::json observe(int status, const HeaderList& headers,
+                       std::string_view body, Millis received_unix_ms,
+                       std::string_view dialect);
 
 // What is known about a failed transfer, for its error text.
 struct TransferFailure {
@@ -171,6 +190,7 @@ struct HttpRequest {
   std::vector<std::string> header_lines;
   std::optional<std::string> body;
   Millis timeout_ms = 30'000;
+  std::string dialect = "auto";  // the API's rate-limit header profile
 };
 
 // Confines the job to its API and merges its headers with the credentials.

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "common/ratelimit.h"
 #include "worker/request.h"
 
 using namespace pacer;
@@ -333,6 +334,7 @@ TEST_CASE("prepare_request confines, merges and picks the timeout") {
   CHECK(r->origin == "http://127.0.0.1:8080");
   CHECK_FALSE(r->https);
   CHECK(r->timeout_ms == 1234);
+  CHECK(r->dialect == "auto");
   CHECK(count_prefix_ci(r->header_lines, "authorization") == 1);
   CHECK(has_line(r->header_lines, "Authorization: Bearer s"));
   job.timeout_ms = 50;
@@ -341,6 +343,96 @@ TEST_CASE("prepare_request confines, merges and picks the timeout") {
   auto esc = prepare_request(job, route);
   REQUIRE_FALSE(esc.ok());
   CHECK(esc.error() == "path escapes the API base URL");
+
+  api.dialect = "github";
+  auto github = make_route(api);
+  REQUIRE(github.ok());
+  CHECK(github->dialect == "github");
+  job.path = "/echo";
+  CHECK(prepare_request(job, *github)->dialect == "github");
+}
+
+TEST_CASE("ResponseHeaders::all keeps every line of the final response") {
+  ResponseHeaders h;
+  h.on_line("HTTP/1.1 100 Continue\r\n");
+  h.on_line("X-Early: 1\r\n");
+  h.on_line("\r\n");
+  h.on_line("HTTP/1.1 429 Too Many Requests\r\n");
+  h.on_line("RateLimit: \"a\";r=0;t=5\r\n");
+  h.on_line("Set-Cookie: s=1\r\n");
+  h.on_line("ratelimit: \"b\";r=1\r\n");
+  h.on_line("X-Folded: one\r\n");
+  h.on_line("  two\r\n");
+  h.on_line("\r\n");
+  const HeaderList want = {{"ratelimit", "\"a\";r=0;t=5"},
+                           {"set-cookie", "s=1"},
+                           {"ratelimit", "\"b\";r=1"},
+                           {"x-folded", "one two"}};
+  CHECK(h.all() == want);
+  // The kept map is unchanged by the second list.
+  CHECK(h.headers().at("ratelimit") == "\"a\";r=0;t=5, \"b\";r=1");
+  CHECK(h.headers().count("set-cookie") == 0);
+
+  ResponseHeaders many;
+  many.on_line("HTTP/2 200\r\n");
+  for (int i = 0; i < 1000; ++i) many.on_line("x-a: " + std::to_string(i));
+  CHECK(many.all().size() == ResponseHeaders::kMaxAllLines);
+  ResponseHeaders big;
+  big.on_line("HTTP/2 200\r\n");
+  for (int i = 0; i < 100; ++i)
+    big.on_line("x-big: " + std::string(5000, 'b') + "\r\n");
+  std::size_t bytes = 0;
+  for (const auto& [k, v] : big.all()) bytes += k.size() + v.size() + 2;
+  CHECK(bytes <= ResponseHeaders::kMaxAllBytes);
+  CHECK(big.all().size() < 100);
+}
+
+TEST_CASE("observe: attached when worth reporting, null otherwise") {
+  const Millis now = 1'735'689'600'000;
+  SUBCASE("a plain success has nothing to report") {
+    CHECK(
+        observe(200, {{"content-type", "application/json"}}, "{}", now, "auto")
+            .is_null());
+    CHECK(observe(204, {}, "", now, "auto").is_null());
+  }
+  SUBCASE("a 429 with Retry-After") {
+    auto j =
+        observe(429, {{"retry-after", "2"}}, "{\"error\":\"x\"}", now, "auto");
+    REQUIRE(j.is_object());
+    CHECK(j["verdict"] == "throttled");
+    CHECK(j["blocking"] == true);
+    CHECK(j["retry_after_ms"] == 2000);
+    CHECK(j["wait_ms"] == 2000);
+    CHECK(j["http_status"] == 429);
+    CHECK(j["received_unix_ms"] == now);
+  }
+  SUBCASE("limits on a success, repeated lines all seen") {
+    auto j = observe(200,
+                     {{"x-ratelimit-limit", "100"},
+                      {"x-ratelimit-remaining", "10"},
+                      {"x-ratelimit-remaining", "5"}},
+                     "", now, "auto");
+    REQUIRE(j.is_object());
+    CHECK(j["verdict"] == "ok");
+    REQUIRE(j["limits"].size() == 1);
+    CHECK(j["limits"][0]["remaining"] == 5);
+    CHECK(j["limits"][0]["flags"] ==
+          nlohmann::json::array({"multi_value_min"}));
+  }
+  SUBCASE("the API's dialect settles the unit") {
+    const HeaderList h = {{"x-rate-limit-limit", "10"},
+                          {"x-rate-limit-remaining", "0"},
+                          {"x-rate-limit-reset", "600000"}};
+    CHECK(observe(200, h, "", now, "prisjakt")["wait_ms"] == 600000);
+    CHECK(observe(200, h, "", now, "auto")["wait_ms"] == 0);  // epoch: past
+  }
+  SUBCASE("only the first 64 KiB of a body are read") {
+    std::string body = "{\"error\":{\"type\":\"insufficient_quota\"}}";
+    CHECK(observe(429, {}, body, now, "auto")["verdict"] == "quota_exhausted");
+    std::string padded(kMaxObservedBodyBytes, ' ');
+    CHECK(observe(429, {}, padded + body, now, "auto")["verdict"] ==
+          "throttled");
+  }
 }
 
 TEST_CASE("describe_failure gives clear texts") {
@@ -380,6 +472,9 @@ TEST_CASE("JobResult wire form and pack_results") {
   CHECK(j["duration_ms"].is_number());
   CHECK(j["observation"].is_null());
   CHECK_FALSE(j.contains("session"));
+  JobResult limited = r;
+  limited.observation = observe(429, {{"retry-after", "1"}}, "", 1000, "auto");
+  CHECK(limited.to_json()["observation"]["wait_ms"] == 1000);
 
   std::vector<JobResult> small(100, r);
   auto one = pack_results(small, 48u << 20);
