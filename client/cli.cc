@@ -5,6 +5,7 @@
 #include <exception>
 #include <filesystem>
 
+#include "client/probe.h"
 #include "common/config.h"
 #include "common/units.h"
 
@@ -206,6 +207,55 @@ int run(int argc, const char* const* argv, Io& io) {
       ->required()
       ->check(kJobId);
 
+  // probe
+  ProbeOptions po;
+  int probe_status = 0;
+  std::int64_t probe_now = 0;
+  std::string probe_data;
+  auto* probe_cmd = app.add_subcommand(
+      "probe",
+      "what a response says about rate limits: one real request to URL, or a "
+      "saved response head (--headers)");
+  probe_cmd->add_option("url", po.url, "the URL to request once")
+      ->type_name("URL");
+  probe_cmd
+      ->add_option("--headers", po.headers_file,
+                   "read a raw response head (status line, header lines, "
+                   "optional body) from FILE, '-' for stdin; prints the "
+                   "observation as JSON")
+      ->type_name("FILE");
+  auto* o_probe_status =
+      probe_cmd
+          ->add_option("--status", probe_status,
+                       "with --headers: this HTTP status instead of the "
+                       "status line's")
+          ->check(CLI::Range(100, 999))
+          ->type_name("N");
+  auto* o_probe_now =
+      probe_cmd
+          ->add_option("--now-ms", probe_now,
+                       "with --headers: the receive time in ms since the "
+                       "epoch (default: now)")
+          ->type_name("MS");
+  probe_cmd
+      ->add_option("-X,--request", po.method,
+                   "with URL: the HTTP method (default GET, POST with --data)")
+      ->type_name("METHOD");
+  probe_cmd
+      ->add_option("-H,--header", po.headers,
+                   "with URL: a request header 'Name: value' (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("'NAME: VALUE'");
+  auto* o_probe_data =
+      probe_cmd
+          ->add_option("--data,-d", probe_data, "with URL: the request body")
+          ->type_name("BODY");
+  probe_cmd
+      ->add_option("--dialect", po.dialect,
+                   "the rate-limit header profile: auto (default), generic or "
+                   "a vendor (see docs/configuration.md)")
+      ->type_name("DIALECT");
+
   auto* stats_cmd = app.add_subcommand(
       "stats", "per-lane counts, rates and connected workers");
   auto* apis_cmd = app.add_subcommand("apis", "the APIs the broker knows");
@@ -275,6 +325,13 @@ int run(int argc, const char* const* argv, Io& io) {
   if (result_cmd->parsed()) return result(session, result_id);
   if (list_cmd->parsed()) return list(session, lo);
   if (cancel_cmd->parsed()) return cancel(session, cancel_ids);
+  if (probe_cmd->parsed()) {
+    if (o_probe_status->count()) po.status = probe_status;
+    if (o_probe_now->count()) po.now_ms = probe_now;
+    if (o_probe_data->count()) po.data = probe_data;
+    po.timeout_ms = timeout_ms;
+    return probe(session, po);
+  }
   if (stats_cmd->parsed()) return stats(session);
   if (apis_cmd->parsed()) return apis(session);
   return session.fail(kExitError, "no command given (see pacer --help)");
