@@ -15,6 +15,8 @@ constexpr std::array<std::string_view, 7> kStateNames = {
     "waiting_quota", "dead",    "canceled"};
 constexpr std::array<std::string_view, 6> kOutcomeNames = {
     "success", "rate_limited", "transient", "permanent", "lost", "canceled"};
+constexpr std::array<std::string_view, 3> kFailureClassNames = {
+    "rate_limited", "transient", "permanent"};
 
 bool valid_token(std::string_view s) {
   if (s.empty()) return false;
@@ -74,6 +76,32 @@ std::string_view to_string(Outcome o) {
 std::optional<Outcome> parse_outcome(std::string_view s) {
   for (std::size_t i = 0; i < kOutcomeNames.size(); ++i)
     if (kOutcomeNames[i] == s) return static_cast<Outcome>(i);
+  return std::nullopt;
+}
+
+FailureClass failure_class(Outcome o) {
+  switch (o) {
+    case Outcome::kRateLimited:
+      return FailureClass::kRateLimited;
+    case Outcome::kTransient:
+    case Outcome::kLost:
+      return FailureClass::kTransient;
+    case Outcome::kPermanent:
+    // Neither ends a dead job; should one, retrying is no remedy.
+    case Outcome::kSuccess:
+    case Outcome::kCanceled:
+      return FailureClass::kPermanent;
+  }
+  return FailureClass::kPermanent;
+}
+
+std::string_view to_string(FailureClass c) {
+  return kFailureClassNames[static_cast<std::size_t>(c)];
+}
+
+std::optional<FailureClass> parse_failure_class(std::string_view s) {
+  for (std::size_t i = 0; i < kFailureClassNames.size(); ++i)
+    if (kFailureClassNames[i] == s) return static_cast<FailureClass>(i);
   return std::nullopt;
 }
 

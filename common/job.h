@@ -48,6 +48,23 @@ enum class Outcome : std::uint8_t {
 std::string_view to_string(Outcome o);
 std::optional<Outcome> parse_outcome(std::string_view s);
 
+inline constexpr Outcome kAllOutcomes[] = {
+    Outcome::kSuccess,   Outcome::kRateLimited, Outcome::kTransient,
+    Outcome::kPermanent, Outcome::kLost,        Outcome::kCanceled};
+
+// The class of the failure that killed a dead job, derived from its last
+// outcome (the dead-letter listing and replay filter on it; the table is in
+// schema/wire_protocol.md). Every Outcome maps to exactly one class.
+enum class FailureClass : std::uint8_t {
+  kRateLimited = 0,  // a quota wait passed its deadline
+  kTransient = 1,    // attempts exhausted on retryable failures
+  kPermanent = 2,    // a failure retrying cannot fix
+};
+
+FailureClass failure_class(Outcome o);
+std::string_view to_string(FailureClass c);
+std::optional<FailureClass> parse_failure_class(std::string_view s);
+
 // Default classification of an HTTP status (0 = no response).
 Outcome classify_status(int status);
 
