@@ -668,10 +668,9 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
         return {{"apis", apis}};
       }
       case Command::kDeadList:
+        return dead_list(body);
       case Command::kDeadReplay:
-        code = "invalid";
-        return {{"message", std::string(protocol::to_string(cmd)) +
-                                " is not supported by this broker version"}};
+        return dead_replay(body, now, code);
       default:
         code = "malformed";
         return {{"message", std::string(protocol::to_string(cmd)) +
@@ -681,6 +680,133 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
     code = "invalid";
     return {{"message", e.what()}};
   }
+}
+
+// ---------------------------------------------------------------- dead letters
+
+namespace {
+
+constexpr int kDeadListMax = 1000;
+constexpr int kDeadReplayStep = 10'000;
+constexpr std::size_t kReplayIdsInReply = 1000;
+
+// The filters shared by DEAD_LIST and DEAD_REPLAY; `limit` defaults to
+// `fallback` and is clamped to 1..`max`.
+DeadFilter dead_filter(const json& body, int fallback, int max) {
+  DeadFilter f;
+  if (auto a = body.find("api"); a != body.end() && !a->is_null()) {
+    if (!a->is_string()) throw std::invalid_argument("'api' must be a string");
+    f.api = a->get<std::string>();
+  }
+  if (auto c = body.find("class"); c != body.end() && !c->is_null()) {
+    auto parsed = c->is_string() ? parse_failure_class(c->get<std::string>())
+                                 : std::nullopt;
+    if (!parsed)
+      throw std::invalid_argument(
+          "unknown class; use rate_limited, transient or permanent");
+    f.failure_class = parsed;
+  }
+  if (auto t = body.find("since"); t != body.end() && !t->is_null()) {
+    if (!t->is_number_integer() || t->get<Millis>() < 0)
+      throw std::invalid_argument(
+          "'since' must be a time in milliseconds since the epoch");
+    f.since = t->get<Millis>();
+  }
+  f.after = field(body, "after", JobId{0});
+  f.limit = static_cast<int>(std::clamp<std::int64_t>(
+      field(body, "limit", std::int64_t{fallback}), 1, max));
+  return f;
+}
+
+bool has_dead_filter(const json& body) {
+  for (const char* key : {"api", "class", "since", "after", "limit"})
+    if (body.contains(key)) return true;
+  return false;
+}
+
+}  // namespace
+
+json Broker::dead_list(const json& body) {
+  const bool with_attempts = field(body, "attempts", false);
+  if (body.contains("ids")) {
+    if (has_dead_filter(body))
+      throw std::invalid_argument("give either 'ids' or filters, not both");
+    auto ids = id_list(body);
+    if (ids.size() > static_cast<std::size_t>(kDeadListMax))
+      throw std::invalid_argument("at most 1000 ids per DEAD_LIST");
+    return store_->dead_jobs(ids, with_attempts);
+  }
+  return store_->dead_list(dead_filter(body, 100, kDeadListMax), with_attempts);
+}
+
+json Broker::dead_replay(const json& body, Millis now, std::string& code) {
+  // A misspelt dry run must not turn into a real one.
+  if (auto d = body.find("dry_run"); d != body.end() && !d->is_boolean())
+    throw std::invalid_argument("'dry_run' must be true or false");
+  const bool dry_run = field(body, "dry_run", false);
+  const bool all = field(body, "all", false);
+  const bool by_id = body.contains("ids");
+  if (by_id == all)
+    throw std::invalid_argument("give either 'ids' or \"all\": true");
+  std::vector<DeadRef> candidates;
+  json not_dead = json::array();
+  json next = nullptr;
+  if (by_id) {
+    if (has_dead_filter(body))
+      throw std::invalid_argument(
+          "filters go with \"all\": true, not with 'ids'");
+    auto ids = id_list(body);
+    if (ids.empty()) throw std::invalid_argument("'ids' is empty");
+    if (ids.size() > static_cast<std::size_t>(kDeadReplayStep)) {
+      code = "too_large";
+      return {{"message", "at most 10000 ids per DEAD_REPLAY; split them"}};
+    }
+    std::set<JobId> seen;
+    for (JobId id : ids) {
+      if (!seen.insert(id).second) continue;
+      if (auto api = store_->dead_api(id))
+        candidates.push_back({id, std::move(*api)});
+      else
+        not_dead.push_back(id);
+    }
+  } else {
+    DeadFilter f = dead_filter(body, kDeadReplayStep, kDeadReplayStep);
+    candidates = store_->dead_page(f);
+    if (static_cast<int>(candidates.size()) == f.limit)
+      next = candidates.back().id;
+  }
+  json ids = json::array();
+  json unknown_api = json::array();
+  std::int64_t matched = 0;
+  for (const auto& c : candidates) {
+    // A job whose API has no lane would sit in the queue forever.
+    if (!lane(c.api)) {
+      unknown_api.push_back(c.id);
+      continue;
+    }
+    if (!dry_run) {
+      auto e = store_->requeue_dead(c.id, now);
+      if (!e) {
+        not_dead.push_back(c.id);
+        continue;
+      }
+      // The lane's window learns of it (or refills from the database); the
+      // limiter paces its dispatch like any other ready job.
+      release(c.api, e->id, e->priority, e->run_at, e->cost, now);
+    }
+    ++matched;
+    if (ids.size() < kReplayIdsInReply) ids.push_back(c.id);
+  }
+  if (!dry_run && matched > 0) log::info("dead_replayed", {{"jobs", matched}});
+  json r = {{"moved", dry_run ? 0 : matched},
+            {"ids", ids},
+            {"ids_truncated", static_cast<std::int64_t>(ids.size()) < matched},
+            {"not_dead", not_dead},
+            {"unknown_api", unknown_api},
+            {"next", next},
+            {"dry_run", dry_run}};
+  if (dry_run) r["would_move"] = matched;
+  return r;
 }
 
 json Broker::submit(const json& body, Millis now, std::string& code) {

@@ -99,6 +99,10 @@ class Broker {
   nlohmann::json submit(const nlohmann::json& body, Millis now,
                         std::string& code);
   nlohmann::json stats(Millis now);
+  // Dead letters (schema/wire_protocol.md, DEAD_LIST and DEAD_REPLAY).
+  nlohmann::json dead_list(const nlohmann::json& body);
+  nlohmann::json dead_replay(const nlohmann::json& body, Millis now,
+                             std::string& code);
 
   // Ends an attempt that produced no usable answer (worker lost, lease
   // expired): a used attempt, then retry or dead.

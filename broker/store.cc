@@ -15,6 +15,11 @@ constexpr std::string_view kInfoColumns =
     "attempts, max_attempts, created_at, run_at, finished_at, result_status, "
     "last_outcome, last_error, updated_at, batch_key";
 
+// DEAD_LIST entries (dead_row() reads them in this order).
+constexpr std::string_view kDeadColumns =
+    "id, api, method, path, group_id, created_at, finished_at, attempts, "
+    "max_attempts, dispatches, last_outcome, result_status, last_error";
+
 enum Stmt : int {
   kInsert,
   kFindKey,
@@ -37,8 +42,38 @@ enum Stmt : int {
   kProgressGroup,
   kProgressAll,
   kStateCounts,
+  kDeadList,
+  kDeadPage,
+  kDeadOne,
+  kDeadApi,
+  kRequeueDead,
   kCount,
 };
+
+// The failure class of a job as SQL, generated from failure_class() so the
+// filter and the listing can never disagree.
+std::string failure_class_sql() {
+  std::string sql = "CASE last_outcome";
+  for (Outcome o : kAllOutcomes)
+    sql += " WHEN '" + std::string(to_string(o)) + "' THEN '" +
+           std::string(to_string(failure_class(o))) + "'";
+  return sql + " ELSE '" + std::string(to_string(FailureClass::kPermanent)) +
+         "' END";
+}
+
+// The dead jobs a DeadFilter covers: ?1 after, ?2 api, ?3 class, ?4 since
+// (null: any), ?5 limit. The index holds every filter column.
+std::string dead_filter_sql(std::string_view columns) {
+  return "SELECT " + std::string(columns) +
+         " FROM jobs INDEXED BY jobs_dead"
+         " WHERE state = 'dead' AND id > ?1"
+         " AND (?2 IS NULL OR api = ?2)"
+         " AND (?3 IS NULL OR " +
+         failure_class_sql() +
+         " = ?3)"
+         " AND (?4 IS NULL OR finished_at >= ?4)"
+         " ORDER BY id LIMIT ?5";
+}
 
 std::string sql_for(int which) {
   std::string ready(kReadyStates);
@@ -129,6 +164,21 @@ std::string sql_for(int which) {
       return "SELECT state, COUNT(*) FROM jobs GROUP BY state";
     case kStateCounts:
       return "SELECT api, state, COUNT(*) FROM jobs GROUP BY api, state";
+    case kDeadList:
+      return dead_filter_sql(kDeadColumns);
+    case kDeadPage:
+      return dead_filter_sql("id, api");
+    case kDeadOne:
+      return "SELECT " + std::string(kDeadColumns) +
+             " FROM jobs WHERE id = ?1 AND state = 'dead'";
+    case kDeadApi:
+      return "SELECT api FROM jobs WHERE id = ?1 AND state = 'dead'";
+    case kRequeueDead:
+      return "UPDATE jobs SET state = 'queued', attempts = 0,"
+             " quota_deadline = NULL, run_at = ?2, finished_at = NULL,"
+             " lease_until = NULL, updated_at = ?2"
+             " WHERE id = ?1 AND state = 'dead' RETURNING priority, run_at, "
+             "cost";
   }
   return "";
 }
@@ -507,6 +557,10 @@ std::optional<nlohmann::json> Store::job_result(JobId id) {
   }
   nlohmann::json job = info_row(s, true);
   s.reset();
+  return nlohmann::json{{"job", job}, {"attempts", attempt_rows(id)}};
+}
+
+nlohmann::json Store::attempt_rows(JobId id) {
   nlohmann::json attempts = nlohmann::json::array();
   auto& a = stmt(kAttempts);
   a.bind(1, id);
@@ -524,7 +578,7 @@ std::optional<nlohmann::json> Store::job_result(JobId id) {
          {"duration_ms", a.f64(7)}});
   }
   a.reset();
-  return nlohmann::json{{"job", job}, {"attempts", attempts}};
+  return attempts;
 }
 
 nlohmann::json Store::list(const ListFilter& f) {
@@ -595,6 +649,133 @@ Store::state_counts() {
   auto& s = stmt(kStateCounts);
   while (s.step()) out[s.text(0)][s.text(1)] = s.i64(2);
   s.reset();
+  return out;
+}
+
+// ---------------------------------------------------------------- dead letters
+
+namespace {
+
+void bind_dead_filter(sqlite::Statement& s, const DeadFilter& f, int limit) {
+  s.bind(1, f.after).bind(2, f.api);
+  if (f.failure_class)
+    s.bind(3, to_string(*f.failure_class));
+  else
+    s.bind_null(3);
+  s.bind(4, f.since).bind(5, limit);
+}
+
+}  // namespace
+
+nlohmann::json Store::dead_row(sqlite::Statement& s, bool with_attempts) {
+  auto opt = [&](int col) -> nlohmann::json {
+    if (s.is_null(col)) return nullptr;
+    return s.i64(col);
+  };
+  auto opt_text = [&](int col) -> nlohmann::json {
+    if (s.is_null(col)) return nullptr;
+    return s.text(col);
+  };
+  std::optional<Outcome> last;
+  if (!s.is_null(10)) last = parse_outcome(s.text(10));
+  FailureClass c = last ? failure_class(*last) : FailureClass::kPermanent;
+  const JobId id = s.i64(0);
+  nlohmann::json j = {{"id", id},
+                      {"api", s.text(1)},
+                      {"method", s.text(2)},
+                      {"path", s.text(3)},
+                      {"group", opt_text(4)},
+                      {"created_ms", s.i64(5)},
+                      {"finished_ms", opt(6)},
+                      {"attempts", s.i64(7)},
+                      {"max_attempts", s.i64(8)},
+                      {"dispatches", s.i64(9)},
+                      {"class", to_string(c)},
+                      {"outcome", opt_text(10)},
+                      {"status", opt(11)},
+                      {"error", opt_text(12)}};
+  if (with_attempts) j["attempt_rows"] = attempt_rows(id);
+  return j;
+}
+
+nlohmann::json Store::dead_list(const DeadFilter& f, bool with_attempts) {
+  auto& s = stmt(kDeadList);
+  bind_dead_filter(s, f, f.limit + 1);
+  nlohmann::json jobs = nlohmann::json::array();
+  nlohmann::json next = nullptr;
+  while (s.step()) {
+    if (static_cast<int>(jobs.size()) == f.limit) {
+      next = jobs.back()["id"];
+      break;
+    }
+    jobs.push_back(dead_row(s, with_attempts));
+  }
+  s.reset();
+  return {{"jobs", jobs}, {"next", next}};
+}
+
+nlohmann::json Store::dead_jobs(const std::vector<JobId>& ids,
+                                bool with_attempts) {
+  nlohmann::json jobs = nlohmann::json::array();
+  nlohmann::json not_dead = nlohmann::json::array();
+  auto& s = stmt(kDeadOne);
+  for (JobId id : ids) {
+    s.bind(1, id);
+    if (s.step())
+      jobs.push_back(dead_row(s, with_attempts));
+    else
+      not_dead.push_back(id);
+    s.reset();
+  }
+  return {{"jobs", jobs}, {"not_dead", not_dead}};
+}
+
+std::vector<DeadRef> Store::dead_page(const DeadFilter& f) {
+  std::vector<DeadRef> out;
+  auto& s = stmt(kDeadPage);
+  bind_dead_filter(s, f, f.limit);
+  while (s.step()) out.push_back({s.i64(0), s.text(1)});
+  s.reset();
+  return out;
+}
+
+std::optional<std::string> Store::dead_api(JobId id) {
+  auto& s = stmt(kDeadApi);
+  s.bind(1, id);
+  std::optional<std::string> r;
+  if (s.step()) r = s.text(0);
+  s.reset();
+  return r;
+}
+
+std::optional<ReadyEntry> Store::requeue_dead(JobId id, Millis now) {
+  auto& s = stmt(kRequeueDead);
+  s.bind(1, id).bind(2, now);
+  std::optional<ReadyEntry> r;
+  if (s.step()) r = ReadyEntry{id, s.i64(0), s.i64(1), s.i64(2)};
+  s.reset();
+  return r;
+}
+
+void Store::save_lane(const std::string& api,
+                      std::optional<Millis> paused_until,
+                      const std::string& pause_reason,
+                      const std::string& state_json, Millis now) {
+  sqlite::Statement s(
+      db_.handle(),
+      "INSERT INTO lanes (api, paused_until, pause_reason, state, updated_at)"
+      " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (api) DO UPDATE SET"
+      " paused_until = ?2, pause_reason = ?3, state = ?4, updated_at = ?5");
+  s.bind(1, api).bind(2, paused_until).bind(3, pause_reason);
+  s.bind(4, state_json).bind(5, now);
+  s.exec();
+}
+
+std::map<std::string, std::string> Store::load_lanes() {
+  std::map<std::string, std::string> out;
+  sqlite::Statement s(db_.handle(),
+                      "SELECT api, state FROM lanes WHERE state IS NOT NULL");
+  while (s.step()) out[s.text(0)] = s.text(1);
   return out;
 }
 

@@ -91,6 +91,22 @@ struct Progress {
   std::int64_t total = 0, succeeded = 0, dead = 0, canceled = 0, pending = 0;
 };
 
+// Which dead jobs a dead-letter listing or replay step covers: those with an
+// id above `after`, in id order, at most `limit`.
+struct DeadFilter {
+  std::optional<std::string> api;
+  std::optional<FailureClass> failure_class;
+  std::optional<Millis> since;  // finished_at >= since
+  JobId after = 0;
+  int limit = 100;
+};
+
+// A dead job a replay step may move.
+struct DeadRef {
+  JobId id = 0;
+  std::string api;
+};
+
 class Store {
  public:
   // Opens (creating if needed) and migrates. `synchronous_full` trades
@@ -141,10 +157,36 @@ class Store {
   // api -> state -> count
   std::map<std::string, std::map<std::string, std::int64_t>> state_counts();
 
+  // Per-lane state that survives a restart (pauses, learned limits, the
+  // server's last counts), as the broker's QuotaState persists it.
+  void save_lane(const std::string& api, std::optional<Millis> paused_until,
+                 const std::string& pause_reason, const std::string& state_json,
+                 Millis now);
+  // api -> state JSON
+  std::map<std::string, std::string> load_lanes();
+
+  // --- dead letters (DEAD_LIST / DEAD_REPLAY, schema/wire_protocol.md) ---
+  // {"jobs": [DeadJob...], "next": id or null}; `with_attempts` adds each
+  // job's attempt rows.
+  nlohmann::json dead_list(const DeadFilter& f, bool with_attempts);
+  // {"jobs": [DeadJob...], "not_dead": [ids]} for exactly these ids.
+  nlohmann::json dead_jobs(const std::vector<JobId>& ids, bool with_attempts);
+  // The ids and APIs of the dead jobs the filter covers.
+  std::vector<DeadRef> dead_page(const DeadFilter& f);
+  // The API of a job if it is dead.
+  std::optional<std::string> dead_api(JobId id);
+  // Moves a dead job back to queued: attempts used 0, no quota deadline,
+  // run_at now, not finished. Dispatches (the fencing token), the attempt
+  // rows and the last outcome, error and response are kept. Returns its
+  // ready entry, or nothing if it was not dead.
+  std::optional<ReadyEntry> requeue_dead(JobId id, Millis now);
+
  private:
   sqlite::Statement& stmt(int which);
   void migrate();
   nlohmann::json info_row(sqlite::Statement& s, bool with_result);
+  nlohmann::json dead_row(sqlite::Statement& s, bool with_attempts);
+  nlohmann::json attempt_rows(JobId id);
 
   sqlite::Database db_;
   std::vector<std::unique_ptr<sqlite::Statement>> stmts_;

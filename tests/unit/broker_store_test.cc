@@ -17,6 +17,7 @@
 
 #include "broker/store.h"
 #include "common/job.h"
+#include "schema_migrations.h"
 #include "tests/support/process.h"
 
 using nlohmann::json;
@@ -34,6 +35,9 @@ using pacer::testing::TempDir;
 namespace {
 
 constexpr Millis t0 = 1'700'000'000'000;
+// The schema version of a fully migrated database.
+constexpr int kSchemaVersion =
+    static_cast<int>(std::size(pacer::schema::kMigrations));
 
 // A second, independent connection to the same file: what another process
 // (or the next broker after a crash) would see.
@@ -144,20 +148,20 @@ std::int64_t attempt_rows(RawDb& db, JobId id) {
 
 }  // namespace
 
-TEST_CASE("a new database is migrated to schema version 1, and only once") {
+TEST_CASE("a new database is migrated to the latest version, and only once") {
   TempDir dir;
   const std::string path = dir.file("pacer.db");
   {
     Store s(path, false);
-    CHECK(s.schema_version() == 1);
+    CHECK(s.schema_version() == kSchemaVersion);
   }
   {
     RawDb db(path);
-    CHECK(db.scalar("PRAGMA user_version") == 1);
+    CHECK(db.scalar("PRAGMA user_version") == kSchemaVersion);
     CHECK(db.rows("PRAGMA journal_mode")[0][0] == "wal");
     for (const char* name :
          {"jobs", "attempts", "lanes", "jobs_ready", "jobs_due", "jobs_running",
-          "jobs_finished", "attempts_started"}) {
+          "jobs_finished", "attempts_started", "jobs_dead"}) {
       CAPTURE(std::string(name));
       CHECK(db.scalar(std::string(
                           "SELECT COUNT(*) FROM sqlite_master WHERE name = '") +
@@ -168,11 +172,11 @@ TEST_CASE("a new database is migrated to schema version 1, and only once") {
   }
   {
     Store s(path, true);
-    CHECK(s.schema_version() == 1);
+    CHECK(s.schema_version() == kSchemaVersion);
   }
   RawDb db(path);
   CHECK(db.scalar("SELECT COUNT(*) FROM lanes WHERE api = 'marker'") == 1);
-  CHECK(db.scalar("PRAGMA user_version") == 1);
+  CHECK(db.scalar("PRAGMA user_version") == kSchemaVersion);
 }
 
 TEST_CASE("a database from a newer pacer is refused") {
