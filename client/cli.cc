@@ -260,6 +260,49 @@ int run(int argc, const char* const* argv, Io& io) {
       "stats", "per-lane counts, rates and connected workers");
   auto* apis_cmd = app.add_subcommand("apis", "the APIs the broker knows");
 
+  // dead list | show | replay
+  auto* dead_cmd =
+      app.add_subcommand("dead", "dead jobs: list them, show one, replay them");
+  dead_cmd->require_subcommand(1);
+  auto add_dead_filters = [](CLI::App* cmd, DeadFilterOptions& f) {
+    cmd->add_option("--api", f.api, "only jobs of this API")->type_name("NAME");
+    cmd->add_option("--class", f.failure_class,
+                    "only jobs killed by this class of failure: "
+                    "rate_limited, transient or permanent")
+        ->type_name("CLASS");
+    cmd->add_option("--since", f.since,
+                    "only jobs dead since T: a duration ago (2h), epoch "
+                    "milliseconds or an RFC 3339 time")
+        ->type_name("T");
+  };
+  DeadListOptions dlo;
+  auto* dead_list_cmd =
+      dead_cmd->add_subcommand("list", "list dead jobs matching the filters");
+  add_dead_filters(dead_list_cmd, dlo.filter);
+  dead_list_cmd
+      ->add_option("--limit", dlo.limit,
+                   "at most this many jobs (default 100, 0 for all)")
+      ->type_name("N");
+  JobId dead_show_id = 0;
+  auto* dead_show_cmd =
+      dead_cmd->add_subcommand("show", "a dead job with every attempt");
+  dead_show_cmd->add_option("id", dead_show_id, "job id")
+      ->required()
+      ->check(kJobId);
+  DeadReplayOptions dro;
+  auto* dead_replay_cmd = dead_cmd->add_subcommand(
+      "replay",
+      "move dead jobs back to queued with their attempts reset (paced by "
+      "their lane like new jobs)");
+  dead_replay_cmd->add_option("ids", dro.ids, "job ids")->check(kJobId);
+  dead_replay_cmd->add_flag(
+      "--all", dro.all,
+      "every dead job that matches the filters (with no filter: every dead "
+      "job)");
+  add_dead_filters(dead_replay_cmd, dro.filter);
+  dead_replay_cmd->add_flag("--dry-run", dro.dry_run,
+                            "only count the jobs that would move");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -334,6 +377,9 @@ int run(int argc, const char* const* argv, Io& io) {
   }
   if (stats_cmd->parsed()) return stats(session);
   if (apis_cmd->parsed()) return apis(session);
+  if (dead_list_cmd->parsed()) return dead_list(session, dlo);
+  if (dead_show_cmd->parsed()) return dead_show(session, dead_show_id);
+  if (dead_replay_cmd->parsed()) return dead_replay(session, dro);
   return session.fail(kExitError, "no command given (see pacer --help)");
 }
 

@@ -696,4 +696,325 @@ int apis(Session& s) {
   return kExitOk;
 }
 
+// ---- dead letters ---------------------------------------------------------
+
+namespace {
+
+constexpr std::int64_t kDeadPage = 1000;
+constexpr std::size_t kDeadErrorWidth = 60;
+constexpr std::size_t kReplayIdsPerRequest = 10'000;
+constexpr std::size_t kReplayIdsShown = 1000;
+
+// Digits at text[pos, pos + n) as a number; false if any is not a digit.
+bool fixed_digits(std::string_view text, std::size_t pos, std::size_t n,
+                  int& out) {
+  if (pos + n > text.size()) return false;
+  out = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(text[i]))) return false;
+    out = out * 10 + (text[i] - '0');
+  }
+  return true;
+}
+
+// RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), with
+// 't', 'z' or a space accepted as RFC 3339 allows.
+std::optional<Millis> parse_rfc3339(std::string_view t) {
+  int year, month, day, hour, minute, second;
+  if (!fixed_digits(t, 0, 4, year) || t.size() < 20 || t[4] != '-' ||
+      !fixed_digits(t, 5, 2, month) || t[7] != '-' ||
+      !fixed_digits(t, 8, 2, day) ||
+      (t[10] != 'T' && t[10] != 't' && t[10] != ' ') ||
+      !fixed_digits(t, 11, 2, hour) || t[13] != ':' ||
+      !fixed_digits(t, 14, 2, minute) || t[16] != ':' ||
+      !fixed_digits(t, 17, 2, second))
+    return std::nullopt;
+  std::size_t pos = 19;
+  Millis fraction_ms = 0;
+  if (t[pos] == '.') {
+    std::size_t start = ++pos;
+    Millis scale = 100;
+    while (pos < t.size() && std::isdigit(static_cast<unsigned char>(t[pos]))) {
+      fraction_ms += (t[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (pos == start) return std::nullopt;
+  }
+  Millis offset_ms = 0;
+  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
+    ++pos;
+  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
+    int oh, om;
+    if (!fixed_digits(t, pos + 1, 2, oh) || pos + 3 >= t.size() ||
+        t[pos + 3] != ':' || !fixed_digits(t, pos + 4, 2, om) || oh > 23 ||
+        om > 59)
+      return std::nullopt;
+    offset_ms = (oh * 60 + om) * 60'000LL * (t[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return std::nullopt;  // a time without an offset is ambiguous
+  }
+  if (pos != t.size()) return std::nullopt;
+  using namespace std::chrono;
+  year_month_day date{std::chrono::year{year},
+                      std::chrono::month{static_cast<unsigned>(month)},
+                      std::chrono::day{static_cast<unsigned>(day)}};
+  if (!date.ok() || hour > 23 || minute > 59 || second > 60)
+    return std::nullopt;
+  Millis days = sys_days(date).time_since_epoch().count();
+  return ((days * 24 + hour) * 60 + minute) * 60'000LL + second * 1000LL +
+         fraction_ms - offset_ms;
+}
+
+Millis wall_clock_ms() {
+  SystemClock clock;
+  return clock.now_ms();
+}
+
+// ID, API, CLASS, STATUS, ATTEMPTS (used/max), DEAD_SINCE, ERROR.
+void print_dead_table(std::ostream& out, const nlohmann::json& jobs) {
+  Table t({"ID", "API", "CLASS", "STATUS", "ATTEMPTS", "DEAD_SINCE", "ERROR"});
+  t.align_right(0).align_right(3).align_right(4);
+  for (const auto& j : jobs)
+    t.add_row({field(j, "id"), field(j, "api"), field(j, "class"),
+               status_cell(j), attempts_cell(j), time_field(j, "finished_ms"),
+               shorten(field(j, "error"), kDeadErrorWidth)});
+  out << t.render();
+}
+
+void append_ids(std::vector<JobId>& to, const nlohmann::json& from) {
+  for (const auto& v : from)
+    if (v.is_number_integer()) to.push_back(v.get<JobId>());
+}
+
+}  // namespace
+
+Result<Millis> parse_since(const std::string& text_in, Millis now_ms) {
+  const std::string_view text = trim(text_in);
+  const std::string usage =
+      "--since '" + text_in +
+      "' is not a duration ago (2h), epoch milliseconds or an RFC 3339 time "
+      "(2025-11-27T23:41:02Z)";
+  if (text.empty()) return Error{usage};
+  if (all_digits(std::string(text))) {
+    if (text.size() > 15) return Error{usage};
+    return static_cast<Millis>(std::stoll(std::string(text)));
+  }
+  if (text.size() >= 5 && text[4] == '-' &&
+      std::isdigit(static_cast<unsigned char>(text[0]))) {
+    if (auto t = parse_rfc3339(text)) return *t;
+    return Error{"--since '" + text_in +
+                 "' is not a valid RFC 3339 time (like 2025-11-27T23:41:02Z "
+                 "or 2025-11-28T00:41:02+01:00)"};
+  }
+  auto d = parse_duration(text);
+  if (!d) return Error{usage + ": " + d.error()};
+  return now_ms - *d;
+}
+
+Result<nlohmann::json> dead_filter_body(const DeadFilterOptions& f,
+                                        Millis now_ms) {
+  nlohmann::json body = nlohmann::json::object();
+  if (!f.api.empty()) body["api"] = f.api;
+  if (!f.failure_class.empty()) {
+    if (!parse_failure_class(f.failure_class))
+      return Error{"--class '" + f.failure_class +
+                   "' is not a failure class (rate_limited, transient, "
+                   "permanent)"};
+    body["class"] = f.failure_class;
+  }
+  if (!f.since.empty()) {
+    auto t = parse_since(f.since, now_ms);
+    if (!t) return Error{t.error()};
+    body["since"] = *t;
+  }
+  return body;
+}
+
+int dead_list(Session& s, const DeadListOptions& o) {
+  auto filter = dead_filter_body(o.filter, wall_clock_ms());
+  if (!filter) return s.fail(kExitError, filter.error());
+  if (o.limit < 0) return s.fail(kExitError, "--limit must not be negative");
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+
+  auto jobs = nlohmann::json::array();
+  std::optional<std::int64_t> after;
+  bool more = false;
+  while (true) {
+    const auto have = static_cast<std::int64_t>(jobs.size());
+    nlohmann::json req = *filter;
+    req["limit"] = o.limit == 0
+                       ? kDeadPage
+                       : std::min<std::int64_t>(kDeadPage, o.limit - have);
+    // Every attempt of every job only when it is all printed.
+    req["attempts"] = s.json();
+    if (after) req["after"] = *after;
+    Reply r = (*broker)->call(Command::kDeadList, req);
+    if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+    const auto& page = array_field(r.body, "jobs");
+    for (const auto& j : page) jobs.push_back(j);
+    auto next = int_field(r.body, "next");
+    if (!next) break;
+    if (o.limit != 0 && static_cast<std::int64_t>(jobs.size()) >= o.limit) {
+      more = true;
+      break;
+    }
+    // A page that does not advance would loop forever.
+    if (page.empty() || (after && *next <= *after)) break;
+    after = next;
+  }
+  if (s.json()) {
+    s.io().out << pretty(jobs) << "\n";
+  } else {
+    print_dead_table(s.io().out, jobs);
+    if (more)
+      s.io().err << "pacer: more dead jobs match; showing the first "
+                 << jobs.size() << " (raise --limit, 0 for all)\n";
+  }
+  return kExitOk;
+}
+
+int dead_show(Session& s, JobId id) {
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+  Reply r =
+      (*broker)->call(Command::kDeadList, {{"ids", {id}}, {"attempts", true}});
+  if (!r.ok()) return s.fail(exit_code_for(r), r.error);
+  const auto& jobs = array_field(r.body, "jobs");
+  if (jobs.empty()) {
+    // Say what the job is instead, when the broker knows it.
+    Reply st = (*broker)->call(Command::kStatus, {{"ids", {id}}});
+    const auto& known = array_field(st.body, "jobs");
+    if (st.ok() && !known.empty())
+      return s.fail(kExitNo, "job " + std::to_string(id) + " is " +
+                                 field(known[0], "state") + ", not dead");
+    return s.fail(kExitNo, "unknown job id: " + std::to_string(id));
+  }
+  const auto& job = jobs[0];
+  if (s.json()) {
+    s.io().out << pretty(job) << "\n";
+    return kExitOk;
+  }
+  auto& out = s.io().out;
+  out << "job " << id << " (" << field(job, "api") << "): dead since "
+      << time_field(job, "finished_ms") << ", class " << field(job, "class")
+      << "\n";
+  out << "request:   " << field(job, "method") << " " << field(job, "path")
+      << "\n";
+  out << "group:     " << field(job, "group") << "\n";
+  out << "created:   " << time_field(job, "created_ms") << "\n";
+  out << "attempts:  " << field(job, "attempts") << " used of "
+      << field(job, "max_attempts") << ", dispatch number "
+      << field(job, "dispatches") << "\n";
+  out << "last:      outcome " << field(job, "outcome") << ", HTTP "
+      << status_cell(job) << ", error: " << field(job, "error") << "\n\n";
+  Table t({"N", "WORKER", "STARTED", "FINISHED", "OUTCOME", "STATUS", "ERROR"});
+  t.align_right(0).align_right(5);
+  for (const auto& a : array_field(job, "attempt_rows"))
+    t.add_row({field(a, "n"), field(a, "worker"), time_field(a, "started_ms"),
+               time_field(a, "finished_ms"), field(a, "outcome"),
+               status_cell(a), shorten(field(a, "error"), kDeadErrorWidth)});
+  out << t.render();
+  return kExitOk;
+}
+
+int dead_replay(Session& s, const DeadReplayOptions& o) {
+  const bool by_id = !o.ids.empty();
+  if (by_id && (o.all || o.filter.any()))
+    return s.fail(kExitError,
+                  "give job ids, or --all and/or filters, not both");
+  if (!by_id && !o.all && !o.filter.any())
+    return s.fail(kExitError,
+                  "dead replay needs job ids, a filter (--api, --class, "
+                  "--since) or --all (every dead job)");
+  auto filter = dead_filter_body(o.filter, wall_clock_ms());
+  if (!filter) return s.fail(kExitError, filter.error());
+  auto broker = s.broker();
+  if (!broker) return s.fail(kExitError, broker.error());
+
+  std::int64_t total = 0;
+  bool truncated = false;
+  auto ids = nlohmann::json::array();
+  std::vector<JobId> not_dead, unknown_api;
+  const bool live = s.io().err_is_tty;
+  int steps = 0;
+  // One request per step: the broker moves at most 10,000 jobs in each, and
+  // dispatches between them.
+  auto step = [&](const nlohmann::json& body) {
+    Reply r = (*broker)->call(Command::kDeadReplay, body);
+    if (!r.ok()) return r;
+    ++steps;
+    auto n = int_field(r.body, o.dry_run ? "would_move" : "moved").value_or(0);
+    total += n;
+    for (const auto& id : array_field(r.body, "ids"))
+      if (ids.size() < kReplayIdsShown) ids.push_back(id);
+    if (static_cast<std::int64_t>(ids.size()) < total) truncated = true;
+    append_ids(not_dead, array_field(r.body, "not_dead"));
+    append_ids(unknown_api, array_field(r.body, "unknown_api"));
+    if (live && steps > 1)
+      s.io().err << clear_line() << (o.dry_run ? "counting: " : "replaying: ")
+                 << total << " jobs" << std::flush;
+    return r;
+  };
+  std::optional<Reply> failed;
+  if (by_id) {
+    auto unique = unique_ids(o.ids);
+    for (std::size_t i = 0; i < unique.size(); i += kReplayIdsPerRequest) {
+      auto end = std::min(unique.size(), i + kReplayIdsPerRequest);
+      std::vector<JobId> chunk(
+          unique.begin() + static_cast<std::ptrdiff_t>(i),
+          unique.begin() + static_cast<std::ptrdiff_t>(end));
+      Reply r = step({{"ids", chunk}, {"dry_run", o.dry_run}});
+      if (!r.ok()) {
+        failed = std::move(r);
+        break;
+      }
+    }
+  } else {
+    std::optional<std::int64_t> after;
+    while (true) {
+      nlohmann::json body = *filter;
+      body["all"] = true;
+      body["dry_run"] = o.dry_run;
+      if (after) body["after"] = *after;
+      Reply r = step(body);
+      if (!r.ok()) {
+        failed = std::move(r);
+        break;
+      }
+      // The cursor only moves forward: each job is replayed at most once.
+      auto next = int_field(r.body, "next");
+      if (!next || (after && *next <= *after)) break;
+      after = next;
+    }
+  }
+  if (live && steps > 1) s.io().err << clear_line() << std::flush;
+  if (failed) {
+    if (!o.dry_run && total > 0)
+      s.io().err << "pacer: " << plural(total, "job")
+                 << " had been moved back to queued before this error\n";
+    return s.fail(exit_code_for(*failed), failed->error);
+  }
+
+  if (s.json()) {
+    nlohmann::json out = {
+        {"dry_run", o.dry_run}, {"moved", o.dry_run ? 0 : total},
+        {"ids", ids},           {"ids_truncated", truncated},
+        {"not_dead", not_dead}, {"unknown_api", unknown_api}};
+    if (o.dry_run) out["would_move"] = total;
+    s.io().out << pretty(out) << "\n";
+  } else {
+    s.io().out << (o.dry_run ? "would move " : "moved ") << plural(total, "job")
+               << " back to queued\n";
+    if (!not_dead.empty())
+      s.io().out << "not dead: " << ids_text(not_dead) << "\n";
+    if (!unknown_api.empty())
+      s.io().out << "not moved, their API is not configured: "
+                 << ids_text(unknown_api) << "\n";
+  }
+  return not_dead.empty() && unknown_api.empty() ? kExitOk : kExitNo;
+}
+
 }  // namespace pacer::client

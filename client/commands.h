@@ -108,4 +108,39 @@ int cancel(Session& s, const std::vector<JobId>& ids);
 int stats(Session& s);
 int apis(Session& s);
 
+// ---- dead letters (`pacer dead ...`) ----
+
+// --since: a duration ago ("2h"), milliseconds since the epoch, or an RFC 3339
+// time ("2025-11-27T23:41:02Z", "2025-11-28T00:41:02.5+01:00"). Returns epoch
+// milliseconds.
+Result<Millis> parse_since(const std::string& text, Millis now_ms);
+
+// The filters of `dead list` and `dead replay`, as typed.
+struct DeadFilterOptions {
+  std::string api;
+  std::string failure_class;  // --class
+  std::string since;
+  bool any() const {
+    return !api.empty() || !failure_class.empty() || !since.empty();
+  }
+};
+// The filters as DEAD_LIST / DEAD_REPLAY body fields, validated.
+Result<nlohmann::json> dead_filter_body(const DeadFilterOptions& f,
+                                        Millis now_ms);
+
+struct DeadListOptions {
+  DeadFilterOptions filter;
+  std::int64_t limit = 100;  // 0: no limit
+};
+int dead_list(Session& s, const DeadListOptions& o);
+int dead_show(Session& s, JobId id);
+
+struct DeadReplayOptions {
+  std::vector<JobId> ids;
+  bool all = false;
+  DeadFilterOptions filter;
+  bool dry_run = false;
+};
+int dead_replay(Session& s, const DeadReplayOptions& o);
+
 }  // namespace pacer::client

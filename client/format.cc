@@ -83,4 +83,22 @@ std::string plural(std::int64_t n, const std::string& noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
+std::string shorten(const std::string& text, std::size_t width) {
+  auto is_start = [](char c) {
+    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  };
+  std::size_t points = 0;
+  std::size_t cut = text.size();  // byte offset after `width - 3` points
+  const std::size_t keep = width > 3 ? width - 3 : 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (!is_start(text[i])) continue;
+    if (points == keep && cut == text.size()) cut = i;
+    ++points;
+  }
+  std::string out = points <= width ? text : text.substr(0, cut) + "...";
+  for (char& c : out)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  return out;
+}
+
 }  // namespace pacer::client

@@ -38,4 +38,8 @@ nlohmann::json without_envelope(nlohmann::json reply);
 // "1 job", "3 jobs".
 std::string plural(std::int64_t n, const std::string& noun);
 
+// `text` cut to at most `width` code points (UTF-8), ending in "..." when it
+// was cut; line breaks become spaces. For long messages in table cells.
+std::string shorten(const std::string& text, std::size_t width);
+
 }  // namespace pacer::client
