@@ -820,11 +820,26 @@ std::optional<Decimal> sf_non_negative(const SfBare& b, bool& decimal) {
 
 // All lines of one header name: joined with ", " in order (R3).
 struct Field {
-  std::string display;  // conventional spelling, for warnings
+  std::string_view name;  // the lower-case name (the map's key)
   std::vector<std::string> lines;
   std::string joined;
   std::size_t first = 0;  // position of its first line in the response
+
+  // The conventional spelling, for warnings.
+  std::string display() const { return display_name(name); }
 };
+
+// Whether any dialect reads a header of this (lower-case) name; the others
+// are skipped without being stored.
+bool relevant(std::string_view n) {
+  return n.find("ratelimit") != std::string_view::npos ||
+         n.find("rate-limit") != std::string_view::npos ||
+         n.starts_with("retry-after") || n == "x-ms-retry-after-ms" ||
+         n == "date" || n == "x-should-retry" || n.starts_with("stripe-") ||
+         n == "x-amzn-errortype" || n == "x-shopify-shop-api-call-limit" ||
+         n.starts_with("anthropic-") || n.starts_with("x-user-limit-") ||
+         n.starts_with("x-app-limit-");
+}
 
 enum class ResetUnit { kHeuristic, kEpochS, kDeltaS, kDeltaMs, kGoDuration };
 
@@ -1065,18 +1080,20 @@ class Observer {
       std::string_view n = trim_ows(name);
       if (n.empty() || n.size() > 256) continue;
       std::string lname = lower(n);
+      if (!relevant(lname)) continue;
       std::string_view v = trim_ows(value);
       if (v.size() > kMaxLineBytes) {
         warn("oversized:" + display_name(lname));
         continue;
       }
-      Field& f = fields_[lname];
-      if (f.lines.empty()) {
-        f.display = display_name(lname);
+      auto [it, fresh] = fields_.try_emplace(std::move(lname));
+      Field& f = it->second;
+      if (fresh) {
+        f.name = it->first;
         f.first = at;
       }
       if (f.joined.size() + v.size() + 2 > kMaxFieldBytes) {
-        warn("oversized:" + f.display);
+        warn("oversized:" + f.display());
         continue;
       }
       if (!f.lines.empty()) f.joined += ", ";
@@ -1135,7 +1152,7 @@ class Observer {
 
   std::optional<Millis> capped(std::optional<Millis> ms, const Field& f) {
     if (ms && *ms > kMaxObservedWaitMs) {
-      warn("beyond_cap:" + f.display);
+      warn("beyond_cap:" + f.display());
       return std::nullopt;
     }
     return ms;
@@ -1149,7 +1166,7 @@ class Observer {
     std::optional<Millis> ms;
     if (auto d = parse_decimal(v)) {
       if (d->negative) {
-        warn("malformed:" + f.display);
+        warn("malformed:" + f.display());
         return std::nullopt;
       }
       auto instant = [&](std::optional<Millis> at) -> std::optional<Millis> {
@@ -1185,21 +1202,21 @@ class Observer {
           break;
       }
       if (!ms) {
-        warn("malformed:" + f.display);
+        warn("malformed:" + f.display());
         return std::nullopt;
       }
     } else if (unit == ResetUnit::kGoDuration) {
       auto ns = parse_go_duration_ns(v);
       if (ns) ms = ns_to_ms(*ns);
       if (!ms) {
-        warn("unparseable:" + f.display);
+        warn("unparseable:" + f.display());
         return std::nullopt;
       }
     } else {
       auto at = parse_http_date(v, received_);
       if (!at) at = parse_rfc3339(v);
       if (!at) {
-        warn("unparseable:" + f.display);
+        warn("unparseable:" + f.display());
         return std::nullopt;
       }
       ms = from_instant(*at, flags);
@@ -1263,14 +1280,14 @@ class Observer {
     if (c.limit) {
       auto ms = numbers(*c.limit, bad);
       if (ms.empty()) {
-        warn("malformed:" + c.limit->display);
+        warn("malformed:" + c.limit->display());
       } else {
         const Decimal& v = ms.front().value;
         if (v.negative) {
           if (v.whole == 1 && !v.has_fraction())
             e.sentinel = true;  // Azure's "unknown"
           else
-            warn("malformed:" + c.limit->display);
+            warn("malformed:" + c.limit->display());
         } else {
           l.limit = static_cast<std::int64_t>(v.whole);
           if (ms.front().window_s) l.window_s = ms.front().window_s;
@@ -1284,7 +1301,7 @@ class Observer {
     if (c.remaining) {
       auto ms = numbers(*c.remaining, bad);
       if (ms.empty()) {
-        warn("malformed:" + c.remaining->display);
+        warn("malformed:" + c.remaining->display());
       } else {
         double lowest = ms.front().value.to_double();
         for (const auto& m : ms) lowest = std::min(lowest, m.value.to_double());
@@ -1295,7 +1312,7 @@ class Observer {
     if (c.used) {
       auto ms = numbers(*c.used, bad);
       if (ms.empty() || ms.front().value.negative) {
-        warn("malformed:" + c.used->display);
+        warn("malformed:" + c.used->display());
       } else {
         const Decimal& v = ms.front().value;
         l.used =
@@ -1938,7 +1955,7 @@ class Observer {
                     : parse_decimal(m.substr(slash + 1));
     if (!used || !size || used->negative || size->negative ||
         used->has_fraction() || size->has_fraction()) {
-      warn("malformed:" + f->display);
+      warn("malformed:" + f->display());
       return;
     }
     Entry& e = add_entry(f->first);
@@ -2026,7 +2043,7 @@ class Observer {
         continue;
       }
       if (*v > kMaxObservedWaitMs) {
-        warn("beyond_cap:" + f->display);
+        warn("beyond_cap:" + f->display());
         continue;
       }
       if (h.ms && *h.ms != *v) conflict = true;
@@ -2104,7 +2121,7 @@ class Observer {
       } else if (v == "false") {
         obs_.server_should_retry = false;
       } else {
-        warn("malformed:" + f->display);
+        warn("malformed:" + f->display());
         continue;
       }
       break;
@@ -2114,7 +2131,7 @@ class Observer {
       if (v == "user" || v == "global" || v == "shared")
         obs_.scope = v;
       else
-        warn("malformed:" + f->display);
+        warn("malformed:" + f->display());
     }
     if (const Field* f = field("x-ratelimit-global")) {
       if (lower(trim_ows(f->lines.front())) == "true" && obs_.scope.empty())
@@ -2669,40 +2686,44 @@ nlohmann::json text_or_null(const std::string& s) {
 }  // namespace
 
 nlohmann::json to_json(const LimitObservation& l) {
-  return {{"source", l.source},
-          {"name", text_or_null(l.name)},
-          {"unit", std::string(to_string(l.unit))},
-          {"scope", std::string(to_string(l.scope))},
-          {"limit", optional_json(l.limit)},
-          {"remaining", optional_json(l.remaining)},
-          {"used", optional_json(l.used)},
-          {"reset_in_ms", optional_json(l.reset_in_ms)},
-          {"window_s", optional_json(l.window_s)},
-          {"refill_per_s", optional_json(l.refill_per_s)},
-          {"partition_key", optional_json(l.partition_key)},
-          {"reset_kind", std::string(to_string(l.reset_kind))},
-          {"policy_only", l.policy_only},
-          {"flags", l.flags}};
+  // Assigned member by member: an initializer list deep-copies every value.
+  nlohmann::json j = nlohmann::json::object();
+  j["source"] = l.source;
+  j["name"] = text_or_null(l.name);
+  j["unit"] = to_string(l.unit);
+  j["scope"] = to_string(l.scope);
+  j["limit"] = optional_json(l.limit);
+  j["remaining"] = optional_json(l.remaining);
+  j["used"] = optional_json(l.used);
+  j["reset_in_ms"] = optional_json(l.reset_in_ms);
+  j["window_s"] = optional_json(l.window_s);
+  j["refill_per_s"] = optional_json(l.refill_per_s);
+  j["partition_key"] = optional_json(l.partition_key);
+  j["reset_kind"] = to_string(l.reset_kind);
+  j["policy_only"] = l.policy_only;
+  j["flags"] = l.flags;
+  return j;
 }
 
 nlohmann::json to_json(const Observation& o) {
-  nlohmann::json limits = nlohmann::json::array();
+  nlohmann::json j = nlohmann::json::object();
+  j["http_status"] = o.http_status;
+  j["received_unix_ms"] = o.received_unix_ms;
+  j["server_skew_ms"] = optional_json(o.server_skew_ms);
+  j["verdict"] = to_string(o.verdict);
+  j["retryable"] = o.retryable;
+  j["blocking"] = o.blocking;
+  j["retry_after_ms"] = optional_json(o.retry_after_ms);
+  j["retry_after_source"] = text_or_null(o.retry_after_source);
+  j["server_should_retry"] = optional_json(o.server_should_retry);
+  j["reason"] = text_or_null(o.reason);
+  j["scope"] = text_or_null(o.scope);
+  j["wait_ms"] = optional_json(o.wait_ms);
+  nlohmann::json& limits = j["limits"] = nlohmann::json::array();
   for (const auto& l : o.limits) limits.push_back(to_json(l));
-  return {{"http_status", o.http_status},
-          {"received_unix_ms", o.received_unix_ms},
-          {"server_skew_ms", optional_json(o.server_skew_ms)},
-          {"verdict", std::string(to_string(o.verdict))},
-          {"retryable", o.retryable},
-          {"blocking", o.blocking},
-          {"retry_after_ms", optional_json(o.retry_after_ms)},
-          {"retry_after_source", text_or_null(o.retry_after_source)},
-          {"server_should_retry", optional_json(o.server_should_retry)},
-          {"reason", text_or_null(o.reason)},
-          {"scope", text_or_null(o.scope)},
-          {"wait_ms", optional_json(o.wait_ms)},
-          {"limits", std::move(limits)},
-          {"warnings", o.warnings},
-          {"flags", o.flags}};
+  j["warnings"] = o.warnings;
+  j["flags"] = o.flags;
+  return j;
 }
 
 bool worth_reporting(const Observation& o) {
