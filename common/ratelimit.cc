@@ -899,7 +899,6 @@ struct Entry {
 };
 
 struct RetryHint {
-  bool present = false;
   std::optional<Millis> ms;
 };
 
@@ -1113,10 +1112,6 @@ class Observer {
   Entry& add_entry(std::size_t order) {
     entries_.push_back(Entry{order, seq_++, {}, false, false});
     return entries_.back();
-  }
-
-  bool auto_or(Dialect d) const {
-    return dialect_ == Dialect::kAuto || dialect_ == d;
   }
 
   // ---- time (R1, R2)
@@ -1335,6 +1330,7 @@ class Observer {
 
   // Joins policies to the live entry (the policy whose quota equals its
   // limit gives the window) and adds the rest as policy_only entries.
+  // `live` points into entries_: it is used before any entry is added.
   void join_policies(Entry* live, std::vector<QuotaPolicy>& policies,
                      const Style& st, std::size_t order) {
     if (live && live->limit.limit) {
@@ -2032,7 +2028,6 @@ class Observer {
   RetryHint retry_ms_header(const Field* f) {
     RetryHint h;
     if (!f) return h;
-    h.present = true;
     bool bad = false, conflict = false;
     for (std::string_view m : split_members(f->joined)) {
       auto d = parse_decimal(m);
@@ -2057,7 +2052,6 @@ class Observer {
   RetryHint retry_after_header(const Field* f) {
     RetryHint h;
     if (!f) return h;
-    h.present = true;
     bool bad = false, conflict = false, decimal = false;
     std::vector<std::string> flags;
     for (std::string_view m : split_members(f->joined, true)) {
