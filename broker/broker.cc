@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <stdexcept>
 #include <type_traits>
 
@@ -136,6 +137,20 @@ void Broker::recover() {
     in_flight_[r.id] = std::move(f);
     ++orphans;
   }
+  // What the servers said before the restart: pauses, learned limits and
+  // their last counts (which the first answer after the restart refreshes).
+  auto saved = store_->load_lanes();
+  for (auto& [name, l] : lanes_) {
+    auto it = saved.find(name);
+    if (it == saved.end()) continue;
+    json state = json::parse(it->second, nullptr, false);
+    try {
+      l->quota().restore(state, now);
+    } catch (const json::exception& e) {
+      log::warn("lane_state_unreadable", {{"api", name}, {"error", e.what()}});
+    }
+    l->sync_learned(now);
+  }
   // Rebuild each limiter from the starts inside its longest window, so a
   // restart never bursts past a quota.
   for (auto& [name, l] : lanes_) {
@@ -168,6 +183,12 @@ int Broker::run() {
                           {"database", config_.broker.database},
                           {"apis", lanes_.size()}});
   while (!stopping_) turn();
+  Millis end = clock_.now_ms();
+  store_->begin();
+  for (Lane* l : lane_order_)
+    store_->save_lane(l->name(), l->quota().paused_until(end),
+                      l->quota().pause_reason(),
+                      l->quota().persisted(end).dump(), end);
   // Tell workers we are going; they reconnect to the next broker.
   for (auto& [rid, w] : workers_)
     protocol::send(
@@ -229,7 +250,7 @@ Millis Broker::next_wakeup(Millis now) {
       return kv.second.serves(l->name()) && kv.second.free_credit() > 0;
     });
     if (credit && l->has_ready() && l->under_concurrency()) {
-      Millis t = l->limiter().next_admit(l->head().cost, now);
+      Millis t = l->gate(l->head().cost, now);
       if (t != Limiter::kNever)
         wake = std::min(wake, t);
       else
@@ -397,9 +418,36 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
 
   int status = field(r, "status", 0);
   if (status < 0 || status > 999) status = 0;
+  const ApiConfig* api = config_.api(job.api);
+  std::optional<Observation> obs;
+  if (auto o = r.find("observation"); o != r.end() && !o->is_null())
+    obs = Observation::from_json(*o);
+  json headers = json::object();
+  if (auto h = r.find("headers"); h != r.end() && h->is_object()) headers = *h;
+  if (!obs) {
+    // A worker that sent no observation: Retry-After in seconds is the
+    // least it can tell.
+    if (auto ra = retry_after_ms(headers)) {
+      obs.emplace();
+      obs->retry_after_ms = ra;
+    }
+  }
+
+  // The outcome class (DESIGN §6): the API's configured statuses first,
+  // then what the headers prove (a 403 or 503 with rate-limit evidence is
+  // a rate limit; OpenAI's insufficient_quota is not retryable), then the
+  // default classes.
   Outcome outcome = Outcome::kTransient;
+  const std::string verdict = obs ? obs->verdict : "ok";
   if (status > 0) {
     outcome = classify_status(status);
+    if (api && api->statuses.count(status)) {
+      outcome = api->statuses.at(status);
+    } else if (verdict == "throttled") {
+      outcome = Outcome::kRateLimited;
+    } else if (verdict == "quota_exhausted") {
+      outcome = Outcome::kPermanent;
+    }
   } else if (auto o =
                  parse_outcome(field(r, "outcome", std::string("transient")))) {
     outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
@@ -412,8 +460,6 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   end.error = field(r, "error", std::string());
   if (end.error.empty() && outcome != Outcome::kSuccess)
     end.error = "HTTP " + std::to_string(status);
-  json headers = json::object();
-  if (auto h = r.find("headers"); h != r.end() && h->is_object()) headers = *h;
   if (!headers.empty()) end.headers_json = headers.dump();
   if (auto b = r.find("body"); b != r.end() && b->is_string())
     end.body = b->get<std::string>();
@@ -421,9 +467,38 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   if (auto o = r.find("observation"); o != r.end() && !o->is_null())
     end.observation_json = o->dump();
   end.run_at = now;
-  const ApiConfig* api = config_.api(job.api);
   Millis base = api ? api->backoff_base_ms : 500;
   Millis cap = api ? api->backoff_cap_ms : 60'000;
+
+  // What the answer says about the lane's quota.
+  std::optional<Millis> lane_paused;
+  if (l) {
+    QuotaState::Answer a;
+    a.obs = obs ? &*obs : nullptr;
+    a.at = job.mark;
+    a.success = outcome == Outcome::kSuccess;
+    a.rate_limited = outcome == Outcome::kRateLimited;
+    a.transient = outcome == Outcome::kTransient;
+    a.overloaded = !a.rate_limited && (status == 503 || status == 529);
+    lane_paused = l->quota().on_answer(a, now);
+    if (lane_paused && lane_paused_logged_[job.api] != *lane_paused) {
+      lane_paused_logged_[job.api] = *lane_paused;
+      log::info("lane_paused", {{"api", job.api},
+                                {"for_ms", *lane_paused - now},
+                                {"reason", l->quota().pause_reason()},
+                                {"status", status}});
+    }
+    // The real cost, when the response states it: correct the unit limits.
+    if (auto ac = r.find("actual_cost"); ac != r.end() && ac->is_number()) {
+      double v = ac->get<double>();
+      if (std::isfinite(v) && v >= 0 && v < 1e15)
+        l->limiter().correct(static_cast<std::int64_t>(std::ceil(v)) - job.cost,
+                             job.started, now);
+    }
+    l->sync_learned(now);
+  }
+  const Millis server_floor =
+      obs && obs->retry_after_ms ? *obs->retry_after_ms : 0;
 
   switch (outcome) {
     case Outcome::kSuccess:
@@ -435,15 +510,19 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
     case Outcome::kRateLimited: {
       // Not the job's fault: no attempt used, but the wait has a deadline.
       end.uses_attempt = false;
-      Millis deadline = job.quota_deadline.value_or(now + kDefaultQuotaWaitMs);
+      Millis deadline = job.quota_deadline.value_or(
+          now + (api ? api->quota_wait_ms : kDefaultQuotaWaitMs));
       end.quota_deadline = deadline;
       if (now >= deadline) {
         end.next = JobState::kDead;
         end.error = "quota wait deadline passed: " + end.error;
       } else {
         end.next = JobState::kWaitingQuota;
-        Millis floor = retry_after_ms(headers).value_or(0);
-        end.run_at = now + backoff_.next(1, base, cap, floor);
+        // Due when the lane reopens; the lane's limits then release the
+        // waiting jobs at its rate, never as a burst.
+        end.run_at = std::max(lane_paused.value_or(now),
+                              now + std::max<Millis>(server_floor, 0));
+        if (end.run_at <= now) end.run_at = now + base;
       }
       break;
     }
@@ -455,8 +534,7 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
             "attempts exhausted (" + std::to_string(used) + "): " + end.error;
       } else {
         end.next = JobState::kRetrying;
-        end.run_at = now + backoff_.next(used, base, cap,
-                                         retry_after_ms(headers).value_or(0));
+        end.run_at = now + backoff_.next(used, base, cap, server_floor);
       }
       break;
     }
@@ -483,7 +561,10 @@ void Broker::fail_in_flight(JobId id, const std::string& why, Outcome outcome,
   InFlight job = std::move(f->second);
   in_flight_.erase(f);
   Lane* l = lane(job.api);
-  if (l) l->finished();
+  if (l) {
+    l->finished();
+    l->quota().on_lost(job.mark, now);
+  }
   AttemptEnd end;
   end.id = id;
   end.attempt = job.attempt;
@@ -893,8 +974,10 @@ json Broker::stats(Millis now) {
     if (l) {
       json limits = json::array(), usage = json::array();
       for (auto& u : l->limiter().usage(now)) {
-        limits.push_back(u.spec.to_string());
-        usage.push_back({{"limit", u.spec.to_string()}, {"used", u.used}});
+        if (u.learned.empty()) limits.push_back(u.spec.to_string());
+        usage.push_back({{"limit", u.spec.to_string()},
+                         {"used", u.used},
+                         {"learned", !u.learned.empty()}});
       }
       j["base_url"] = l->config().base_url;
       j["limits"] = limits;
@@ -904,7 +987,8 @@ json Broker::stats(Millis now) {
       j["window"] = l->window_size();
       j["rate_per_s"] = l->rate_per_s(now);
       j["dispatched_total"] = l->dispatched_total();
-      j["paused_until_ms"] = nullptr;
+      json quota = l->quota().to_json(now);
+      for (auto& [k, v] : quota.items()) j[k] = v;
       j["next_due_ms"] = l->next_due() ? json(*l->next_due()) : json();
     }
     return j;
@@ -955,7 +1039,7 @@ void Broker::dispatch(Millis now) {
       Lane* l = lane_order_[(rr_ + i) % n];
       if (!l->has_ready() || !l->under_concurrency()) continue;
       const ReadyEntry head = l->head();
-      Millis at = l->limiter().next_admit(head.cost, now);
+      Millis at = l->gate(head.cost, now);
       WorkerRec* best = nullptr;
       for (auto& [rid, w] : workers_)
         if (w.serves(l->name()) && w.free_credit() > 0 &&
@@ -968,20 +1052,32 @@ void Broker::dispatch(Millis now) {
                                    config_.broker.lease_grace_ms);
       progress = true;
       if (!claimed) continue;  // canceled or otherwise no longer ready
-      if (at == Limiter::kNever) {
+      const bool quota_expired =
+          claimed->quota_deadline && now >= *claimed->quota_deadline;
+      if (at == Limiter::kNever || quota_expired) {
         AttemptEnd end;
         end.id = head.id;
         end.attempt = claimed->attempt;
         end.next = JobState::kDead;
-        end.outcome = Outcome::kPermanent;
-        end.error = "cost " + std::to_string(head.cost) +
-                    " can never fit the lane's limits";
+        if (quota_expired) {
+          end.outcome = Outcome::kRateLimited;
+          end.uses_attempt = false;
+          end.error =
+              "quota wait deadline passed: the API's quota did not "
+              "allow this job within quota_wait";
+        } else {
+          end.outcome = Outcome::kPermanent;
+          end.error = "cost " + std::to_string(head.cost) +
+                      " can never fit the lane's limits";
+        }
         end.run_at = now;
         store_->end_attempt(end, now);
         continue;
       }
-      l->limiter().record(claimed->cost, now);
+      l->on_start(claimed->cost, now);
+      const QuotaState::Mark mark = l->quota().mark();
       dispatched_lanes_.insert(l);
+      dispatched_ids_.push_back(head.id);
       dispatch_time_ = now;
       l->started();
       l->count_dispatch(now);
@@ -995,6 +1091,8 @@ void Broker::dispatch(Millis now) {
       f.worker = best->routing_id;
       f.quota_deadline = claimed->quota_deadline;
       f.priority = claimed->priority;
+      f.mark = mark;
+      f.started = now;
       in_flight_[head.id] = std::move(f);
       best->outstanding[head.id] = claimed->attempt;
       json job = {{"id", head.id},         {"attempt", claimed->attempt},
@@ -1064,6 +1162,20 @@ void Broker::timers(Millis now) {
           Outcome::kLost, now);
     }
   }
+  // Lane state: learning ticks, and the persisted part when it changed
+  // (at most once a second per lane, and always with the turn's commit).
+  const bool save_due = now >= next_lane_save_;
+  for (Lane* l : lane_order_) {
+    QuotaState& q = l->quota();
+    bool backlog = l->has_ready() && l->under_concurrency() &&
+                   l->limiter().next_admit(l->head().cost, now) > now;
+    q.tick(now, backlog);
+    l->sync_learned(now);
+    if (save_due && q.take_dirty())
+      store_->save_lane(l->name(), q.paused_until(now), q.pause_reason(),
+                        q.persisted(now).dump(), now);
+  }
+  if (save_due) next_lane_save_ = now + 1000;
   if (now >= next_purge_) {
     // Attempts go with their jobs; keep them while a limiter may need them
     // to be rebuilt after a restart, whatever the retention says.
@@ -1101,7 +1213,11 @@ void Broker::flush() {
     for (Lane* l : dispatched_lanes_)
       l->limiter().restamp(dispatch_time_, sent);
     dispatched_lanes_.clear();
+    for (JobId id : dispatched_ids_)
+      if (auto f = in_flight_.find(id); f != in_flight_.end())
+        f->second.started = std::max(f->second.started, sent);
   }
+  dispatched_ids_.clear();
   if (!unreachable.empty()) {
     // Requeue what was meant for them, in a transaction of its own.
     store_->begin();

@@ -74,6 +74,10 @@ class Broker {
     Millis lease_until = 0;
     std::string worker;  // routing id; empty when it predates a restart
     std::optional<Millis> quota_deadline;
+    // Its place in the lane's sequence of starts, and when it left: the
+    // answer's remaining count is read against it.
+    QuotaState::Mark mark;
+    Millis started = 0;
   };
   struct Outgoing {
     zmq::socket_t* socket;
@@ -134,7 +138,10 @@ class Broker {
   // Lanes that dispatched in this turn, and the time their starts were
   // recorded at; flush() restamps them to when the jobs actually left.
   std::set<Lane*> dispatched_lanes_;
+  std::vector<JobId> dispatched_ids_;
   Millis dispatch_time_ = 0;
+  std::map<std::string, Millis> lane_paused_logged_;
+  Millis next_lane_save_ = 0;
   Backoff backoff_;
   std::atomic<bool> stopping_{false};
   Millis next_lease_check_ = 0;

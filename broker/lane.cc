@@ -1,11 +1,57 @@
 #include "broker/lane.h"
 
+#include <algorithm>
+
 namespace pacer {
+
+namespace {
+
+QuotaSettings quota_settings(const ApiConfig& api) {
+  QuotaSettings s;
+  s.learn_rate = api.learn && std::none_of(api.limits.begin(), api.limits.end(),
+                                           [](const LimitSpec& l) {
+                                             return l.counts_requests();
+                                           });
+  s.backoff_base_ms = api.backoff_base_ms;
+  s.backoff_cap_ms = api.backoff_cap_ms;
+  s.circuit_failures = api.circuit_failures;
+  s.circuit_cooldown_ms = api.circuit_cooldown_ms;
+  return s;
+}
+
+}  // namespace
 
 Lane::Lane(ApiConfig config, int window_cap)
     : config_(std::move(config)),
       limiter_(config_.limits, config_.margin_ms),
+      quota_(quota_settings(config_)),
       cap_(window_cap) {}
+
+Millis Lane::gate(std::int64_t cost, Millis now) {
+  Millis at = limiter_.next_admit(cost, now);
+  if (at == Limiter::kNever) return at;
+  return std::max(at, quota_.gate(cost, now));
+}
+
+void Lane::on_start(std::int64_t cost, Millis now) {
+  limiter_.record(cost, now);
+  quota_.on_start(cost, now);
+}
+
+void Lane::sync_learned(Millis now) {
+  if (!quota_.take_limits_changed()) return;
+  std::vector<std::string> keys;
+  for (const auto& l : quota_.learned()) {
+    // Learned limits only ever add constraints; with learning off they are
+    // still shown but only advertised ones that the server itself states
+    // are enforced.
+    if (!config_.learn) continue;
+    limiter_.upsert_learned(l.key, l.spec, l.margin_ms,
+                            quota_.learned_seed(l.key), now);
+    keys.push_back(l.key);
+  }
+  limiter_.retain_learned(keys);
+}
 
 ReadyEntry Lane::pop_head() {
   ReadyEntry e = *window_.begin();

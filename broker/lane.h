@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "broker/limiter.h"
+#include "broker/quota.h"
 #include "broker/store.h"
 #include "common/config.h"
 
@@ -28,6 +29,18 @@ class Lane {
   const std::string& name() const { return config_.name; }
   const ApiConfig& config() const { return config_; }
   Limiter& limiter() { return limiter_; }
+  QuotaState& quota() { return quota_; }
+
+  // The earliest time the head of the window may start: the configured and
+  // learned limits, and what the server's answers said (pauses, remaining
+  // counts, the circuit). Limiter::kNever when it never can (cost larger
+  // than a limit), QuotaState::kAwaitAnswer when only an answer in flight
+  // can reopen the lane.
+  Millis gate(std::int64_t cost, Millis now);
+  // Records a start in the limiter and the quota state.
+  void on_start(std::int64_t cost, Millis now);
+  // Brings the limiter's learned limits in line with the quota state.
+  void sync_learned(Millis now);
 
   // --- the ready window ---
   bool has_ready() const { return !window_.empty(); }
@@ -79,6 +92,7 @@ class Lane {
 
   ApiConfig config_;
   Limiter limiter_;
+  QuotaState quota_;
   int cap_;
   std::set<ReadyEntry, Order> window_;
   std::unordered_set<JobId> ids_;

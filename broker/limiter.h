@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "common/clock.h"
@@ -45,9 +46,22 @@ class Limiter {
   // would let the next window's starts arrive too close behind these.
   void restamp(Millis from, Millis to);
 
+  // Learned limits (DESIGN §5), identified by a key, live beside the
+  // configured ones. Updating one keeps its log; a new one starts with
+  // `seed_units` recorded at `now` (what the server said was already used).
+  void upsert_learned(const std::string& key, const LimitSpec& spec,
+                      std::optional<Millis> margin, std::int64_t seed_units,
+                      Millis now);
+  // Drops learned limits whose key is not in `keys`.
+  void retain_learned(const std::vector<std::string>& keys);
+  // Corrects the unit limits by `delta` units for a start made at `t`
+  // (the response stated a different cost than the job's estimate).
+  void correct(std::int64_t delta, Millis t, Millis now);
+
   struct Usage {
     LimitSpec spec;
     std::int64_t used = 0;  // units counted in the current window
+    std::string learned;    // key of a learned limit, empty if configured
   };
   std::vector<Usage> usage(Millis now);
   const std::vector<LimitSpec>& limits() const { return specs_; }
@@ -62,6 +76,7 @@ class Limiter {
   };
   struct Log {
     LimitSpec spec;
+    std::string key;    // learned limits only
     Millis span = 0;    // window + margin
     Millis bucket = 0;  // rounding granularity, 0 = exact
     std::deque<Entry> entries;
@@ -71,6 +86,8 @@ class Limiter {
     return log.spec.counts_requests() ? 1 : cost;
   }
   static void evict(Log& log, Millis now);
+  static Log make_log(const LimitSpec& spec, std::optional<Millis> margin);
+  static void add(Log& log, std::int64_t units, Millis t);
 
   std::vector<LimitSpec> specs_;
   std::vector<Log> logs_;

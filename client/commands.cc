@@ -586,6 +586,63 @@ int wait(Session& s, const WaitOptions& o) {
 
 // ---- stats / apis ---------------------------------------------------------
 
+namespace {
+
+// What the servers' answers taught a lane, for `pacer stats`: learned
+// limits, upstream counters, the pause, the circuit. Empty if nothing.
+std::string quota_text(const nlohmann::json& l) {
+  if (!l.is_object()) return "";
+  std::ostringstream out;
+  const std::string name = field(l, "api");
+  bool any = false;
+  auto line = [&](const std::string& text) {
+    if (!any) out << name << ":\n";
+    any = true;
+    out << "  " << text << "\n";
+  };
+  if (auto it = l.find("learned"); it != l.end() && it->is_array())
+    for (const auto& e : *it)
+      line("learned limit " + field(e, "limit") + " (" + field(e, "source") +
+           ")");
+  if (auto it = l.find("aimd_rate_per_s"); it != l.end() && it->is_number()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "learned rate %.1f/s (AIMD)",
+                  it->get<double>());
+    line(buf);
+  }
+  if (auto it = l.find("upstream"); it != l.end() && it->is_array()) {
+    for (const auto& u : *it) {
+      std::string text = "upstream " + field(u, "key") + ": ";
+      text += u.contains("remaining") && !u["remaining"].is_null()
+                  ? field(u, "remaining")
+                  : std::string("?");
+      if (u.contains("limit") && !u["limit"].is_null())
+        text += " of " + field(u, "limit");
+      text += " remaining";
+      if (auto r = u.find("reset_in_ms"); r != u.end() && r->is_number())
+        text += ", resets in " + format_duration(r->get<std::int64_t>());
+      if (auto sh = u.find("shared_use_per_s");
+          sh != u.end() && sh->is_number()) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, ", others use ~%.1f/s",
+                      sh->get<double>());
+        text += buf;
+      }
+      line(text);
+    }
+  }
+  if (auto it = l.find("paused_until_ms"); it != l.end() && it->is_number())
+    line("paused until " + time_field(l, "paused_until_ms") + ": " +
+         field(l, "pause_reason"));
+  if (auto c = field(l, "circuit"); c != "-" && c != "closed")
+    line("circuit " + c);
+  if (auto p = l.find("probing"); p != l.end() && p->is_boolean() && *p)
+    line("probing: one request out to read the server's count");
+  return out.str();
+}
+
+}  // namespace
+
 int stats(Session& s) {
   auto broker = s.broker();
   if (!broker) return s.fail(kExitError, broker.error());
@@ -632,6 +689,10 @@ int stats(Session& s) {
     t.add_row(std::move(row));
   }
   s.io().out << t.render();
+  for (const auto& l : lanes) {
+    std::string text = quota_text(l);
+    if (!text.empty()) s.io().out << "\n" << text;
+  }
 
   if (r.body.is_object() && r.body.contains("states") &&
       r.body["states"].is_object()) {

@@ -202,10 +202,12 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
             ch != '-')
           return r.error(&node, "api." + name,
                          "API names may use letters, digits, '_' and '-'");
-      if (auto e = r.check_keys(*t, p,
-                                {"base_url", "limits", "concurrency", "margin",
-                                 "timeout", "max_attempts", "backoff_base",
-                                 "backoff_cap", "headers", "dialect"}))
+      if (auto e = r.check_keys(
+              *t, p,
+              {"base_url", "limits", "concurrency", "margin", "timeout",
+               "max_attempts", "backoff_base", "backoff_cap", "headers",
+               "quota_wait", "circuit_failures", "circuit_cooldown", "learn",
+               "actual_cost", "statuses", "dialect"}))
         return *e;
       ApiConfig a;
       a.name = name;
@@ -246,6 +248,62 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
         return *e;
       if (auto e = r.duration(*t, p, "backoff_cap", a.backoff_cap_ms))
         return *e;
+      if (auto e = r.duration(*t, p, "quota_wait", a.quota_wait_ms)) return *e;
+      if (auto e = r.integer(*t, p, "circuit_failures", 0, 1'000'000,
+                             a.circuit_failures))
+        return *e;
+      if (auto e = r.duration(*t, p, "circuit_cooldown", a.circuit_cooldown_ms))
+        return *e;
+      if (auto* n = t->get("learn")) {
+        auto v = n->value<bool>();
+        if (!v || !n->is_boolean())
+          return r.error(n, p + "learn", "must be true or false");
+        a.learn = *v;
+      }
+      if (auto e = r.string(*t, p, "actual_cost", a.actual_cost)) return *e;
+      if (!a.actual_cost.empty()) {
+        try {
+          nlohmann::json::json_pointer check(a.actual_cost);
+        } catch (const nlohmann::json::exception&) {
+          return r.error(t->get("actual_cost"), p + "actual_cost",
+                         "must be a JSON pointer like \"/usage/total_tokens\"");
+        }
+      }
+      if (auto* sn = t->get("statuses")) {
+        auto* st = sn->as_table();
+        if (!st)
+          return r.error(sn, p + "statuses",
+                         "must be a table: rate_limited, transient, permanent "
+                         "= [status, ...]");
+        for (auto&& [ck, cv] : *st) {
+          std::string cls(ck.str());
+          const std::string key = p + "statuses." + cls;
+          Outcome o;
+          if (cls == "rate_limited")
+            o = Outcome::kRateLimited;
+          else if (cls == "transient")
+            o = Outcome::kTransient;
+          else if (cls == "permanent")
+            o = Outcome::kPermanent;
+          else
+            return r.error(&cv, key,
+                           "unknown class (use rate_limited, transient or "
+                           "permanent)");
+          auto* arr = cv.as_array();
+          if (!arr)
+            return r.error(&cv, key, "must be an array of HTTP statuses");
+          for (auto&& e : *arr) {
+            auto v = e.value<std::int64_t>();
+            if (!v || !e.is_integer() || *v < 100 || *v > 599)
+              return r.error(&e, key, "statuses are integers from 100 to 599");
+            if (a.statuses.count(static_cast<int>(*v)))
+              return r.error(&e, key,
+                             "status " + std::to_string(*v) +
+                                 " is given more than one class");
+            a.statuses[static_cast<int>(*v)] = o;
+          }
+        }
+      }
       if (auto e = r.string(*t, p, "dialect", a.dialect)) return *e;
       if (!is_known_dialect(a.dialect))
         return r.error(t->get("dialect"), p + "dialect",

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/job.h"
 #include "common/limit_spec.h"
 #include "common/result.h"
 
@@ -30,6 +31,15 @@ struct ApiConfig {
   // Headers the worker adds to every call (credentials). Values may reference
   // environment variables as ${NAME}; they are expanded by the worker only.
   std::map<std::string, std::string> headers;
+  // The quota feedback loop (DESIGN §5, §6).
+  Millis quota_wait_ms = 24LL * 3'600'000;  // waiting_quota -> dead after
+  int circuit_failures = 5;                 // 0: no circuit breaker
+  Millis circuit_cooldown_ms = 30'000;
+  bool learn = true;  // learn limits the configuration does not give
+  // JSON pointer to the call's real cost in the response body (unit limits).
+  std::string actual_cost;
+  // Status -> outcome class, overriding the defaults (DESIGN §6).
+  std::map<int, Outcome> statuses;
 };
 
 struct BrokerConfig {

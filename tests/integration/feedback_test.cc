@@ -1,0 +1,233 @@
+// The quota feedback loop end to end, for every rate-limit header dialect the
+// mock API speaks: real broker, workers and mock processes on loopback.
+//   (a) the limit configured: the upstream rejects nothing;
+//   (b) no limit configured: every job succeeds, rejections stay small, and
+//       once the limit is known the lane runs at >= 85% of it;
+//   (c) another client spends part of the quota: pacer adapts, its own
+//       rejections stay small and the total stays within the limit.
+// One fleet per dialect, all running at once (they are rate bound, not CPU
+// bound), so the whole sweep takes about as long as one dialect.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "tests/support/fleet.h"
+
+using namespace pacer::testing;
+using pacer::protocol::Command;
+using json = nlohmann::json;
+
+namespace {
+
+const std::vector<std::string> kDialects = {
+    "ietf-6", "ietf-7",    "ietf-8",           "x-ratelimit", "github",
+    "openai", "anthropic", "retry-after-date", "none"};
+
+// Dialects whose 200s carry no quota counters: the lane learns from
+// rejections alone.
+bool counters_in_headers(const std::string& d) {
+  return d != "retry-after-date" && d != "none";
+}
+
+struct Run {
+  std::string dialect;
+  std::unique_ptr<Fleet> fleet;
+  std::vector<std::int64_t> ids;
+};
+
+constexpr int kConcurrency = 4;  // per worker; two workers per fleet
+
+// An nginx-style upstream answers a rate rejection with 503 and no headers;
+// the lane says so (docs/configuration.md, [api.NAME.statuses]).
+std::string api_toml_for(const std::string& dialect, const std::string& more) {
+  std::string t = more + "concurrency = " + std::to_string(2 * kConcurrency) +
+                  "\nbackoff_base = \"200ms\"\n";
+  if (dialect == "none") t += "statuses = { rate_limited = [503] }\n";
+  return t;
+}
+
+// The mock's limit for a dialect, as (amount, window in seconds).
+using LimitFor = std::function<std::pair<int, int>(const std::string&)>;
+
+std::vector<Run> start_all(const LimitFor& limit_for,
+                           const std::vector<std::string>& mock_args,
+                           const std::string& api_toml, int jobs) {
+  std::vector<Run> runs;
+  for (const auto& d : kDialects) {
+    auto [amount, window_s] = limit_for(d);
+    std::vector<std::string> args = {
+        "--limit",
+        std::to_string(amount) + "/" + std::to_string(window_s) + "s",
+        "--algorithm", "fixed"};
+    args.insert(args.end(), mock_args.begin(), mock_args.end());
+    args.insert(args.end(), {"--dialect", d});
+    Run r;
+    r.dialect = d;
+    r.fleet = std::make_unique<Fleet>(
+        FleetOptions{.mock_args = args,
+                     .api_toml = api_toml_for(d, api_toml),
+                     .workers = 2,
+                     .worker_concurrency = kConcurrency});
+    r.fleet->start_broker();
+    r.fleet->start_worker(0);
+    r.fleet->start_worker(1);
+    runs.push_back(std::move(r));
+  }
+  for (auto& r : runs) {
+    REQUIRE(r.fleet->wait_workers(2));
+    // The mock's windows start now, with the backlog (not when it started).
+    REQUIRE(http_json(r.fleet->mock().port(), "POST", "/admin/reset"));
+    r.ids = r.fleet->submit_echo(jobs, r.dialect);
+  }
+  return runs;
+}
+
+void wait_all(std::vector<Run>& runs, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (auto& r : runs) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    CHECK_MESSAGE(r.fleet->wait_done(r.ids, std::max(left, 1000ms)), r.dialect);
+  }
+}
+
+std::int64_t succeeded(Run& r) {
+  auto p = r.fleet->progress(r.ids);
+  return p.is_object() ? p.value("succeeded", std::int64_t{-1}) : -1;
+}
+
+json lane_stats(Run& r) {
+  auto s = r.fleet->request(Command::kStats, json::object());
+  REQUIRE(s);
+  for (auto& l : (*s)["lanes"])
+    if (l["api"] == "echo") return l;
+  return json();
+}
+
+}  // namespace
+
+TEST_CASE("(a) with the limit configured, no dialect draws a rejection") {
+  const int jobs = 60;
+  auto same = [](const std::string&) { return std::pair{20, 1}; };
+  auto runs =
+      start_all(same, {}, "limits = [\"20/s\"]\nmargin = \"50ms\"\n", jobs);
+  wait_all(runs, 120s);
+  for (auto& r : runs) {
+    CAPTURE(r.dialect);
+    CHECK(succeeded(r) == jobs);
+    json s = r.fleet->mock().stats();
+    CHECK(s["accepted"] == jobs);
+    CHECK(s["rejected"] == 0);
+    CHECK(s["max_in_window"].get<int>() <= 20);
+  }
+}
+
+TEST_CASE(
+    "(b) with no limit configured, each dialect's lane learns it: all "
+    "succeed, few rejections, >= 85% of the limit once learned") {
+  // 10/s either way. Where the answers carry whole-second times (counts
+  // with resets, or a Retry-After date), as 50 per 5 s: a window of one
+  // second would be mostly rounding. Where they carry nothing (nginx
+  // style), as 10 per second: AIMD learns from rejections alone, and many
+  // windows show whether it settled.
+  auto limit_for = [](const std::string& d) {
+    return d == "none" ? std::pair{10, 1} : std::pair{50, 5};
+  };
+  const int jobs = 200;
+  auto runs = start_all(limit_for, {}, "", jobs);
+  // "Once learned": from when a quarter of each backlog is done.
+  std::vector<json> mid(runs.size());
+  CHECK(wait_until(
+      [&] {
+        bool all = true;
+        for (std::size_t i = 0; i < runs.size(); ++i) {
+          if (!mid[i].is_null()) continue;
+          if (succeeded(runs[i]) >= jobs / 4)
+            mid[i] = runs[i].fleet->mock().stats();
+          else
+            all = false;
+        }
+        return all;
+      },
+      120s, 50ms));
+  wait_all(runs, 180s);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    Run& r = runs[i];
+    CAPTURE(r.dialect);
+    CHECK(succeeded(r) == jobs);
+    json s = r.fleet->mock().stats();
+    const auto [limit, window_s] = limit_for(r.dialect);
+    const auto rejected = s["rejected"].get<std::int64_t>();
+    const double per_s = static_cast<double>(limit) / window_s;
+    double utilization = 0;
+    if (window_s > 1) {
+      // Bursts at window starts: count whole windows. The mock's windows
+      // start at its reset; first and last accept are on the same clock.
+      // What the windows after the first (learning) one carried against
+      // what they allowed.
+      const auto window_ms = window_s * 1000;
+      const auto first = s["first_accept_ms"].get<std::int64_t>() / window_ms;
+      const auto last = s["last_accept_ms"].get<std::int64_t>() / window_ms;
+      const double allowed = static_cast<double>(last - first) * limit;
+      utilization = allowed > 0 ? (jobs - limit) / allowed : 0;
+    } else if (!mid[i].is_null()) {
+      // Evenly paced: the rate from a quarter done to the end.
+      const double done =
+          s["accepted"].get<double>() - mid[i]["accepted"].get<double>();
+      const double secs = (s["last_accept_ms"].get<double>() -
+                           mid[i]["uptime_ms"].get<double>()) /
+                          1000.0;
+      utilization = secs > 0 ? done / secs / per_s : 0;
+    }
+    json lane = lane_stats(r);
+    MESSAGE(r.dialect, ": rejections ", rejected, ", utilization once learned ",
+            100 * utilization, "%, learned ", lane["learned"].dump(),
+            ", upstream ", lane["upstream"].dump());
+    CHECK(s["max_in_window"].get<int>() <= limit);
+    CHECK(utilization >= 0.85);
+    if (counters_in_headers(r.dialect)) {
+      // The counts arrive with the first answers: what can be refused is
+      // what overtook other requests on the way when a window ran out.
+      CHECK(rejected <= 2 * kConcurrency);
+    } else {
+      // Learning from rejections alone: each window that runs out early
+      // costs the requests in flight then and one per backoff step; AIMD
+      // makes that rarer as the rate settles.
+      CHECK(rejected <= jobs / 4);
+    }
+  }
+}
+
+TEST_CASE(
+    "(c) another client spends part of the quota: pacer slows to match and "
+    "the total stays within the limit") {
+  // The lane is told the nominal 50 per 5 s; someone else spends 2/s of it.
+  const int limit = 50, jobs = 120;
+  auto runs = start_all(
+      [](const std::string&) {
+        return std::pair{50, 5};
+      },
+      {"--shared-load", "2/s"}, "limits = [\"50/5s\"]\nmargin = \"50ms\"\n",
+      jobs);
+  wait_all(runs, 180s);
+  for (auto& r : runs) {
+    CAPTURE(r.dialect);
+    CHECK(succeeded(r) == jobs);
+    json s = r.fleet->mock().stats();
+    const auto rejected = s["rejected"].get<std::int64_t>();
+    json lane = lane_stats(r);
+    MESSAGE(r.dialect, ": pacer rejections ", rejected,
+            ", other client's accepted ", s["shared_accepted"], " rejected ",
+            s["shared_rejected"], ", busiest window total ",
+            s["max_total_in_window"], ", upstream ", lane["upstream"].dump());
+    CHECK(s["max_total_in_window"].get<int>() <= limit);
+    const std::int64_t windows = jobs / 40 + 2;
+    if (counters_in_headers(r.dialect))
+      CHECK(rejected <= windows * 2);
+    else
+      CHECK(rejected <= windows * (2 * kConcurrency + 5));
+  }
+}

@@ -1,0 +1,457 @@
+// QuotaState and Lane under explicit time: pauses, caps from remaining
+// counts, probes after a reset, learned limits, AIMD convergence against a
+// simulated fixed-window server, reopening without a burst, the circuit
+// breaker, others' spending, and the persisted state.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <deque>
+
+#include "broker/lane.h"
+#include "broker/quota.h"
+
+namespace pacer {
+namespace {
+
+using json = nlohmann::json;
+
+Observation obs_json(const json& j) {
+  auto o = Observation::from_json(j);
+  REQUIRE(o);
+  return *o;
+}
+
+json limit(double remaining, std::optional<Millis> reset_in,
+           std::optional<std::int64_t> lim = std::nullopt,
+           std::optional<std::int64_t> window_s = std::nullopt,
+           const char* unit = "requests") {
+  json l = {{"source", "x-ratelimit"},
+            {"name", "default"},
+            {"unit", unit},
+            {"remaining", remaining}};
+  if (reset_in) l["reset_in_ms"] = *reset_in;
+  if (lim) l["limit"] = *lim;
+  if (window_s) l["window_s"] = *window_s;
+  return l;
+}
+
+QuotaState::Answer ok(const Observation* o, QuotaState::Mark at) {
+  QuotaState::Answer a;
+  a.obs = o;
+  a.at = at;
+  a.success = true;
+  return a;
+}
+
+QuotaState::Answer rejected(const Observation* o, QuotaState::Mark at) {
+  QuotaState::Answer a;
+  a.obs = o;
+  a.at = at;
+  a.rate_limited = true;
+  return a;
+}
+
+TEST_CASE("observation JSON is read defensively") {
+  CHECK_FALSE(Observation::from_json(json::array()));
+  auto o = obs_json({{"verdict", 7},
+                     {"wait_ms", -5},
+                     {"retry_after_ms", 1e300},
+                     {"limits",
+                      {{{"remaining", "x"}, {"limit", -1}},
+                       "junk",
+                       {{"remaining", 3}, {"reset_in_ms", 2000.2}}}}});
+  CHECK(o.verdict == "ok");
+  CHECK_FALSE(o.wait_ms);
+  REQUIRE(o.retry_after_ms);
+  CHECK(*o.retry_after_ms <= 7LL * 86'400'000);
+  REQUIRE(o.limits.size() == 2);
+  CHECK_FALSE(o.limits[0].remaining);
+  CHECK_FALSE(o.limits[0].limit);
+  CHECK(o.limits[1].remaining == 3);
+  CHECK(o.limits[1].reset_in_ms == 2001);
+}
+
+TEST_CASE(
+    "a 429 pauses the lane for max(Retry-After, backoff), once per burst") {
+  QuotaSettings s;
+  s.learn_rate = false;
+  s.backoff_base_ms = 500;
+  QuotaState q(s);
+  const Millis t0 = 1'000'000;
+  std::vector<QuotaState::Mark> marks;
+  for (int i = 0; i < 5; ++i) {
+    q.on_start(1, t0);
+    marks.push_back(q.mark());
+  }
+  auto o = obs_json({{"verdict", "throttled"},
+                     {"blocking", true},
+                     {"retry_after_ms", 2000},
+                     {"wait_ms", 2000}});
+  auto until = q.on_answer(rejected(&o, marks[0]), t0 + 10);
+  REQUIRE(until);
+  CHECK(*until == t0 + 10 + 2000);
+  CHECK(q.gate(1, t0 + 20) == t0 + 2010);
+  // The other four were sent before the first 429 was seen: same episode,
+  // the backoff does not escalate.
+  auto bare = obs_json({{"verdict", "throttled"}, {"blocking", true}});
+  for (int i = 1; i < 5; ++i) q.on_answer(rejected(&bare, marks[i]), t0 + 11);
+  CHECK(q.gate(1, t0 + 20) == t0 + 2010);
+  // A start after the pause drawing another bare 429: backoff doubles.
+  q.on_start(1, t0 + 2010);
+  auto m = q.mark();
+  until = q.on_answer(rejected(&bare, m), t0 + 2020);
+  CHECK(*until == t0 + 2020 + 1000);
+  // A success resets the escalation.
+  q.on_start(1, t0 + 3100);
+  m = q.mark();
+  q.on_answer(ok(nullptr, m), t0 + 3110);
+  q.on_start(1, t0 + 3200);
+  m = q.mark();
+  until = q.on_answer(rejected(&bare, m), t0 + 3210);
+  CHECK(*until == t0 + 3210 + 500);
+}
+
+TEST_CASE("remaining = R caps the starts before the reset") {
+  QuotaState q;
+  const Millis t0 = 5'000;
+  q.on_start(1, t0);  // the observed request
+  auto observed = q.mark();
+  q.on_start(1, t0);  // two more left before its answer came back:
+  q.on_start(1, t0);  // the server had not counted them
+  auto o = obs_json({{"limits", {limit(5, 1000, 10)}}});
+  q.on_answer(ok(&o, observed), t0 + 5);
+  // 5 remaining - 2 uncounted = 3 more starts.
+  for (int i = 0; i < 3; ++i) {
+    CHECK(q.gate(1, t0 + 6) == t0 + 6);
+    q.on_start(1, t0 + 6);
+  }
+  CHECK(q.gate(1, t0 + 6) == t0 + 5 + 1000);
+}
+
+TEST_CASE("remaining = 0 pauses until the reset, then one probe goes first") {
+  QuotaState q;
+  const Millis t0 = 10'000;
+  q.on_start(1, t0);
+  auto m = q.mark();
+  auto o = obs_json({{"limits", {limit(0, 800, 10)}}});
+  q.on_answer(ok(&o, m), t0 + 2);
+  CHECK(q.gate(1, t0 + 3) == t0 + 802);
+  // After the reset the count is unknown: one start, then wait for it.
+  CHECK(q.gate(1, t0 + 802) == t0 + 802);
+  q.on_start(1, t0 + 802);
+  auto probe = q.mark();
+  CHECK(q.gate(1, t0 + 803) == QuotaState::kAwaitAnswer);
+  auto fresh = obs_json({{"limits", {limit(9, 1000, 10)}}});
+  q.on_answer(ok(&fresh, probe), t0 + 805);
+  CHECK(q.gate(1, t0 + 806) == t0 + 806);
+}
+
+TEST_CASE("a probe answered without the counter drops it") {
+  QuotaState q;
+  q.on_start(1, 0);
+  auto m = q.mark();
+  auto o = obs_json({{"limits", {limit(3, 100)}}});
+  q.on_answer(ok(&o, m), 1);
+  q.on_start(1, 200);
+  auto probe = q.mark();
+  CHECK(q.gate(1, 201) == QuotaState::kAwaitAnswer);
+  q.on_answer(ok(nullptr, probe), 210);
+  CHECK(q.gate(1, 211) == 211);
+  CHECK(q.to_json(211)["upstream"].empty());
+}
+
+TEST_CASE("an older request's answer does not overwrite a newer count") {
+  QuotaState q;
+  q.on_start(1, 0);
+  auto first = q.mark();
+  q.on_start(1, 0);
+  auto second = q.mark();
+  auto newer = obs_json({{"limits", {limit(3, 1000)}}});
+  // The older one reached the server after the newer one (it saw less).
+  auto older = obs_json({{"limits", {limit(2, 1000)}}});
+  // The first request may still be on its way: 3 - 1 remain for sure.
+  q.on_answer(ok(&newer, second), 5);
+  q.on_answer(ok(&older, first), 6);
+  for (int i = 0; i < 2; ++i) {
+    CHECK(q.gate(1, 7) == 7);
+    q.on_start(1, 7);
+  }
+  CHECK(q.gate(1, 8) == 1005);
+}
+
+TEST_CASE("requests that overtook older ones do not inflate the budget") {
+  QuotaState q;
+  std::vector<QuotaState::Mark> marks;
+  for (int i = 0; i < 4; ++i) {
+    q.on_start(1, 0);
+    marks.push_back(q.mark());
+  }
+  // The fourth arrived first and saw 10 remaining; three older ones may not
+  // be counted yet, so at most 7 more may start...
+  auto o4 = obs_json({{"limits", {limit(10, 1000)}}});
+  q.on_answer(ok(&o4, marks[3]), 2);
+  int allowed = 0;
+  while (q.gate(1, 3) <= 3) {
+    q.on_start(1, 3);
+    ++allowed;
+  }
+  CHECK(allowed == 7);
+  // ...until their answers show where they were counted: one that saw
+  // more remaining (11) was counted before the fourth, so the fourth's 10
+  // already included it; one that saw less (9) was counted after.
+  auto o1 = obs_json({{"limits", {limit(11, 1000)}}});
+  q.on_answer(ok(&o1, marks[0]), 4);
+  CHECK(q.gate(1, 5) == 5);
+  q.on_start(1, 5);
+  auto o2 = obs_json({{"limits", {limit(9, 1000)}}});
+  q.on_answer(ok(&o2, marks[1]), 6);
+  CHECK(q.gate(1, 7) == 1002);
+}
+
+TEST_CASE("unit counters are charged with the job's cost") {
+  QuotaState q;
+  q.on_start(100, 0);
+  auto m = q.mark();
+  auto o = obs_json({{"limits", {limit(250, 60'000, 1000, {}, "tokens")}}});
+  q.on_answer(ok(&o, m), 1);
+  CHECK(q.gate(200, 2) == 2);
+  q.on_start(200, 2);
+  CHECK(q.gate(100, 3) == 60'001);
+  CHECK(q.gate(50, 3) == 3);
+}
+
+TEST_CASE("advertised limits with a window are learned and seeded") {
+  QuotaState q;
+  q.on_start(1, 0);
+  auto m = q.mark();
+  auto o = obs_json({{"limits", {limit(40, 30'000, 100, 60)}}});
+  q.on_answer(ok(&o, m), 1);
+  REQUIRE(q.take_limits_changed());
+  auto learned = q.learned();
+  REQUIRE(learned.size() == 1);
+  CHECK(learned[0].spec == LimitSpec{100, 60'000, "requests"});
+  CHECK(learned[0].source == "advertised");
+  CHECK(q.learned_seed(learned[0].key) == 60);
+  // The same again changes nothing.
+  q.on_start(1, 2);
+  m = q.mark();
+  auto again = obs_json({{"limits", {limit(39, 29'000, 100, 60)}}});
+  q.on_answer(ok(&again, m), 3);
+  CHECK_FALSE(q.take_limits_changed());
+}
+
+TEST_CASE("a lane with a learned limit seeds its limiter from the server") {
+  ApiConfig api;
+  api.name = "a";
+  Lane lane(api, 16);
+  lane.on_start(1, 0);
+  auto m = lane.quota().mark();
+  auto o = obs_json({{"limits", {limit(7, 9'000, 10, 10)}}});
+  lane.quota().on_answer(ok(&o, m), 1);
+  lane.sync_learned(1);
+  // The server said 3 of 10 are used: the limiter now holds them (plus the
+  // cap from the answer itself allows 7).
+  int started = 0;
+  for (Millis t = 2; t < 3; ++t)
+    while (lane.gate(1, t) <= t) {
+      lane.on_start(1, t);
+      ++started;
+    }
+  CHECK(started == 7);
+}
+
+// A server with a fixed window of `limit` per second, answering at once.
+struct FixedWindowServer {
+  std::int64_t limit;
+  Millis window_start = 0;
+  std::int64_t count = 0;
+  std::int64_t accepted = 0, rejected = 0;
+  bool admit(Millis t) {
+    Millis w = t / 1000 * 1000;
+    if (w != window_start) {
+      window_start = w;
+      count = 0;
+    }
+    if (count >= limit) {
+      ++rejected;
+      return false;
+    }
+    ++count;
+    ++accepted;
+    return true;
+  }
+};
+
+TEST_CASE("AIMD finds an unadvertised rate with few rejections") {
+  ApiConfig api;
+  api.name = "nginx-like";
+  api.backoff_base_ms = 500;
+  Lane lane(api, 64);
+  FixedWindowServer server{50};
+  struct Pending {
+    Millis answer_at;
+    QuotaState::Mark mark;
+  };
+  std::deque<Pending> in_flight;
+  std::int64_t accepted_late = 0;
+  std::vector<std::int64_t> rejected_at_second(121, 0);
+  for (Millis t = 0; t < 120'000; ++t) {
+    while (!in_flight.empty() && in_flight.front().answer_at <= t) {
+      Pending p = in_flight.front();
+      in_flight.pop_front();
+      bool admitted = server.admit(p.answer_at - 5);
+      QuotaState::Answer a;
+      a.at = p.mark;
+      a.success = admitted;
+      a.rate_limited = !admitted;
+      lane.quota().on_answer(a, t);
+      lane.sync_learned(t);
+      if (admitted && t >= 60'000) ++accepted_late;
+      if (!admitted) ++rejected_at_second[t / 1000];
+    }
+    lane.quota().tick(t, true);
+    lane.sync_learned(t);
+    // An endless backlog, at most 32 in flight.
+    while (in_flight.size() < 32 && lane.gate(1, t) <= t) {
+      lane.on_start(1, t);
+      in_flight.push_back({t + 10, lane.quota().mark()});
+    }
+  }
+  // Once learned (the last minute), at least 85% of the limit...
+  CHECK(accepted_late >= 0.85 * 50 * 60);
+  // ...and the server never sees more than it allows (it rejects instead),
+  // so what matters is how many rejections it took: few per minute.
+  std::int64_t late_rejections = 0;
+  for (int s = 60; s < 120; ++s) late_rejections += rejected_at_second[s];
+  MESSAGE("accepted in the last minute: ", accepted_late,
+          ", rejections: ", late_rejections,
+          ", total rejections: ", server.rejected);
+  CHECK(late_rejections <= 60);
+  REQUIRE(lane.quota().aimd_rate());
+  CHECK(*lane.quota().aimd_rate() > 40);
+  CHECK(*lane.quota().aimd_rate() < 60);
+}
+
+TEST_CASE("a lane reopens without a burst") {
+  ApiConfig api;
+  api.name = "a";
+  api.limits = {LimitSpec{10, 1000, "requests"}};
+  Lane lane(api, 64);
+  lane.on_start(1, 0);
+  auto m = lane.quota().mark();
+  auto o = obs_json({{"verdict", "throttled"},
+                     {"blocking", true},
+                     {"retry_after_ms", 5000},
+                     {"wait_ms", 5000}});
+  lane.quota().on_answer(rejected(&o, m), 1);
+  std::vector<Millis> starts;
+  for (Millis t = 0; t < 10'000; ++t)
+    while (lane.gate(1, t) <= t) {
+      lane.on_start(1, t);
+      starts.push_back(t);
+    }
+  REQUIRE_FALSE(starts.empty());
+  CHECK(starts.front() >= 5001);
+  // No interval of one second holds more than the limit.
+  for (std::size_t i = 0; i < starts.size(); ++i) {
+    std::size_t j = i;
+    while (j < starts.size() && starts[j] < starts[i] + 1000) ++j;
+    CHECK(j - i <= 10);
+  }
+}
+
+TEST_CASE("circuit breaker: opens, half-opens with one probe, closes") {
+  QuotaSettings s;
+  s.circuit_failures = 3;
+  s.circuit_cooldown_ms = 10'000;
+  QuotaState q(s);
+  auto fail = [&](Millis t) {
+    q.on_start(1, t);
+    auto m = q.mark();
+    QuotaState::Answer a;
+    a.at = m;
+    a.transient = true;
+    q.on_answer(a, t + 1);
+  };
+  fail(0);
+  fail(10);
+  CHECK(q.circuit() == "closed");
+  fail(20);
+  CHECK(q.circuit() == "open");
+  CHECK(q.gate(1, 30) == 21 + 10'000);
+  // Cooldown over: one probe, nothing else until it answers.
+  CHECK(q.gate(1, 10'021) == 10'021);
+  q.on_start(1, 10'021);
+  auto probe = q.mark();
+  CHECK(q.circuit() == "half_open");
+  CHECK(q.gate(1, 10'022) == QuotaState::kAwaitAnswer);
+  // The probe fails: open again for the cooldown.
+  QuotaState::Answer a;
+  a.at = probe;
+  a.transient = true;
+  q.on_answer(a, 10'030);
+  CHECK(q.circuit() == "open");
+  CHECK(q.gate(1, 10'031) == 20'030);
+  q.on_start(1, 20'030);
+  probe = q.mark();
+  q.on_answer(ok(nullptr, probe), 20'040);
+  CHECK(q.circuit() == "closed");
+  CHECK(q.gate(1, 20'041) == 20'041);
+}
+
+TEST_CASE("others spending the same quota slow the lane to match") {
+  QuotaState q;
+  // Fixed window of 100 ending at t=10'000; every 500 ms this lane starts
+  // one request and sees the count fall by 6: 5 were someone else's.
+  double remaining = 100;
+  for (Millis t = 1000; t <= 5000; t += 500) {
+    q.on_start(1, t);
+    auto m = q.mark();
+    remaining -= 6;
+    auto o = obs_json({{"limits", {limit(remaining, 10'000 - t, 100)}}});
+    q.on_answer(ok(&o, m), t);
+  }
+  auto j = q.to_json(5000);
+  REQUIRE(j["upstream"].size() == 1);
+  double shared = j["upstream"][0]["shared_use_per_s"].get<double>();
+  CHECK(shared == doctest::Approx(10.0).epsilon(0.3));
+  // 46 remain, but the others are expected to spend ~50 more before the
+  // reset: the lane holds back rather than race them.
+  CHECK(q.gate(1, 5001) == 10'000);
+}
+
+TEST_CASE("persisted state survives a restart") {
+  QuotaState q;
+  const Millis t0 = 1'000'000;
+  q.on_start(1, t0);
+  auto m = q.mark();
+  auto o = obs_json({{"verdict", "throttled"},
+                     {"blocking", true},
+                     {"retry_after_ms", 60'000},
+                     {"wait_ms", 60'000},
+                     {"limits",
+                      {limit(0, 60'000, 100, 60),
+                       {{"source", "x"},
+                        {"name", "hour"},
+                        {"unit", "requests"},
+                        {"remaining", 500},
+                        {"reset_in_ms", 3'600'000}}}}});
+  q.on_answer(rejected(&o, m), t0);
+  json saved = q.persisted(t0 + 10);
+
+  QuotaState r;
+  r.restore(saved, t0 + 20);
+  CHECK(r.paused_until(t0 + 20) == t0 + 60'000);
+  CHECK(r.take_limits_changed());
+  REQUIRE(r.learned().size() == 1);
+  CHECK(r.learned()[0].spec == LimitSpec{100, 60'000, "requests"});
+  // The exhausted counter waits for its reset; then the hour counter, whose
+  // count went on while the broker was down, is probed first.
+  CHECK(r.gate(1, t0 + 20) == t0 + 60'000);
+  CHECK(r.gate(1, t0 + 60'000) == t0 + 60'000);
+  r.on_start(1, t0 + 60'000);
+  CHECK(r.gate(1, t0 + 60'001) == QuotaState::kAwaitAnswer);
+}
+
+}  // namespace
+}  // namespace pacer
