@@ -258,6 +258,8 @@ void HttpExecutor::collect_done() {
         r.error = "HTTP " + std::to_string(status);
       r.observation = observe(r.status, t->response_headers.all(), t->body,
                               epoch_ms(), t->request.dialect);
+      if (r.outcome == Outcome::kSuccess && !t->truncated)
+        r.actual_cost = read_actual_cost(t->body, t->request.actual_cost);
       r.headers = std::move(t->response_headers.headers());
       r.body = std::move(t->body);
       r.body_truncated = t->truncated;

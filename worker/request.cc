@@ -4,6 +4,7 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -204,17 +205,35 @@ std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j) {
 }
 
 nlohmann::json JobResult::to_json() const {
-  return {{"id", id},
-          {"attempt", attempt},
-          {"outcome", std::string(to_string(outcome))},
-          {"status", status},
-          {"error", error},
-          {"headers", headers},
-          {"body", body},
-          {"body_truncated", body_truncated},
-          {"started_ms", started_ms},
-          {"duration_ms", duration_ms},
-          {"observation", observation}};
+  nlohmann::json j = {{"id", id},
+                      {"attempt", attempt},
+                      {"outcome", std::string(to_string(outcome))},
+                      {"status", status},
+                      {"error", error},
+                      {"headers", headers},
+                      {"body", body},
+                      {"body_truncated", body_truncated},
+                      {"started_ms", started_ms},
+                      {"duration_ms", duration_ms},
+                      {"observation", observation}};
+  if (actual_cost) j["actual_cost"] = *actual_cost;
+  return j;
+}
+
+std::optional<double> read_actual_cost(std::string_view body,
+                                       const std::string& pointer) {
+  if (pointer.empty() || body.empty()) return std::nullopt;
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  try {
+    const auto& v = j.at(nlohmann::json::json_pointer(pointer));
+    if (!v.is_number()) return std::nullopt;
+    double d = v.get<double>();
+    if (!std::isfinite(d) || d < 0) return std::nullopt;
+    return d;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
 }
 
 JobResult refusal(JobId id, std::int64_t attempt, Outcome outcome,
@@ -265,8 +284,8 @@ Result<ApiRoute> make_route(const ApiConfig& api) {
   if (!credentials) return Error{credentials.error()};
   auto base = parse_base_url(api.base_url);
   if (!base) return Error{"api." + api.name + ".base_url: " + base.error()};
-  return ApiRoute{api.name, std::move(*base), std::move(*credentials),
-                  api.timeout_ms, api.dialect};
+  return ApiRoute{api.name,       std::move(*base), std::move(*credentials),
+                  api.timeout_ms, api.dialect,      api.actual_cost};
 }
 
 std::string url_text(const CURLU* url) {
@@ -450,6 +469,7 @@ Result<HttpRequest> prepare_request(const Job& job, const ApiRoute& route) {
   r.body = job.body;
   r.timeout_ms = job.timeout_ms.value_or(route.timeout_ms);
   r.dialect = route.dialect;
+  r.actual_cost = route.actual_cost;
   return r;
 }
 

@@ -63,9 +63,16 @@ struct JobResult {
   // The rate-limit observation (common/ratelimit.h) as JSON; null when the
   // response held nothing worth reporting.
   nlohmann::json observation;
+  // The call's real cost read from the response ([api.NAME] actual_cost).
+  std::optional<double> actual_cost;
 
   nlohmann::json to_json() const;
 };
+
+// The number at `pointer` in a JSON response body: the call's real cost.
+// Empty when the body is not JSON or holds no non-negative number there.
+std::optional<double> read_actual_cost(std::string_view body,
+                                       const std::string& pointer);
 
 // A Result for a job that was not sent (refused, over capacity, shutdown).
 JobResult refusal(JobId id, std::int64_t attempt, Outcome outcome,
@@ -98,6 +105,7 @@ struct ApiRoute {
   HeaderList credentials;
   Millis timeout_ms = 30'000;
   std::string dialect = "auto";  // rate-limit header profile
+  std::string actual_cost;       // JSON pointer to the real cost, or empty
 };
 
 // Expands the ${ENV} references of the API's [api.NAME.headers]. Errors read
@@ -191,6 +199,7 @@ struct HttpRequest {
   std::optional<std::string> body;
   Millis timeout_ms = 30'000;
   std::string dialect = "auto";  // the API's rate-limit header profile
+  std::string actual_cost;       // JSON pointer to the real cost, or empty
 };
 
 // Confines the job to its API and merges its headers with the credentials.

@@ -231,3 +231,33 @@ TEST_CASE(
       CHECK(rejected <= windows * (2 * kConcurrency + 5));
   }
 }
+
+TEST_CASE(
+    "(e) the response's actual cost corrects the lane's unit limit: jobs "
+    "that underestimate their tokens draw no rejection") {
+  // Each job says it costs 10 tokens but really costs 50 (the mock reads
+  // "tokens" from the body and reports usage.total_tokens). One at a time,
+  // so each correction lands before the next start is decided.
+  Fleet f({.mock_args = {"--limit", "1000/s", "--token-limit", "500/5s"},
+           .api_toml = "limits = [\"500 tokens/5s\"]\nmargin = \"50ms\"\n"
+                       "concurrency = 1\nactual_cost = "
+                       "\"/usage/total_tokens\"\n",
+           .workers = 1,
+           .worker_concurrency = 4});
+  f.start_broker();
+  f.start_worker(0);
+  REQUIRE(f.wait_workers(1));
+  REQUIRE(http_json(f.mock().port(), "POST", "/admin/reset"));
+  const int jobs = 25;
+  auto ids =
+      f.submit_echo(jobs, "cost", {{"body", {{"tokens", 50}}}, {"cost", 10}});
+  REQUIRE(f.wait_done(ids, 120s));
+  auto p = f.progress(ids);
+  CHECK(p["succeeded"] == jobs);
+  json s = f.mock().stats();
+  MESSAGE("accepted ", s["accepted"], ", rejected ", s["rejected"]);
+  CHECK(s["rejected"] == 0);
+  // 25 x 50 tokens at 500 per 5 s: at least two full windows.
+  CHECK(s["last_accept_ms"].get<double>() - s["first_accept_ms"].get<double>() >
+        10'000 - 1000);
+}

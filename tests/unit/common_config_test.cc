@@ -324,6 +324,57 @@ TEST_CASE("dialect: auto by default, a known profile, unknown names refused") {
         "pacer.toml:3: api.echo.dialect: must be a string");
 }
 
+TEST_CASE("the feedback loop's keys: defaults, values, refusals") {
+  auto plain = parse_config(api_with(""), "pacer.toml");
+  REQUIRE_MESSAGE(plain.ok(), plain.error());
+  const auto* d = plain->api("echo");
+  CHECK(d->quota_wait_ms == 24LL * 3'600'000);
+  CHECK(d->circuit_failures == 5);
+  CHECK(d->circuit_cooldown_ms == 30'000);
+  CHECK(d->learn);
+  CHECK(d->actual_cost.empty());
+  CHECK(d->statuses.empty());
+
+  auto r =
+      parse_config(api_with("quota_wait = \"1h\"\ncircuit_failures = 0\n"
+                            "circuit_cooldown = \"5s\"\nlearn = false\n"
+                            "actual_cost = \"/usage/total_tokens\"\n"
+                            "[api.echo.statuses]\nrate_limited = [503, 420]\n"
+                            "transient = [409]\npermanent = [500]\n"),
+                   "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  const auto* a = r->api("echo");
+  CHECK(a->quota_wait_ms == 3'600'000);
+  CHECK(a->circuit_failures == 0);
+  CHECK(a->circuit_cooldown_ms == 5000);
+  CHECK_FALSE(a->learn);
+  CHECK(a->actual_cost == "/usage/total_tokens");
+  CHECK(a->statuses.at(503) == pacer::Outcome::kRateLimited);
+  CHECK(a->statuses.at(420) == pacer::Outcome::kRateLimited);
+  CHECK(a->statuses.at(409) == pacer::Outcome::kTransient);
+  CHECK(a->statuses.at(500) == pacer::Outcome::kPermanent);
+
+  CHECK(refusal(api_with("actual_cost = \"usage\"\n"))
+            .starts_with("pacer.toml:3: api.echo.actual_cost: must be a JSON "
+                         "pointer"));
+  CHECK(refusal(api_with("learn = \"yes\"\n")) ==
+        "pacer.toml:3: api.echo.learn: must be true or false");
+  CHECK(refusal(api_with("[api.echo.statuses]\nretry = [500]\n"))
+            .starts_with("pacer.toml:4: api.echo.statuses.retry: unknown "
+                         "class"));
+  CHECK(refusal(api_with("[api.echo.statuses]\ntransient = [99]\n"))
+            .starts_with("pacer.toml:4: api.echo.statuses.transient: "
+                         "statuses are integers from 100 to 599"));
+  CHECK(
+      refusal(
+          api_with(
+              "[api.echo.statuses]\ntransient = [503]\nrate_limited = [503]\n"))
+          .ends_with("status 503 is given more than one class"));
+  CHECK(refusal(api_with("circuit_failures = -1\n"))
+            .starts_with("pacer.toml:3: api.echo.circuit_failures: must be "
+                         "between"));
+}
+
 TEST_CASE("load_config_file reads a file and names it in errors") {
   pacer::testing::TempDir dir;
   dir.write("pacer.toml", kExample);

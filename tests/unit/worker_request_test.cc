@@ -494,3 +494,23 @@ TEST_CASE("JobResult wire form and pack_results") {
   CHECK(total == 10);
   CHECK(pack_results({}, 100).empty());
 }
+
+TEST_CASE("the real cost is read from the response by JSON pointer") {
+  CHECK(read_actual_cost(R"({"usage":{"total_tokens":812}})",
+                         "/usage/total_tokens") == 812.0);
+  CHECK(read_actual_cost(R"({"usage":{"total_tokens":1.5}})",
+                         "/usage/total_tokens") == 1.5);
+  CHECK_FALSE(read_actual_cost(R"({"usage":{}})", "/usage/total_tokens"));
+  CHECK_FALSE(read_actual_cost(R"({"usage":{"total_tokens":"812"}})",
+                               "/usage/total_tokens"));
+  CHECK_FALSE(read_actual_cost(R"({"usage":{"total_tokens":-3}})",
+                               "/usage/total_tokens"));
+  CHECK_FALSE(read_actual_cost("not json", "/usage/total_tokens"));
+  CHECK_FALSE(read_actual_cost(R"({"a":1})", ""));
+  CHECK_FALSE(read_actual_cost(R"([1,2])", "/usage/total_tokens"));
+
+  JobResult r;
+  CHECK_FALSE(r.to_json().contains("actual_cost"));
+  r.actual_cost = 40;
+  CHECK(r.to_json()["actual_cost"] == 40.0);
+}
