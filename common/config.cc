@@ -126,6 +126,124 @@ bool valid_base_url(const std::string& url) {
   return true;
 }
 
+// A TOML value as JSON (the batch template); dates and times have no JSON form.
+std::optional<std::string> toml_to_json(const toml::node& n,
+                                        nlohmann::ordered_json& out) {
+  if (auto* t = n.as_table()) {
+    out = nlohmann::ordered_json::object();
+    for (auto&& [k, v] : *t)
+      if (auto e = toml_to_json(v, out[std::string(k.str())])) return e;
+  } else if (auto* a = n.as_array()) {
+    out = nlohmann::ordered_json::array();
+    for (auto&& v : *a)
+      if (auto e = toml_to_json(v, out.emplace_back())) return e;
+  } else if (auto s = n.value_exact<std::string>()) {
+    out = *s;
+  } else if (auto i = n.value_exact<std::int64_t>()) {
+    out = *i;
+  } else if (auto d = n.value_exact<double>()) {
+    out = *d;
+  } else if (auto b = n.value_exact<bool>()) {
+    out = *b;
+  } else {
+    return "dates and times have no JSON form; use a string";
+  }
+  return std::nullopt;
+}
+
+// [api.NAME.batch] (`key` is "api.NAME.batch").
+std::optional<Error> read_batch(const Reader& r, const toml::node& node,
+                                const std::string& key,
+                                std::optional<BatchConfig>& out) {
+  auto* t = node.as_table();
+  if (!t) return r.error(&node, key, "must be a table");
+  const std::string p = key + ".";
+  if (auto e =
+          r.check_keys(*t, p,
+                       {"method", "path", "max_items", "max_wait", "max_bytes",
+                        "request_array", "member_pointer", "template",
+                        "response_array", "item_error", "item_status", "cost"}))
+    return *e;
+  for (const char* required :
+       {"path", "max_items", "request_array", "response_array"})
+    if (!t->get(required)) return r.error(&node, p + required, "is required");
+  BatchConfig b;
+  if (auto e = r.string(*t, p, "method", b.method)) return *e;
+  bool token = !b.method.empty();
+  for (char ch : b.method)
+    if (!std::isupper(static_cast<unsigned char>(ch))) token = false;
+  if (!token)
+    return r.error(t->get("method"), p + "method",
+                   "must be an upper-case HTTP method like \"POST\"");
+  if (auto e = r.string(*t, p, "path", b.path)) return *e;
+  if (b.path.empty() || b.path[0] != '/' || b.path.starts_with("//") ||
+      b.path.find_first_of(" \t\r\n#") != std::string::npos)
+    return r.error(t->get("path"), p + "path",
+                   "must start with one '/' and have no spaces or '#'");
+  if (auto e = r.integer(*t, p, "max_items", 1, kMaxBatchItems, b.max_items))
+    return *e;
+  if (auto e = r.duration(*t, p, "max_wait", b.max_wait_ms)) return *e;
+  if (auto e = r.size(*t, p, "max_bytes", b.max_bytes)) return *e;
+  // Pointers: request_array and response_array may be "" (the whole body);
+  // member_pointer "" is the whole member body; item_* "" is not allowed.
+  struct PointerKey {
+    const char* name;
+    std::string* out;
+    bool may_be_empty;
+  };
+  for (auto [name, field, may_be_empty] :
+       {PointerKey{"request_array", &b.request_array, true},
+        PointerKey{"response_array", &b.response_array, true},
+        PointerKey{"member_pointer", &b.member_pointer, true},
+        PointerKey{"item_error", &b.item_error, false},
+        PointerKey{"item_status", &b.item_status, false}}) {
+    if (auto e = r.string(*t, p, name, *field)) return *e;
+    if (!t->get(name)) continue;
+    if ((field->empty() && !may_be_empty) || !is_json_pointer(*field))
+      return r.error(
+          t->get(name), p + name,
+          "must be a JSON pointer like \"/results\" (got '" + *field + "')");
+  }
+  if (auto* n = t->get("template")) {
+    if (auto s = n->value_exact<std::string>()) {
+      try {
+        b.body_template = nlohmann::ordered_json::parse(*s);
+      } catch (const nlohmann::json::exception& ex) {
+        std::string what = ex.what();  // "[json.exception...] parse error..."
+        if (auto at = what.find("] "); at != std::string::npos)
+          what = what.substr(at + 2);
+        return r.error(n, p + "template", "is not valid JSON: " + what);
+      }
+    } else if (n->is_table()) {
+      if (auto e = toml_to_json(*n, b.body_template))
+        return r.error(n, p + "template", *e);
+    } else {
+      return r.error(n, p + "template",
+                     "must be a table or a string of JSON object text");
+    }
+    if (!b.body_template.is_object())
+      return r.error(n, p + "template", "must be a JSON object");
+  }
+  if (auto e = check_batch_template(b.body_template, b.request_array))
+    return r.error(
+        t->get("template") ? t->get("template") : t->get("request_array"),
+        t->get("template") ? p + "template" : p + "request_array", *e);
+  if (batch_envelope_bytes(b) >= static_cast<std::size_t>(b.max_bytes))
+    return r.error(t->get("max_bytes"), p + "max_bytes",
+                   "leaves no room for members after the template");
+  std::string cost = "request";
+  if (auto e = r.string(*t, p, "cost", cost)) return *e;
+  if (cost == "request")
+    b.cost = BatchCost::kRequest;
+  else if (cost == "per_item")
+    b.cost = BatchCost::kPerItem;
+  else
+    return r.error(t->get("cost"), p + "cost",
+                   "must be \"request\" or \"per_item\"");
+  out = std::move(b);
+  return std::nullopt;
+}
+
 Result<Config> parse_table(const toml::table& root, const std::string& source) {
   Reader r(source);
   Config c;
@@ -207,7 +325,7 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
               {"base_url", "limits", "concurrency", "margin", "timeout",
                "max_attempts", "backoff_base", "backoff_cap", "headers",
                "quota_wait", "circuit_failures", "circuit_cooldown", "learn",
-               "actual_cost", "statuses", "dialect"}))
+               "actual_cost", "statuses", "dialect", "batch"}))
         return *e;
       ApiConfig a;
       a.name = name;
@@ -320,6 +438,9 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
                            "must be a string");
           a.headers[std::string(hk.str())] = *v;
         }
+      }
+      if (auto* bn = t->get("batch")) {
+        if (auto e = read_batch(r, *bn, p + "batch", a.batch)) return *e;
       }
       c.apis[name] = std::move(a);
     }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/batch.h"
 #include "common/clock.h"
 #include "common/job.h"
 #include "common/limit_spec.h"
@@ -40,6 +41,8 @@ struct ApiConfig {
   std::string actual_cost;
   // Status -> outcome class, overriding the defaults (DESIGN §6).
   std::map<int, Outcome> statuses;
+  // [api.NAME.batch]: jobs of this API with a batch_key go in batches.
+  std::optional<BatchConfig> batch;
 };
 
 struct BrokerConfig {

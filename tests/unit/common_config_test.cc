@@ -431,3 +431,163 @@ TEST_CASE("expand_env") {
   REQUIRE(r.ok());
   CHECK(*r == "${PACER_TEST_A}");
 }
+
+TEST_CASE("[api.NAME.batch]: the documented example, defaults and every key") {
+  auto plain = parse_config(api_with(""), "pacer.toml");
+  REQUIRE_MESSAGE(plain.ok(), plain.error());
+  CHECK_FALSE(plain->api("echo")->batch.has_value());
+
+  auto r = parse_config(api_with(R"(
+[api.echo.batch]
+path = "/v1/batch"
+max_items = 50
+max_wait = "200ms"
+request_array = "/inputs"     # members' bodies become the elements of this array
+response_array = "/results"   # the per-item results, matched by index
+)"),
+                        "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  REQUIRE(r->api("echo")->batch.has_value());
+  const pacer::BatchConfig& b = *r->api("echo")->batch;
+  CHECK(b.method == "POST");
+  CHECK(b.path == "/v1/batch");
+  CHECK(b.max_items == 50);
+  CHECK(b.max_wait_ms == 200);
+  CHECK(b.max_bytes == 1 << 20);
+  CHECK(b.request_array == "/inputs");
+  CHECK(b.response_array == "/results");
+  CHECK(b.member_pointer.empty());
+  CHECK(b.body_template == nlohmann::ordered_json::object());
+  CHECK(b.item_error.empty());
+  CHECK(b.item_status.empty());
+  CHECK(b.cost == pacer::BatchCost::kRequest);
+
+  r = parse_config(api_with(R"(
+[api.echo.batch]
+method = "PUT"
+path = "/v1/embeddings"
+max_items = 10000
+max_wait = "0ms"
+max_bytes = "256KiB"
+request_array = "/input/items"
+member_pointer = "/text"
+template = { model = "small", options = { dims = 256, norm = true, w = 0.5, tags = ["a", 1] } }
+response_array = ""
+item_error = "/error"
+item_status = "/status"
+cost = "per_item"
+)"),
+                   "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  const pacer::BatchConfig& all = *r->api("echo")->batch;
+  CHECK(all.method == "PUT");
+  CHECK(all.max_items == 10'000);
+  CHECK(all.max_wait_ms == 0);
+  CHECK(all.max_bytes == 256 * 1024);
+  CHECK(all.request_array == "/input/items");
+  CHECK(all.member_pointer == "/text");
+  CHECK(
+      all.body_template.dump() ==
+      R"({"model":"small","options":{"dims":256,"norm":true,"tags":["a",1],"w":0.5}})");
+  CHECK(all.response_array.empty());
+  CHECK(all.item_error == "/error");
+  CHECK(all.item_status == "/status");
+  CHECK(all.cost == pacer::BatchCost::kPerItem);
+
+  // The template as JSON object text; max_bytes as bytes.
+  r = parse_config(
+      api_with("[api.echo.batch]\npath = \"/b\"\nmax_items = 2\n"
+               "request_array = \"/in\"\nresponse_array = \"/out\"\n"
+               "template = '{\"z\": 1, \"a\": {\"b\": [null]}}'\n"
+               "max_bytes = 4096\n"),
+      "pacer.toml");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  CHECK(r->api("echo")->batch->body_template.dump() ==
+        R"({"z":1,"a":{"b":[null]}})");
+  CHECK(r->api("echo")->batch->max_bytes == 4096);
+  CHECK(r->api("echo")->batch->max_wait_ms == 0);
+}
+
+TEST_CASE("[api.NAME.batch]: each bad key is refused with its line and key") {
+  // The batch table starts on line 3; its first key is on line 4.
+  auto batch = [](const std::string& lines) {
+    return refusal(api_with("[api.echo.batch]\n" + lines));
+  };
+  const std::string ok =
+      "path = \"/b\"\nmax_items = 5\nrequest_array = \"/in\"\n"
+      "response_array = \"/out\"\n";  // lines 4-7; the next line is 8
+  const std::string p = "pacer.toml:8: api.echo.batch.";
+
+  CHECK(refusal(api_with("batch = 1\n")) ==
+        "pacer.toml:3: api.echo.batch: must be a table");
+  CHECK(batch(ok + "max_item = 3\n") == p + "max_item: unknown key");
+  CHECK(batch("max_items = 5\nrequest_array = \"/in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:3: api.echo.batch.path: is required");
+  CHECK(batch("path = \"/b\"\nrequest_array = \"/in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:3: api.echo.batch.max_items: is required");
+  CHECK(batch("path = \"/b\"\nmax_items = 5\nresponse_array = \"/out\"\n") ==
+        "pacer.toml:3: api.echo.batch.request_array: is required");
+  CHECK(batch("path = \"/b\"\nmax_items = 5\nrequest_array = \"/in\"\n") ==
+        "pacer.toml:3: api.echo.batch.response_array: is required");
+
+  CHECK(batch(ok + "method = \"post\"\n")
+            .starts_with(p + "method: must be an upper-case HTTP method"));
+  CHECK(batch("path = \"v1/batch\"\nmax_items = 5\nrequest_array = \"/in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:4: api.echo.batch.path: must start with one '/' and have "
+        "no spaces or '#'");
+  CHECK(batch("path = 5\nmax_items = 5\nrequest_array = \"/in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:4: api.echo.batch.path: must be a string");
+  CHECK(batch("path = \"/b\"\nmax_items = 0\nrequest_array = \"/in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:5: api.echo.batch.max_items: must be between 1 and 10000");
+  CHECK(batch("path = \"/b\"\nmax_items = 10001\nrequest_array = \"/in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:5: api.echo.batch.max_items: must be between 1 and 10000");
+  CHECK(batch(ok + "max_wait = 200\n")
+            .starts_with(p + "max_wait: must be a duration string"));
+  CHECK(batch(ok + "max_wait = \"-1s\"\n")
+            .starts_with(p + "max_wait: invalid duration"));
+  CHECK(batch(ok + "max_bytes = 0\n") == p + "max_bytes: must be positive");
+  CHECK(batch(ok + "max_bytes = \"big\"\n")
+            .starts_with(p + "max_bytes: invalid size 'big'"));
+  CHECK(batch(ok + "max_bytes = 8\n") ==
+        p + "max_bytes: leaves no room for members after the template");
+  CHECK(batch("path = \"/b\"\nmax_items = 5\nrequest_array = \"in\"\n"
+              "response_array = \"/out\"\n") ==
+        "pacer.toml:6: api.echo.batch.request_array: must be a JSON pointer "
+        "like \"/results\" (got 'in')");
+  CHECK(batch("path = \"/b\"\nmax_items = 5\nrequest_array = \"/in\"\n"
+              "response_array = \"/a~2\"\n") ==
+        "pacer.toml:7: api.echo.batch.response_array: must be a JSON pointer "
+        "like \"/results\" (got '/a~2')");
+  CHECK(batch(ok + "member_pointer = \"text\"\n")
+            .starts_with(p + "member_pointer: must be a JSON pointer"));
+  CHECK(batch(ok + "item_error = \"\"\n")
+            .starts_with(p + "item_error: must be a JSON pointer"));
+  CHECK(batch(ok + "item_status = \"status\"\n")
+            .starts_with(p + "item_status: must be a JSON pointer"));
+  CHECK(batch(ok + "template = '{\"in\": []}'\n") ==
+        p + "template: the template already has /in");
+  CHECK(batch(ok + "template = { in = 1 }\n") ==
+        p + "template: the template already has /in");
+  CHECK(batch(ok + "template = '[1]'\n") ==
+        p + "template: must be a JSON object");
+  CHECK(batch(ok + "template = '{\"a\": '\n")
+            .starts_with(p + "template: is not valid JSON: parse error"));
+  CHECK(batch(ok + "template = 5\n") ==
+        p + "template: must be a table or a string of JSON object text");
+  CHECK(batch(ok + "template = { at = 1979-05-27 }\n") ==
+        p + "template: dates and times have no JSON form; use a string");
+  CHECK(batch("path = \"/b\"\nmax_items = 5\nrequest_array = \"/in/x\"\n"
+              "response_array = \"/out\"\ntemplate = { in = \"s\" }\n") ==
+        p + "template: the template has a non-object on the way to /in/x");
+  CHECK(batch("path = \"/b\"\nmax_items = 5\nrequest_array = \"\"\n"
+              "response_array = \"/out\"\ntemplate = { a = 1 }\n") ==
+        p + "template: a template needs a request_array inside it");
+  CHECK(batch(ok + "cost = \"per_call\"\n") ==
+        p + "cost: must be \"request\" or \"per_item\"");
+}
