@@ -261,3 +261,72 @@ TEST_CASE(
   CHECK(s["last_accept_ms"].get<double>() - s["first_accept_ms"].get<double>() >
         10'000 - 1000);
 }
+
+TEST_CASE(
+    "(f) the circuit breaker opens after consecutive failures, probes once, "
+    "and closes on success") {
+  Fleet f({.mock_args = {},
+           .api_toml = "circuit_failures = 3\ncircuit_cooldown = \"2s\"\n"
+                       "backoff_base = \"50ms\"\nbackoff_cap = \"100ms\"\n"
+                       "max_attempts = 100\nconcurrency = 1\n",
+           .workers = 1,
+           .worker_concurrency = 4});
+  f.start_broker();
+  f.start_worker(0);
+  REQUIRE(f.wait_workers(1));
+  REQUIRE(http_json(f.mock().port(), "POST", "/admin/config",
+                    R"({"fail_status": 500})"));
+  auto ids = f.submit_echo(5, "circuit");
+  auto lane = [&] {
+    auto s = f.request(Command::kStats, json::object());
+    REQUIRE(s);
+    for (auto& l : (*s)["lanes"])
+      if (l["api"] == "echo") return l;
+    return json();
+  };
+  REQUIRE(wait_until([&] { return lane()["circuit"] == "open"; }, 30s));
+  const auto failures = f.mock().stats()["status_counts"]["500"].get<int>();
+  CHECK(failures >= 3);
+  CHECK(lane()["pause_reason"] == "circuit open");
+  // While open, nothing reaches the API.
+  // The cooldown is 2 s; the failing probe reopens it.
+  REQUIRE(wait_until(
+      [&] {
+        return f.mock().stats()["status_counts"]["500"].get<int>() > failures;
+      },
+      30s));
+  CHECK(f.mock().stats()["status_counts"]["500"].get<int>() == failures + 1);
+  REQUIRE(wait_until([&] { return lane()["circuit"] == "open"; }, 10s));
+  // The API recovers: the next probe succeeds, the circuit closes and the
+  // jobs run.
+  REQUIRE(http_json(f.mock().port(), "POST", "/admin/config",
+                    R"({"fail_status": null})"));
+  REQUIRE(f.wait_done(ids, 60s));
+  CHECK(f.progress(ids)["succeeded"] == 5);
+  CHECK(lane()["circuit"] == "closed");
+}
+
+TEST_CASE("(g) a job waiting for quota past its API's quota_wait goes dead") {
+  Fleet f({.mock_args = {},
+           .api_toml = "quota_wait = \"1s\"\nbackoff_base = \"100ms\"\n"
+                       "backoff_cap = \"200ms\"\n",
+           .workers = 1,
+           .worker_concurrency = 4});
+  f.start_broker();
+  f.start_worker(0);
+  REQUIRE(f.wait_workers(1));
+  REQUIRE(http_json(f.mock().port(), "POST", "/admin/config",
+                    R"({"fail_status": 429})"));
+  auto ids = f.submit_echo(3, "quota");
+  REQUIRE(f.wait_done(ids, 60s));
+  auto p = f.progress(ids);
+  CHECK(p["dead"] == 3);
+  auto r = f.request(Command::kStatus, {{"ids", ids}});
+  REQUIRE(r);
+  for (auto& j : (*r)["jobs"]) {
+    CAPTURE(j.dump());
+    CHECK(j["attempts"] == 0);  // quota waits use no attempts
+    CHECK(j["error"].get<std::string>().find("quota wait deadline passed") !=
+          std::string::npos);
+  }
+}
