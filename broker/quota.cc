@@ -103,13 +103,14 @@ Millis QuotaState::gate(std::int64_t cost, Millis now) const {
   if (circuit_ == Circuit::kOpen && circuit_until_ > now)
     at = std::max(at, circuit_until_);
   if (circuit_ == Circuit::kHalfOpen && circuit_probe_out_) return kAwaitAnswer;
+  const Mark flying = in_flight();
   for (const auto& [key, c] : caps_) {
     if (c.restored || c.reset_at <= now) continue;  // to be probed
-    const std::int64_t used =
-        along(started_, c.counts_requests) - along(c.mark, c.counts_requests);
     const double reserve =
         c.foreign_per_ms * static_cast<double>(c.reset_at - now);
-    const double budget = c.remaining - static_cast<double>(used) - reserve;
+    const double budget =
+        c.remaining - static_cast<double>(along(flying, c.counts_requests)) -
+        reserve;
     const double charge = c.counts_requests ? 1.0 : static_cast<double>(cost);
     if (budget < charge) at = std::max(at, c.reset_at);
   }
@@ -135,8 +136,9 @@ void QuotaState::on_start(std::int64_t cost, Millis now) {
   // Bounded: a start whose answer is never reported (a job canceled while
   // running) must not make the map grow forever.
   if (outstanding_.size() >= kMaxOutstanding)
-    outstanding_.erase(outstanding_.begin());
+    forget(outstanding_.begin()->first);
   outstanding_[started_.requests] = std::max<std::int64_t>(cost, 1);
+  outstanding_units_ += std::max<std::int64_t>(cost, 1);
   Millis bucket = now / 100;
   auto& slot = recent_[static_cast<std::size_t>(bucket % 10)];
   if (slot.first != bucket) slot = {bucket, 0};
@@ -158,18 +160,19 @@ void QuotaState::pause(Millis until, const std::string& why) {
   dirty_ = true;
 }
 
-QuotaState::Mark QuotaState::outstanding_before(Mark at) const {
-  Mark m;
-  for (auto it = outstanding_.begin();
-       it != outstanding_.end() && it->first < at.requests; ++it) {
-    m.requests += 1;
-    m.units += it->second;
-  }
-  return m;
+void QuotaState::forget(std::int64_t request) {
+  auto it = outstanding_.find(request);
+  if (it == outstanding_.end()) return;
+  outstanding_units_ -= it->second;
+  outstanding_.erase(it);
+}
+
+QuotaState::Mark QuotaState::in_flight() const {
+  return {static_cast<std::int64_t>(outstanding_.size()), outstanding_units_};
 }
 
 std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
-  outstanding_.erase(a.at.requests);
+  forget(a.at.requests);
   const bool answers_probe = probe_out_ && a.at.requests > probe_mark_.requests;
   if (a.obs) observe_limits(*a.obs, a.at, now);
   if (answers_probe) {
@@ -245,7 +248,7 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
 }
 
 void QuotaState::on_lost(Mark at, Millis now) {
-  outstanding_.erase(at.requests);
+  forget(at.requests);
   if (probe_out_ && at.requests > probe_mark_.requests) probe_out_ = false;
   Answer a;
   a.at = at;
@@ -254,74 +257,66 @@ void QuotaState::on_lost(Mark at, Millis now) {
 }
 
 void QuotaState::observe_limits(const Observation& obs, Mark at, Millis now) {
-  const Mark older = outstanding_before(at);
   for (const auto& l : obs.limits) {
     if (l.unit == "concurrent_requests") continue;
     if (l.limit && l.window_s) learn_advertised(l);
     if (l.policy_only || !l.remaining) continue;
     auto it = caps_.find(l.key);
     const bool known = it != caps_.end();
-    if (known && !it->second.restored && it->second.reset_at > now &&
-        at.requests < it->second.mark.requests) {
-      // An older request's answer, overtaken by a newer one: it does not
-      // replace the newer count. But if it saw more remaining than the
-      // newer one did, the server counted it first, so the newer count
-      // already included it: give back what was held for it.
-      Cap& cur = it->second;
-      if (cur.counts_requests && *l.remaining > cur.raw_remaining &&
-          cur.held > 0) {
-        cur.held -= 1;
-        cur.remaining += 1;
-      }
-      continue;
-    }
     if (!known && caps_.size() >= kMaxTracked) continue;
     Cap c;
     c.unit = l.unit;
     c.counts_requests = counts_requests(l.unit);
     c.limit = l.limit;
-    // Requests overtake each other between here and the server: starts
-    // made before this one may still be on their way and not in its count.
-    // Assume they are not; later answers correct it.
-    const double blind = static_cast<double>(along(older, c.counts_requests));
-    c.raw_remaining = *l.remaining;
-    c.held = std::min(blind, *l.remaining);
-    c.remaining = *l.remaining - c.held;
+    c.remaining = *l.remaining;
     c.reset_known = l.reset_in_ms.has_value();
     c.reset_at = now + (l.reset_in_ms ? std::max<Millis>(*l.reset_in_ms, 0)
                                       : kUnknownResetMs);
-    c.mark = at;
     c.observed_at = now;
     c.base_remaining = c.remaining;
-    c.base_mark = at;
+    c.base_started = started_;
     c.base_at = now;
-    if (known && !it->second.restored) {
-      const Cap& old = it->second;
-      c.foreign_per_ms = old.foreign_per_ms;
-      // Same window: the old counter has not reset, and the new reset is
-      // not a later window's (a sliding window's reset moves a little).
-      const bool same_window =
-          old.reset_at > now && c.reset_known && old.reset_known &&
-          c.reset_at <= old.reset_at + kForeignSampleMs * 4;
-      if (same_window) {
-        const Millis dt = now - old.base_at;
-        if (dt >= kForeignSampleMs) {
-          const double ours =
-              static_cast<double>(along(at, c.counts_requests) -
-                                  along(old.base_mark, c.counts_requests));
-          const double foreign =
-              std::max(0.0, old.base_remaining - c.remaining - ours - blind);
-          c.foreign_per_ms =
-              (1 - kForeignSmoothing) * old.foreign_per_ms +
-              kForeignSmoothing * foreign / static_cast<double>(dt);
-        } else {
-          c.base_remaining = old.base_remaining;
-          c.base_mark = old.base_mark;
-          c.base_at = old.base_at;
-        }
+    if (!known || it->second.restored || it->second.reset_at <= now) {
+      // First count, or a new window after the old one's reset.
+      if (known) c.foreign_per_ms = it->second.foreign_per_ms;
+      caps_[l.key] = c;
+      continue;
+    }
+    Cap& cur = it->second;
+    // A straggler counted in an earlier window says nothing about this one.
+    if (c.reset_known && cur.reset_known &&
+        c.reset_at + kStragglerMs < cur.reset_at)
+      continue;
+    // The same window. The server's count only grows, so the lowest
+    // remaining any answer showed is the latest count the lane knows of,
+    // and every start counted after it is still unanswered (an answered one
+    // would have shown less). The gate subtracts what is in flight from it.
+    // Answers come back in any order, so this is independent of it.
+    (void)at;
+    if (c.reset_known && cur.reset_known &&
+        c.reset_at <= cur.reset_at + kForeignSampleMs * 4) {
+      // Others' spending: how much more the count fell since a baseline
+      // than every start of the lane since then could explain.
+      const Millis dt = now - cur.base_at;
+      if (dt >= kForeignSampleMs) {
+        const double ours =
+            static_cast<double>(along(started_, cur.counts_requests) -
+                                along(cur.base_started, cur.counts_requests));
+        const double foreign =
+            std::max(0.0, cur.base_remaining - c.remaining - ours);
+        cur.foreign_per_ms =
+            (1 - kForeignSmoothing) * cur.foreign_per_ms +
+            kForeignSmoothing * foreign / static_cast<double>(dt);
+        cur.base_remaining = std::min(cur.remaining, c.remaining);
+        cur.base_started = started_;
+        cur.base_at = now;
       }
     }
-    caps_[l.key] = c;
+    cur.remaining = std::min(cur.remaining, c.remaining);
+    cur.limit = c.limit ? c.limit : cur.limit;
+    if (c.reset_known && cur.reset_known)
+      cur.reset_at = std::min(cur.reset_at, c.reset_at);
+    cur.observed_at = now;
   }
 }
 
@@ -444,8 +439,7 @@ json QuotaState::to_json(Millis now) const {
     learned.push_back({{"limit", l.spec.to_string()}, {"source", l.source}});
   json upstream = json::array();
   for (const auto& [key, c] : caps_) {
-    const std::int64_t used =
-        along(started_, c.counts_requests) - along(c.mark, c.counts_requests);
+    const std::int64_t used = along(in_flight(), c.counts_requests);
     json u = {{"key", key},
               {"unit", c.unit},
               {"limit", c.limit ? json(*c.limit) : json()},

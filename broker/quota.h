@@ -3,9 +3,10 @@
 //   - pauses: a rate-limited answer (429, or 403/503 with evidence) pauses the
 //     whole lane for max(Retry-After, reset, backoff);
 //   - upstream caps: an advertised `remaining = R` with a reset caps what the
-//     lane starts before that reset at R minus what it started after the
-//     observed request (the server had not counted those), minus what other
-//     clients of the same key are expected to spend until the reset;
+//     lane starts before that reset: the lowest R any answer of the window
+//     showed, minus what the lane has in flight (everything counted after
+//     that answer's request is still unanswered), minus what other clients
+//     of the same key are expected to spend until the reset;
 //   - probes: when a cap's reset passes (or after a restart) the server's
 //     count is unknown, so one request goes first and its answer sets the
 //     next cap;
@@ -92,6 +93,9 @@ class QuotaState {
   static constexpr Millis kUnknownResetMs = 1000;
   static constexpr std::size_t kMaxTracked = 16;  // caps / learned limits
   static constexpr std::size_t kMaxOutstanding = 1'000'000;
+  // An answer whose reset is this much earlier than the current window's
+  // was counted in an earlier window.
+  static constexpr Millis kStragglerMs = 500;
 
   explicit QuotaState(QuotaSettings settings = {});
 
@@ -155,12 +159,9 @@ class QuotaState {
     std::string unit;
     bool counts_requests = true;
     std::optional<std::int64_t> limit;
-    double remaining = 0;      // what the lane may count on
-    double raw_remaining = 0;  // what the server said
-    double held = 0;  // held back for older starts maybe not yet counted
+    double remaining = 0;  // the lowest count any answer of this window showed
     Millis reset_at = 0;
     bool reset_known = false;
-    Mark mark;  // the start of the observed request
     Millis observed_at = 0;
     bool restored = false;  // from before a restart: probe first
     // Others' spending on this counter, estimated from how much more the
@@ -168,15 +169,15 @@ class QuotaState {
     // against a baseline observation of the same window.
     double foreign_per_ms = 0;
     double base_remaining = 0;
-    Mark base_mark;
+    Mark base_started;
     Millis base_at = 0;
   };
   enum class Circuit { kClosed, kOpen, kHalfOpen };
 
   void observe_limits(const Observation& obs, Mark at, Millis now);
-  // Starts made before `at` whose answers have not come back: the server
-  // may not have counted them when it answered `at`.
-  Mark outstanding_before(Mark at) const;
+  // Starts whose answers have not come back.
+  Mark in_flight() const;
+  void forget(std::int64_t request);
   void learn_advertised(const ObservedLimit& l);
   void decrease(Mark at, Millis now);
   bool learning() const;
@@ -189,6 +190,7 @@ class QuotaState {
   Mark started_;
   // Starts without an answer yet: request mark -> units.
   std::map<std::int64_t, std::int64_t> outstanding_;
+  std::int64_t outstanding_units_ = 0;
   std::map<std::string, Cap> caps_;
   // A probe is out: no further start until an answer to a start made
   // after probe_mark_ (the mark just before the probe) arrives.
