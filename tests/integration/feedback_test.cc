@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 
 #include "tests/support/fleet.h"
@@ -138,22 +139,28 @@ TEST_CASE(
   };
   const int jobs = 200;
   auto runs = start_all(limit_for, {}, "", jobs);
-  // "Once learned": from when a quarter of each backlog is done.
-  std::vector<json> mid(runs.size());
+  // What each upstream window carried: the mock's accepted count, sampled
+  // until its backlog is through (windows start at the mock's reset).
+  std::vector<std::map<std::int64_t, std::int64_t>> at_end(runs.size());
+  std::vector<bool> through(runs.size(), false);
   CHECK(wait_until(
       [&] {
         bool all = true;
         for (std::size_t i = 0; i < runs.size(); ++i) {
-          if (!mid[i].is_null()) continue;
-          if (succeeded(runs[i]) >= jobs / 4)
-            mid[i] = runs[i].fleet->mock().stats();
+          if (through[i]) continue;
+          json st = runs[i].fleet->mock().stats();
+          const auto window_ms = limit_for(runs[i].dialect).second * 1000;
+          const auto accepted = st["accepted"].get<std::int64_t>();
+          at_end[i][st["uptime_ms"].get<std::int64_t>() / window_ms] = accepted;
+          if (accepted >= jobs)
+            through[i] = true;
           else
             all = false;
         }
         return all;
       },
-      120s, 50ms));
-  wait_all(runs, 180s);
+      180s, 50ms));
+  wait_all(runs, 60s);
   for (std::size_t i = 0; i < runs.size(); ++i) {
     Run& r = runs[i];
     CAPTURE(r.dialect);
@@ -161,27 +168,23 @@ TEST_CASE(
     json s = r.fleet->mock().stats();
     const auto [limit, window_s] = limit_for(r.dialect);
     const auto rejected = s["rejected"].get<std::int64_t>();
-    const double per_s = static_cast<double>(limit) / window_s;
+    // Utilization once learned: the full windows after the first quarter
+    // of the run (at least the first window, the learning one) and before
+    // the last (where the backlog ran out), against what they allowed.
+    const auto window_ms = window_s * 1000;
+    const auto kf = s["first_accept_ms"].get<std::int64_t>() / window_ms;
+    const auto kl = s["last_accept_ms"].get<std::int64_t>() / window_ms;
+    const auto from = kf + std::max<std::int64_t>(1, (kl - kf) / 4);
+    auto count_at = [&](std::int64_t k) {  // accepted by the end of window k
+      std::int64_t n = 0;
+      for (auto& [w, a] : at_end[i])
+        if (w <= k) n = a;
+      return n;
+    };
     double utilization = 0;
-    if (window_s > 1) {
-      // Bursts at window starts: count whole windows. The mock's windows
-      // start at its reset; first and last accept are on the same clock.
-      // What the windows after the first (learning) one carried against
-      // what they allowed.
-      const auto window_ms = window_s * 1000;
-      const auto first = s["first_accept_ms"].get<std::int64_t>() / window_ms;
-      const auto last = s["last_accept_ms"].get<std::int64_t>() / window_ms;
-      const double allowed = static_cast<double>(last - first) * limit;
-      utilization = allowed > 0 ? (jobs - limit) / allowed : 0;
-    } else if (!mid[i].is_null()) {
-      // Evenly paced: the rate from a quarter done to the end.
-      const double done =
-          s["accepted"].get<double>() - mid[i]["accepted"].get<double>();
-      const double secs = (s["last_accept_ms"].get<double>() -
-                           mid[i]["uptime_ms"].get<double>()) /
-                          1000.0;
-      utilization = secs > 0 ? done / secs / per_s : 0;
-    }
+    if (kl > from)
+      utilization = static_cast<double>(count_at(kl - 1) - count_at(from - 1)) /
+                    (static_cast<double>(kl - from) * limit);
     json lane = lane_stats(r);
     MESSAGE(r.dialect, ": rejections ", rejected, ", utilization once learned ",
             100 * utilization, "%, learned ", lane["learned"].dump(),
