@@ -3,10 +3,12 @@
 # against a mock API enforcing LIMIT per WINDOW (fixed windows), once with the
 # limit configured ("known") and once with no limit configured ("unknown":
 # the lane learns it from the headers, or by AIMD from rejections alone).
-# Reports per run: utilization of the limit after the first window, the
-# rejections at the mock, and, for unknown limits, the time to converge: the
-# start of the first WINDOW-long stretch, from which on every such stretch
-# ran at >= 85% of the limit.
+# Reports per run: utilization of the limit in the windows after the first
+# (what they carried against what they allowed; the upstream's windows are
+# fixed, so a window the lane wastes shows as a drop of 1/windows), the
+# rejections at the mock, and, for unknown limits, the time to converge: from
+# the first accepted request to the start of the first upstream window from
+# which on every full window carried >= 85% of the limit.
 #   bench/feedback.sh [LIMIT] [WINDOW_S] [WINDOWS] [DIALECT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,22 +52,34 @@ statuses = { rate_limited = [503] }"
   last=$(jq .last_accept_ms <<<"$stats")
   accepted=$(jq .accepted <<<"$stats")
   rejected=$(jq .rejected <<<"$stats")
-  # After the first window: (accepted - LIMIT) over (last - first - WINDOW).
-  util=$(echo "100 * ($accepted - $LIMIT) / (($last - $first) / 1000 - $WINDOW) / ($LIMIT / $WINDOW)" | bc -l)
-  # Converged: from this sample on, every later WINDOW-long stretch that
-  # ends before the backlog ran out accepted >= 85% of LIMIT.
-  converge=$(awk -v w=$((WINDOW * 1000)) -v lim="$LIMIT" -v first="$first" -v last="$last" '
-    { t[NR] = $1; a[NR] = $2 }
+  # The mock's windows are aligned to when it started, as are first and
+  # last accept. The windows after the first (learning) one carried
+  # (accepted - what the first one took) of the (windows - 1) * LIMIT they
+  # allowed; the first one's count comes from the samples.
+  local wms=$((WINDOW * 1000)) w_first w_last in_first
+  w_first=$(echo "$first / $wms" | bc)
+  w_last=$(echo "$last / $wms" | bc)
+  in_first=$(awk -v end=$(( (w_first + 1) * wms )) '$1 < end { a = $2 } END { print a + 0 }' "$samples")
+  if [ "$w_last" -gt "$w_first" ]; then
+    util=$(echo "100 * ($accepted - $in_first) / (($w_last - $w_first) * $LIMIT)" | bc -l)
+  else
+    util=0
+  fi
+  # Converged: the start of the first of the upstream's windows from which
+  # on every full window before the backlog ran out carried >= 85% of
+  # LIMIT (windows are aligned to the mock's start, as the samples are).
+  converge=$(awk -v w=$wms -v lim="$LIMIT" -v first="$first" -v last="$last" '
+    { k = int($1 / w); at_end[k] = $2 }
     END {
-      conv = -1
-      for (i = NR; i >= 1; i--) {
-        if (t[i] < first) break
-        # the sample a window later
-        j = i; while (j <= NR && t[j] < t[i] + w) j++
-        if (j > NR || t[j] > last) continue
-        if (a[j] - a[i] >= 0.85 * lim) conv = t[i]; else break
+      kf = int(first / w); kl = int(last / w)
+      prev = 0; conv = -1
+      for (k = kf; k < kl; k++) {
+        if (!(k in at_end)) { conv = -1; continue }
+        n = at_end[k] - prev; prev = at_end[k]
+        if (n >= 0.85 * lim) { if (conv < 0) conv = k } else conv = -1
       }
-      if (conv < 0) print "n/a"; else printf "%.1f", (conv - first) / 1000
+      if (conv < 0) print "n/a"
+      else { t = (conv * w - first) / 1000; if (t < 0) t = 0; printf "%.1f", t }
     }' "$samples")
   printf '%-17s %-8s %6.1f%% %5d   %s\n' "$dialect" "$mode" "$util" "$rejected" \
     "$([ "$mode" = unknown ] && echo "${converge} s" || echo -)"
