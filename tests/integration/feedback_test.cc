@@ -100,8 +100,8 @@ std::int64_t succeeded(Run& r) {
   return p.is_object() ? p.value("succeeded", std::int64_t{-1}) : -1;
 }
 
-json lane_stats(Run& r) {
-  auto s = r.fleet->request(Command::kStats, json::object());
+json lane_stats(Fleet& f) {
+  auto s = f.request(Command::kStats, json::object());
   REQUIRE(s);
   for (auto& l : (*s)["lanes"])
     if (l["api"] == "echo") return l;
@@ -185,7 +185,7 @@ TEST_CASE(
     if (kl > from)
       utilization = static_cast<double>(count_at(kl - 1) - count_at(from - 1)) /
                     (static_cast<double>(kl - from) * limit);
-    json lane = lane_stats(r);
+    json lane = lane_stats(*r.fleet);
     MESSAGE(r.dialect, ": rejections ", rejected, ", utilization once learned ",
             100 * utilization, "%, learned ", lane["learned"].dump(),
             ", upstream ", lane["upstream"].dump());
@@ -221,7 +221,7 @@ TEST_CASE(
     CHECK(succeeded(r) == jobs);
     json s = r.fleet->mock().stats();
     const auto rejected = s["rejected"].get<std::int64_t>();
-    json lane = lane_stats(r);
+    json lane = lane_stats(*r.fleet);
     MESSAGE(r.dialect, ": pacer rejections ", rejected,
             ", other client's accepted ", s["shared_accepted"], " rejected ",
             s["shared_rejected"], ", busiest window total ",
@@ -280,13 +280,8 @@ TEST_CASE(
   REQUIRE(http_json(f.mock().port(), "POST", "/admin/config",
                     R"({"fail_status": 500})"));
   auto ids = f.submit_echo(5, "circuit");
-  auto lane = [&] {
-    auto s = f.request(Command::kStats, json::object());
-    REQUIRE(s);
-    for (auto& l : (*s)["lanes"])
-      if (l["api"] == "echo") return l;
-    return json();
-  };
+  auto lane = [&] { return lane_stats(f); };
+
   REQUIRE(wait_until([&] { return lane()["circuit"] == "open"; }, 30s));
   const auto failures = f.mock().stats()["status_counts"]["500"].get<int>();
   CHECK(failures >= 3);
