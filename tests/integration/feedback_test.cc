@@ -328,3 +328,37 @@ TEST_CASE("(g) a job waiting for quota past its API's quota_wait goes dead") {
           std::string::npos);
   }
 }
+
+TEST_CASE(
+    "(h) what a lane learned survives a broker restart: the learned limit "
+    "and the server's last count") {
+  // No limit configured; the server advertises 20 per 5 s (ietf-8).
+  Fleet f({.mock_args = {"--limit", "20/5s", "--algorithm", "fixed",
+                         "--dialect", "ietf-8"},
+           .api_toml = "concurrency = 4\n",
+           .workers = 1,
+           .worker_concurrency = 4});
+  f.start_broker();
+  f.start_worker(0);
+  REQUIRE(f.wait_workers(1));
+  auto first = f.submit_echo(20, "before");
+  REQUIRE(f.wait_done(first, 60s));
+  REQUIRE(lane_stats(f)["learned"].size() == 1);
+  const std::string learned = lane_stats(f)["learned"][0]["limit"];
+  CHECK(learned == "20/5s");
+
+  // SIGTERM: the broker saves the lanes' state as it stops.
+  CHECK(f.broker().stop(10s) == 0);
+  f.start_broker();
+  REQUIRE(f.wait_workers(1));
+  json lane = lane_stats(f);
+  REQUIRE(lane["learned"].size() == 1);
+  CHECK(lane["learned"][0]["limit"] == learned);
+  // And it still paces by them: the window is used up, so 20 more jobs wait
+  // for the next one, and the server refuses none of them.
+  const auto rejected_before = f.mock().stats()["rejected"].get<int>();
+  auto second = f.submit_echo(20, "after");
+  REQUIRE(f.wait_done(second, 60s));
+  CHECK(f.progress(second)["succeeded"] == 20);
+  CHECK(f.mock().stats()["rejected"].get<int>() == rejected_before);
+}
