@@ -16,6 +16,7 @@
 
 #include "client/format.h"
 #include "client/table.h"
+#include "common/job.h"
 #include "common/units.h"
 
 namespace pacer::client {
@@ -38,14 +39,6 @@ std::string_view trim_line(std::string_view s) {
                         s.back() == '\r' || s.back() == '\n'))
     s.remove_suffix(1);
   return s;
-}
-
-bool is_token(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) !=
-               std::string_view::npos;
-  });
 }
 
 std::string label(const LimitObservation& l) {
@@ -420,11 +413,11 @@ int probe(Session& s, const ProbeOptions& o) {
   if (o.status || o.now_ms)
     return s.fail(kExitError,
                   "--status and --now-ms are for --headers, not for a URL");
-  if (!o.method.empty() && (o.method.size() > 32 || !is_token(o.method)))
+  if (!o.method.empty() && (o.method.size() > 32 || !is_http_token(o.method)))
     return s.fail(kExitError, "-X: '" + o.method + "' is not an HTTP method");
   for (const auto& h : o.headers) {
     auto colon = h.find(':');
-    if (colon == std::string::npos || !is_token(h.substr(0, colon)) ||
+    if (colon == std::string::npos || !is_http_token(h.substr(0, colon)) ||
         h.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
       return s.fail(kExitError,
                     "-H: '" + h + "' is not a header (expected 'Name: value')");

@@ -18,15 +18,6 @@ constexpr std::array<std::string_view, 6> kOutcomeNames = {
 constexpr std::array<std::string_view, 3> kFailureClassNames = {
     "rate_limited", "transient", "permanent"};
 
-bool valid_token(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) !=
-               std::string_view::npos;
-  });
-}
-
 // The value of an integer that fits std::int64_t (nlohmann's get<> would
 // wrap an unsigned 2^64-1 to -1, or narrow 2^32+1 to 1 for get<int>).
 std::optional<std::int64_t> as_int64(const nlohmann::json& v) {
@@ -58,6 +49,15 @@ Result<Millis> duration_field(const nlohmann::json& v, const char* name) {
 }
 
 }  // namespace
+
+bool is_http_token(std::string_view s) {
+  if (s.empty()) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           std::string_view("!#$%&'*+-.^_`|~").find(c) !=
+               std::string_view::npos;
+  });
+}
 
 std::string_view to_string(JobState s) {
   return kStateNames[static_cast<std::size_t>(s)];
@@ -159,7 +159,7 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
     s.method = m->get<std::string>();
     for (char& c : s.method)
       c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (!valid_token(s.method) || s.method.size() > 16)
+    if (!is_http_token(s.method) || s.method.size() > 16)
       return Error{"invalid method '" + m->get<std::string>() + "'"};
   } else {
     s.method = s.body ? "POST" : "GET";
@@ -181,7 +181,7 @@ Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
   if (auto h = j.find("headers"); h != j.end() && !h->is_null()) {
     if (!h->is_object()) return Error{"'headers' must be an object of strings"};
     for (auto it = h->begin(); it != h->end(); ++it) {
-      if (!valid_token(it.key()))
+      if (!is_http_token(it.key()))
         return Error{"invalid header name '" + it.key() + "'"};
       if (!it->is_string())
         return Error{"header '" + it.key() + "' must have a string value"};

@@ -65,6 +65,9 @@ FailureClass failure_class(Outcome o);
 std::string_view to_string(FailureClass c);
 std::optional<FailureClass> parse_failure_class(std::string_view s);
 
+// An HTTP token (RFC 9110 §5.6.2): a method or a header field name.
+bool is_http_token(std::string_view s);
+
 // Default classification of an HTTP status (0 = no response).
 Outcome classify_status(int status);
 

@@ -38,15 +38,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) !=
-               std::string_view::npos;
-  });
-}
-
 std::optional<std::int64_t> integer_field(const nlohmann::json& j,
                                           const char* key) {
   auto it = j.find(key);
@@ -251,7 +242,7 @@ Result<HeaderList> expand_credentials(const ApiConfig& api) {
   HeaderList out;
   for (const auto& [key, value] : api.headers) {
     std::string where = "api." + api.name + ".headers." + key + ": ";
-    if (!is_token(key)) return Error{where + "not a valid header name"};
+    if (!is_http_token(key)) return Error{where + "not a valid header name"};
     auto expanded = expand_env(value);
     if (!expanded) return Error{where + expanded.error()};
     if (expanded->find_first_of(std::string_view("\r\n\0", 3)) !=
@@ -331,7 +322,8 @@ Result<std::vector<std::string>> request_header_lines(
   std::vector<std::string> lines;
   bool content_type = false;
   for (const auto& [name, value] : job_headers) {
-    if (!is_token(name)) return Error{"invalid header name '" + name + "'"};
+    if (!is_http_token(name))
+      return Error{"invalid header name '" + name + "'"};
     if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
       return Error{"header '" + name + "' contains a line break or NUL"};
     if (value.size() > kMaxHeaderValueBytes)
@@ -358,7 +350,7 @@ Result<std::vector<std::string>> request_header_lines(
 }
 
 bool valid_method(std::string_view method) {
-  return method.size() <= 32 && is_token(method);
+  return method.size() <= 32 && is_http_token(method);
 }
 
 bool keep_response_header(std::string_view n) {
