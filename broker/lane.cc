@@ -42,9 +42,8 @@ void Lane::sync_learned(Millis now) {
   if (!quota_.take_limits_changed()) return;
   std::vector<std::string> keys;
   for (const auto& l : quota_.learned()) {
-    // Learned limits only ever add constraints; with learning off they are
-    // still shown but only advertised ones that the server itself states
-    // are enforced.
+    // learn = false: the configured limits are the only limiter limits
+    // (what the server advertised is still shown by stats).
     if (!config_.learn) continue;
     limiter_.upsert_learned(l.key, l.spec, l.margin_ms,
                             quota_.learned_seed(l.key), now);

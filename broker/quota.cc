@@ -174,7 +174,7 @@ QuotaState::Mark QuotaState::in_flight() const {
 std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
   forget(a.at.requests);
   const bool answers_probe = probe_out_ && a.at.requests > probe_mark_.requests;
-  if (a.obs) observe_limits(*a.obs, a.at, now);
+  if (a.obs) observe_limits(*a.obs, now);
   if (answers_probe) {
     probe_out_ = false;
     // Counters the probe's answer did not refresh are gone (the server no
@@ -256,7 +256,7 @@ void QuotaState::on_lost(Mark at, Millis now) {
   on_answer(a, now);
 }
 
-void QuotaState::observe_limits(const Observation& obs, Mark at, Millis now) {
+void QuotaState::observe_limits(const Observation& obs, Millis now) {
   for (const auto& l : obs.limits) {
     if (l.unit == "concurrent_requests") continue;
     if (l.limit && l.window_s) learn_advertised(l);
@@ -272,7 +272,6 @@ void QuotaState::observe_limits(const Observation& obs, Mark at, Millis now) {
     c.reset_known = l.reset_in_ms.has_value();
     c.reset_at = now + (l.reset_in_ms ? std::max<Millis>(*l.reset_in_ms, 0)
                                       : kUnknownResetMs);
-    c.observed_at = now;
     c.base_remaining = c.remaining;
     c.base_started = started_;
     c.base_at = now;
@@ -292,7 +291,6 @@ void QuotaState::observe_limits(const Observation& obs, Mark at, Millis now) {
     // and every start counted after it is still unanswered (an answered one
     // would have shown less). The gate subtracts what is in flight from it.
     // Answers come back in any order, so this is independent of it.
-    (void)at;
     if (c.reset_known && cur.reset_known &&
         c.reset_at <= cur.reset_at + kForeignSampleMs * 4) {
       // Others' spending: how much more the count fell since a baseline
@@ -316,7 +314,6 @@ void QuotaState::observe_limits(const Observation& obs, Mark at, Millis now) {
     cur.limit = c.limit ? c.limit : cur.limit;
     if (c.reset_known && cur.reset_known)
       cur.reset_at = std::min(cur.reset_at, c.reset_at);
-    cur.observed_at = now;
   }
 }
 

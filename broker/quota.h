@@ -162,7 +162,6 @@ class QuotaState {
     double remaining = 0;  // the lowest count any answer of this window showed
     Millis reset_at = 0;
     bool reset_known = false;
-    Millis observed_at = 0;
     bool restored = false;  // from before a restart: probe first
     // Others' spending on this counter, estimated from how much more the
     // remaining count fell than this lane's own starts explain, measured
@@ -174,7 +173,7 @@ class QuotaState {
   };
   enum class Circuit { kClosed, kOpen, kHalfOpen };
 
-  void observe_limits(const Observation& obs, Mark at, Millis now);
+  void observe_limits(const Observation& obs, Millis now);
   // Starts whose answers have not come back.
   Mark in_flight() const;
   void forget(std::int64_t request);
