@@ -62,7 +62,9 @@ case "${1:-}" in
     run_tests build
     if [ "${PACER_SKIP_SANITIZE:-0}" != 1 ]; then
       echo "==> build (AddressSanitizer + UndefinedBehaviorSanitizer)"
-      build build-asan -DPACER_SANITIZE=ON
+      # -O0: instrumented -O2 code takes four times as long to compile
+      # (226 s against 23 s for the largest test file) and finds nothing more.
+      build build-asan -DPACER_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
       echo "==> tests under sanitizers"
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_tests build-asan

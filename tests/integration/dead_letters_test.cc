@@ -9,7 +9,6 @@
 // The lane and the mock share a 20/s fixed-window limit with a 50 ms margin
 // (as in fleet_test), so a replay that burst past the lane's limiter would
 // show up as rejections at the mock.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 

@@ -7,7 +7,6 @@
 //       rejections stay small and the total stays within the limit.
 // One fleet per dialect, all running at once (they are rate bound, not CPU
 // bound), so the whole sweep takes about as long as one dialect.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <chrono>

@@ -1,6 +1,5 @@
 // Fleets: workers that serve only some APIs get only those APIs' jobs, and
 // lanes share workers fairly. Real processes on loopback.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 

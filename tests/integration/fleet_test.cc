@@ -6,7 +6,6 @@
 // The lanes use a 50 ms margin: here four processes share two cores (more
 // under sanitizers), and a request can reach the upstream tens of
 // milliseconds after the broker let it go. The margin is what absorbs that.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/support/fleet.h"
 
 #include <doctest/doctest.h>

@@ -2,7 +2,6 @@
 // (a file and stdin), and on real requests to the mock API, which answers
 // 429 with Retry-After once over its --limit and any status set through
 // /admin/config.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <chrono>

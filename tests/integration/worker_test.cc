@@ -2,7 +2,6 @@
 // the upstreams are a real pacer-mock-api and a small in-process httplib
 // server (request headers, held requests, big bodies, 429, redirects), and
 // the worker is the real binary.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <httplib.h>

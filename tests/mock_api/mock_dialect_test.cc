@@ -1,7 +1,6 @@
 // Unit tests for what the mock upstream tells clients about its quota (the
 // rate-limit header dialects, the token limit) and for the simulated second
 // client that shares the quota. Time is a fake clock; nothing sleeps.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cstdint>

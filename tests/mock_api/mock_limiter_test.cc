@@ -1,6 +1,5 @@
 // Unit tests for the mock upstream's limiters, interval statistics and
 // endpoint logic. All time is explicit (fake clocks), so nothing sleeps.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <algorithm>

@@ -1,7 +1,6 @@
 // Dead letters in the broker's store, against real SQLite files: the failure
 // class of every outcome, DEAD_LIST's filters and paging, the jobs_dead index,
 // and requeue_dead (what it resets, and that it keeps the fencing token).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 

@@ -2,7 +2,6 @@
 // the top of the lane's ready jobs in dispatch order, and when it is not
 // complete every ready job outside it ranks after its last entry. Also the
 // concurrency count and the dispatch rate, under explicit times.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <algorithm>

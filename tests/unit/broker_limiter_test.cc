@@ -1,7 +1,6 @@
 // The limiter's guarantee, checked under explicit time: no interval of length
 // W ever sees more than L units started, for several limit sets and arrival
 // patterns, and the limiter is not needlessly slow either.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <algorithm>

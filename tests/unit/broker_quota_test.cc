@@ -2,7 +2,6 @@
 // counts, probes after a reset, learned limits, AIMD convergence against a
 // simulated fixed-window server, reopening without a burst, the circuit
 // breaker, others' spending, and the persisted state.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <deque>

@@ -3,7 +3,6 @@
 // claiming and fenced attempt ends, cancel, purge, the read queries, savepoint
 // rollback, durability across close, crash and reopen, and the query plans of
 // the hot queries.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 #include <sys/wait.h>

@@ -1,7 +1,6 @@
 // `pacer dead list | show | replay`: the --since parser, the filter
 // validation, and the commands run in-process against a fake broker (what is
 // sent, what is printed, the exit codes).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <atomic>

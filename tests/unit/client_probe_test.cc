@@ -1,7 +1,6 @@
 // `pacer probe`: the text a person reads for an observation, and the
 // --headers mode with its errors, called in-process (the binary and URL mode
 // are covered by tests/integration/probe_test.cc).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>

@@ -1,6 +1,5 @@
 // Batch request building and response splitting: every documented shape,
 // every malformed response, and hostile input that must fail cleanly.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>

@@ -1,6 +1,5 @@
 // Config loading: the documented example parses to the expected values, every
 // refusal names file, line and key, and ${NAME} expansion of header values.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cstdlib>

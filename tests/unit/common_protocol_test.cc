@@ -2,7 +2,6 @@
 // command, every kind of malformed message, version and foreign headers, and
 // real ROUTER/DEALER sockets over loopback TCP. Waits use zmq::poll with a
 // deadline; nothing sleeps.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <chrono>

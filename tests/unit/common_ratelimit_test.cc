@@ -2,7 +2,6 @@
 // (the reference's §12) as its own subcase, targeted cases for what the
 // vectors do not pin down, parse_response_head, and a fuzz run with fixed
 // seeds that checks the parser's bounds on hostile input.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <algorithm>

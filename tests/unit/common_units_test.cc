@@ -1,6 +1,5 @@
 // The human-written quantities (durations, sizes, limits) and the job model:
 // JobSpec validation and normalization, state and outcome names.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cstdint>
