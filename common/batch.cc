@@ -238,6 +238,63 @@ std::optional<std::string> check_batch_template(
   return std::nullopt;
 }
 
+nlohmann::json batch_spec_json(const BatchConfig& config) {
+  return {{"request_array", config.request_array},
+          {"member_pointer", config.member_pointer},
+          // Through text: the wire's json has another object type.
+          {"body_template", nlohmann::json::parse(dump(config.body_template))},
+          {"response_array", config.response_array},
+          {"item_error", config.item_error},
+          {"item_status", config.item_status},
+          {"max_items", config.max_items},
+          {"max_bytes", config.max_bytes}};
+}
+
+Result<BatchConfig> batch_spec_from_json(const nlohmann::json& spec) {
+  if (!spec.is_object()) return Error{"spec must be a JSON object"};
+  BatchConfig c;
+  struct PointerField {
+    const char* name;
+    std::string* out;
+    bool required;
+  };
+  for (auto [name, out, required] :
+       {PointerField{"request_array", &c.request_array, true},
+        PointerField{"member_pointer", &c.member_pointer, false},
+        PointerField{"response_array", &c.response_array, true},
+        PointerField{"item_error", &c.item_error, false},
+        PointerField{"item_status", &c.item_status, false}}) {
+    auto it = spec.find(name);
+    if (it == spec.end() && !required) continue;
+    if (it == spec.end() || !it->is_string() ||
+        !is_json_pointer(it->get<std::string>()))
+      return Error{std::string("spec.") + name +
+                   " must be a JSON pointer string"};
+    *out = it->get<std::string>();
+  }
+  if (auto it = spec.find("body_template"); it != spec.end()) {
+    if (!it->is_object())
+      return Error{"spec.body_template must be a JSON object"};
+    c.body_template = Json::parse(
+        it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  if (auto why = check_batch_template(c.body_template, c.request_array))
+    return Error{"spec.body_template: " + *why};
+  auto items = spec.find("max_items");
+  if (items == spec.end() || !items->is_number_integer() ||
+      items->get<std::int64_t>() < 1 ||
+      items->get<std::int64_t>() > kMaxBatchItems)
+    return Error{"spec.max_items must be an integer in 1.." +
+                 std::to_string(kMaxBatchItems)};
+  c.max_items = items->get<int>();
+  if (auto it = spec.find("max_bytes"); it != spec.end()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() <= 0)
+      return Error{"spec.max_bytes must be a positive integer"};
+    c.max_bytes = it->get<std::int64_t>();
+  }
+  return c;
+}
+
 Result<std::string> build_batch_body(
     const BatchConfig& config,
     const std::vector<std::optional<std::string>>& member_bodies) {

@@ -71,6 +71,20 @@ std::optional<std::string> check_batch_template(
 // Whether `pointer` is a valid JSON pointer ("" or "/a/0/b").
 bool is_json_pointer(const std::string& pointer);
 
+// The `spec` of a batch job on the wire (schema/wire_protocol.md "Batch
+// jobs"): how to build and split, which is all a worker needs. method, path,
+// max_wait and cost stay with the broker. item_error and item_status are ""
+// when not configured. JSON objects are unordered on the wire: the template's
+// keys arrive sorted.
+nlohmann::json batch_spec_json(const BatchConfig& config);
+
+// The spec of a batch job, validated: pointers, the template, max_items in
+// 1..kMaxBatchItems, max_bytes > 0. Errors name the field ("spec.max_items
+// must be ..."). request_array, response_array and max_items are required,
+// as in [api.NAME.batch]; the other fields default as there. Unknown fields
+// are ignored; method, path, max_wait and cost keep BatchConfig's defaults.
+Result<BatchConfig> batch_spec_from_json(const nlohmann::json& spec);
+
 // The request body of a batch, serialized compactly. Errors name the member
 // (0-based): a body that is not JSON, a member_pointer that is not in it, an
 // absent body when member_pointer is set; also no members, more than

@@ -440,3 +440,109 @@ TEST_CASE("hostile input fails cleanly and never crashes") {
     if (!b.ok()) CHECK(b.error().starts_with("batch member 0"));
   }
 }
+
+TEST_CASE("spec: the wire form carries what a worker needs, and round-trips") {
+  BatchConfig c = echo();
+  c.member_pointer = "/input";
+  c.body_template =
+      nlohmann::ordered_json::parse(R"({"model": "m", "options": {"n": 1}})");
+  c.item_error = "/error";
+  c.item_status = "/status";
+  c.max_bytes = 4096;
+  c.method = "PUT";  // not in a spec
+  c.cost = pacer::BatchCost::kPerItem;
+
+  nlohmann::json spec = pacer::batch_spec_json(c);
+  CHECK(spec == nlohmann::json::parse(R"({
+      "request_array": "/inputs", "member_pointer": "/input",
+      "body_template": {"model": "m", "options": {"n": 1}},
+      "response_array": "/results", "item_error": "/error",
+      "item_status": "/status", "max_items": 50, "max_bytes": 4096})"));
+
+  // Through the wire's text, as a worker reads it.
+  auto back = pacer::batch_spec_from_json(nlohmann::json::parse(spec.dump()));
+  REQUIRE_MESSAGE(back.ok(), back.error());
+  CHECK(back->request_array == c.request_array);
+  CHECK(back->member_pointer == c.member_pointer);
+  CHECK(back->body_template == c.body_template);
+  CHECK(back->response_array == c.response_array);
+  CHECK(back->item_error == c.item_error);
+  CHECK(back->item_status == c.item_status);
+  CHECK(back->max_items == c.max_items);
+  CHECK(back->max_bytes == c.max_bytes);
+  CHECK(back->method == "POST");  // the defaults: not the spec's business
+  CHECK(back->cost == pacer::BatchCost::kRequest);
+  // Both sides build the same body from it.
+  Bodies bodies = {R"({"input": "a"})", R"({"input": [2]})"};
+  CHECK(built(*back, bodies) == built(c, bodies));
+
+  // The defaults of a spec without the optional fields.
+  auto minimal = pacer::batch_spec_from_json(
+      {{"request_array", ""}, {"response_array", ""}, {"max_items", 3}});
+  REQUIRE_MESSAGE(minimal.ok(), minimal.error());
+  CHECK(minimal->member_pointer.empty());
+  CHECK(minimal->item_error.empty());
+  CHECK(minimal->body_template == nlohmann::ordered_json::object());
+  CHECK(minimal->max_bytes == 1 << 20);
+  CHECK(built(*minimal, {"1", "2"}) == "[1,2]");
+}
+
+TEST_CASE("spec: a bad spec is refused with the field's name") {
+  const nlohmann::json good = pacer::batch_spec_json(echo());
+  auto error = [&](const char* field, nlohmann::json value) {
+    nlohmann::json spec = good;
+    if (value.is_discarded())
+      spec.erase(field);
+    else
+      spec[field] = std::move(value);
+    auto r = pacer::batch_spec_from_json(spec);
+    REQUIRE_FALSE(r.ok());
+    return r.error();
+  };
+  const nlohmann::json absent =
+      nlohmann::json(nlohmann::json::value_t::discarded);
+  CHECK(pacer::batch_spec_from_json(good).ok());
+  CHECK_FALSE(pacer::batch_spec_from_json(nlohmann::json::array()).ok());
+  CHECK(pacer::batch_spec_from_json(nullptr).error() ==
+        "spec must be a JSON object");
+
+  CHECK(error("response_array", 5) ==
+        "spec.response_array must be a JSON pointer string");
+  CHECK(error("response_array", "results") ==
+        "spec.response_array must be a JSON pointer string");
+  CHECK(error("response_array", absent) ==
+        "spec.response_array must be a JSON pointer string");
+  CHECK(error("request_array", absent) ==
+        "spec.request_array must be a JSON pointer string");
+  CHECK(error("member_pointer", "/a~2") ==
+        "spec.member_pointer must be a JSON pointer string");
+  CHECK(error("item_error", nullptr) ==
+        "spec.item_error must be a JSON pointer string");
+  CHECK(error("item_status", "x") ==
+        "spec.item_status must be a JSON pointer string");
+
+  CHECK(error("body_template", "{}") ==
+        "spec.body_template must be a JSON object");
+  CHECK(error("body_template", {{"inputs", 1}}) ==
+        "spec.body_template: the template already has /inputs");
+  CHECK(error("body_template", {{"inputs", {{"x", 1}}}}) ==
+        "spec.body_template: the template already has /inputs");
+
+  const std::string items = "spec.max_items must be an integer in 1..10000";
+  CHECK(error("max_items", 0) == items);
+  CHECK(error("max_items", -1) == items);
+  CHECK(error("max_items", 10'001) == items);
+  CHECK(error("max_items", 2.5) == items);
+  CHECK(error("max_items", "50") == items);
+  CHECK(error("max_items", absent) == items);
+  CHECK(error("max_items", std::uint64_t{1} << 63) == items);
+  nlohmann::json most = good;
+  most["max_items"] = pacer::kMaxBatchItems;
+  CHECK(pacer::batch_spec_from_json(most).ok());
+
+  const std::string bytes = "spec.max_bytes must be a positive integer";
+  CHECK(error("max_bytes", 0) == bytes);
+  CHECK(error("max_bytes", -5) == bytes);
+  CHECK(error("max_bytes", "1MiB") == bytes);
+  CHECK(error("max_bytes", std::uint64_t{1} << 63) == bytes);
+}
