@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "common/batch.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -133,7 +134,19 @@ void Broker::recover() {
     f.lease_until = r.lease_until.value_or(now + config_.broker.lease_grace_ms);
     f.quota_deadline = r.quota_deadline;
     f.priority = r.priority;
-    if (auto* l = lane(r.api)) l->started();
+    f.batch = r.batch;
+    f.batch_key = r.batch_key;
+    if (r.batch != 0) {
+      // Members of one call: one concurrency slot for the batch.
+      auto [b, fresh] = batches_.try_emplace(r.batch);
+      b->second.api = r.api;
+      b->second.members.push_back(r.id);
+      b->second.units += r.cost;
+      if (fresh)
+        if (auto* l = lane(r.api)) l->started();
+    } else if (auto* l = lane(r.api)) {
+      l->started();
+    }
     in_flight_[r.id] = std::move(f);
     ++orphans;
   }
@@ -159,8 +172,8 @@ void Broker::recover() {
       // Attempt rows hold the dispatch decision time; the jobs left a little
       // later (after the commit). Replaying them later than they were errs
       // on the safe side.
-      for (auto& [t, cost] : store_->attempt_starts(name, now - span))
-        l->limiter().record(cost, t + kRestartSkewMs);
+      for (const Start& s : store_->attempt_starts(name, now - span))
+        l->limiter().record(s.units, s.t + kRestartSkewMs, s.requests);
     }
     l->set_next_due(store_->next_due(name, now));
   }
@@ -250,7 +263,8 @@ Millis Broker::next_wakeup(Millis now) {
       return kv.second.serves(l->name()) && kv.second.free_credit() > 0;
     });
     if (credit && l->has_ready() && l->under_concurrency()) {
-      Millis t = l->gate(l->head().cost, now);
+      const Lane::Selection sel = l->select(now);
+      Millis t = l->gate(sel.units, now, sel.requests);
       if (t != Limiter::kNever)
         wake = std::min(wake, t);
       else
@@ -393,6 +407,10 @@ void Broker::on_results(WorkerRec& w, const json& body, Millis now) {
 }
 
 void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
+  if (r.is_object() && r.contains("batch")) {
+    apply_batch_result(r, w, now);
+    return;
+  }
   if (!r.is_object() || !r.contains("id") || !r["id"].is_number_integer() ||
       !r.contains("attempt") || !r["attempt"].is_number_integer()) {
     log::warn("malformed_result", {{"worker", w ? w->name : "?"}});
@@ -406,7 +424,8 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
       w->outstanding.erase(o);
   }
   auto f = in_flight_.find(id);
-  if (f == in_flight_.end() || f->second.attempt != attempt) {
+  if (f == in_flight_.end() || f->second.attempt != attempt ||
+      f->second.batch != 0) {
     log::debug("stale_result", {{"job", id}, {"attempt", attempt}});
     return;
   }
@@ -416,91 +435,190 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   if (l) l->finished();
   ++results_total_;
 
-  int status = field(r, "status", 0);
-  if (status < 0 || status > 999) status = 0;
   const ApiConfig* api = config_.api(job.api);
-  std::optional<Observation> obs;
-  if (auto o = r.find("observation"); o != r.end() && !o->is_null())
-    obs = Observation::from_json(*o);
-  json headers = json::object();
-  if (auto h = r.find("headers"); h != r.end() && h->is_object()) headers = *h;
-  if (!obs) {
+  Answer a = read_answer(r, api);
+  auto lane_paused = note_answer(l, job.api, a, job.mark, job.cost,
+                                 job.started, now);
+  AttemptEnd end = answer_end(id, attempt, a, now);
+  if (auto b = r.find("body"); b != r.end() && b->is_string())
+    end.body = b->get<std::string>();
+  end_job(job, end, lane_paused, a.server_floor, now);
+}
+
+void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
+  const std::int64_t batch = field(r, "batch", std::int64_t{0});
+  if (w) w->batches.erase(batch);
+  auto bf = batches_.find(batch);
+  if (batch <= 0 || bf == batches_.end()) {
+    log::debug("stale_batch_result", {{"batch", batch}});
+    return;
+  }
+  BatchFlight b = std::move(bf->second);
+  batches_.erase(bf);
+  Lane* l = lane(b.api);
+  if (l) l->finished();
+  ++results_total_;
+
+  const ApiConfig* api = config_.api(b.api);
+  Answer a = read_answer(r, api);
+  auto lane_paused = note_answer(l, b.api, a, b.mark, b.units, b.started, now);
+
+  // Each member's share, by job id, when the response was split.
+  std::map<JobId, const json*> shares;
+  const json* members = nullptr;
+  if (auto m = r.find("members"); m != r.end() && m->is_array()) {
+    members = &*m;
+    for (const auto& s : *m)
+      if (s.is_object() && s.contains("id") && s["id"].is_number_integer())
+        shares[s["id"].get<JobId>()] = &s;
+  }
+  const std::string split_error = field(r, "split_error", std::string());
+  for (JobId id : b.members) {
+    auto f = in_flight_.find(id);
+    if (f == in_flight_.end() || f->second.batch != batch) continue;
+    InFlight job = std::move(f->second);
+    in_flight_.erase(f);
+    AttemptEnd end = answer_end(id, job.attempt, a, now);
+    if (a.outcome == Outcome::kSuccess) {
+      auto s = shares.find(id);
+      if (s == shares.end() ||
+          field(*s->second, "attempt", 0) != job.attempt) {
+        // The call succeeded but this member got no usable share: not the
+        // job's fault, so it is retried (and dead once its attempts are
+        // used, with the message).
+        end.outcome = Outcome::kTransient;
+        end.error =
+            !split_error.empty()
+                ? "batch response: " + split_error
+                : (members ? "batch response: no result for this member"
+                           : "batch response: the worker sent no members");
+        if (auto body = r.find("body"); body != r.end() && body->is_string())
+          end.body = body->get<std::string>();
+      } else {
+        const json& share = *s->second;
+        if (auto body = share.find("body");
+            body != share.end() && body->is_string())
+          end.body = body->get<std::string>();
+        if (!field(share, "ok", false)) {
+          // A failed item: its own status when it has one, else retried.
+          const int st = field(share, "status", 0);
+          end.outcome = st >= 100 && st <= 999 ? classify_status(st)
+                                               : Outcome::kTransient;
+          if (end.outcome == Outcome::kSuccess)
+            end.outcome = Outcome::kTransient;
+          if (st >= 100 && st <= 999) end.status = st;
+          end.error = "batch item failed: " +
+                      field(share, "error", std::string("no error given"));
+        }
+      }
+    } else if (auto body = r.find("body");
+               body != r.end() && body->is_string()) {
+      end.body = body->get<std::string>();
+    }
+    end_job(job, end, lane_paused, a.server_floor, now);
+  }
+}
+
+Broker::Answer Broker::read_answer(const json& r, const ApiConfig* api) const {
+  Answer a;
+  a.status = field(r, "status", 0);
+  if (a.status < 0 || a.status > 999) a.status = 0;
+  if (auto o = r.find("observation"); o != r.end() && !o->is_null()) {
+    a.obs = Observation::from_json(*o);
+    a.observation_json = o->dump();
+  }
+  if (auto h = r.find("headers"); h != r.end() && h->is_object())
+    a.headers = *h;
+  if (!a.obs) {
     // A worker that sent no observation: Retry-After in seconds is the
     // least it can tell.
-    if (auto ra = retry_after_ms(headers)) {
-      obs.emplace();
-      obs->retry_after_ms = ra;
+    if (auto ra = retry_after_ms(a.headers)) {
+      a.obs.emplace();
+      a.obs->retry_after_ms = ra;
     }
   }
-
   // The outcome class (DESIGN §6): the API's configured statuses first,
   // then what the headers prove (a 403 or 503 with rate-limit evidence is
   // a rate limit; OpenAI's insufficient_quota is not retryable), then the
   // default classes.
-  Outcome outcome = Outcome::kTransient;
-  const std::string verdict = obs ? obs->verdict : "ok";
-  if (status > 0) {
-    outcome = classify_status(status);
-    if (api && api->statuses.count(status)) {
-      outcome = api->statuses.at(status);
+  const std::string verdict = a.obs ? a.obs->verdict : "ok";
+  if (a.status > 0) {
+    a.outcome = classify_status(a.status);
+    if (api && api->statuses.count(a.status)) {
+      a.outcome = api->statuses.at(a.status);
     } else if (verdict == "throttled") {
-      outcome = Outcome::kRateLimited;
+      a.outcome = Outcome::kRateLimited;
     } else if (verdict == "quota_exhausted") {
-      outcome = Outcome::kPermanent;
+      a.outcome = Outcome::kPermanent;
     }
   } else if (auto o =
                  parse_outcome(field(r, "outcome", std::string("transient")))) {
-    outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
+    a.outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
   }
+  a.error = field(r, "error", std::string());
+  if (a.error.empty() && a.outcome != Outcome::kSuccess)
+    a.error = "HTTP " + std::to_string(a.status);
+  a.duration_ms = field(r, "duration_ms", 0.0);
+  if (auto ac = r.find("actual_cost"); ac != r.end() && ac->is_number()) {
+    double v = ac->get<double>();
+    if (std::isfinite(v) && v >= 0 && v < 1e15) a.actual_cost = v;
+  }
+  a.server_floor = a.obs && a.obs->retry_after_ms ? *a.obs->retry_after_ms : 0;
+  return a;
+}
+
+std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
+                                          const Answer& a,
+                                          QuotaState::Mark mark,
+                                          std::int64_t units, Millis started,
+                                          Millis now) {
+  if (!l) return std::nullopt;
+  QuotaState::Answer q;
+  q.obs = a.obs ? &*a.obs : nullptr;
+  q.at = mark;
+  q.success = a.outcome == Outcome::kSuccess;
+  q.rate_limited = a.outcome == Outcome::kRateLimited;
+  q.transient = a.outcome == Outcome::kTransient;
+  q.overloaded = !q.rate_limited && (a.status == 503 || a.status == 529);
+  auto paused = l->quota().on_answer(q, now);
+  if (paused && lane_paused_logged_[api] != *paused) {
+    lane_paused_logged_[api] = *paused;
+    log::info("lane_paused", {{"api", api},
+                              {"for_ms", *paused - now},
+                              {"reason", l->quota().pause_reason()},
+                              {"status", a.status}});
+  }
+  // The real cost, when the response states it: correct the unit limits.
+  if (a.actual_cost)
+    l->limiter().correct(
+        static_cast<std::int64_t>(std::ceil(*a.actual_cost)) - units, started,
+        now);
+  l->sync_learned(now);
+  return paused;
+}
+
+AttemptEnd Broker::answer_end(JobId id, int attempt, const Answer& a,
+                              Millis now) const {
   AttemptEnd end;
   end.id = id;
   end.attempt = attempt;
-  end.outcome = outcome;
-  end.status = status;
-  end.error = field(r, "error", std::string());
-  if (end.error.empty() && outcome != Outcome::kSuccess)
-    end.error = "HTTP " + std::to_string(status);
-  if (!headers.empty()) end.headers_json = headers.dump();
-  if (auto b = r.find("body"); b != r.end() && b->is_string())
-    end.body = b->get<std::string>();
-  end.duration_ms = field(r, "duration_ms", 0.0);
-  if (auto o = r.find("observation"); o != r.end() && !o->is_null())
-    end.observation_json = o->dump();
+  end.outcome = a.outcome;
+  end.status = a.status;
+  end.error = a.error;
+  if (!a.headers.empty()) end.headers_json = a.headers.dump();
+  end.duration_ms = a.duration_ms;
+  end.observation_json = a.observation_json;
   end.run_at = now;
+  return end;
+}
+
+void Broker::end_job(const InFlight& job, AttemptEnd end,
+                     std::optional<Millis> lane_paused, Millis server_floor,
+                     Millis now) {
+  const ApiConfig* api = config_.api(job.api);
   Millis base = api ? api->backoff_base_ms : 500;
   Millis cap = api ? api->backoff_cap_ms : 60'000;
-
-  // What the answer says about the lane's quota.
-  std::optional<Millis> lane_paused;
-  if (l) {
-    QuotaState::Answer a;
-    a.obs = obs ? &*obs : nullptr;
-    a.at = job.mark;
-    a.success = outcome == Outcome::kSuccess;
-    a.rate_limited = outcome == Outcome::kRateLimited;
-    a.transient = outcome == Outcome::kTransient;
-    a.overloaded = !a.rate_limited && (status == 503 || status == 529);
-    lane_paused = l->quota().on_answer(a, now);
-    if (lane_paused && lane_paused_logged_[job.api] != *lane_paused) {
-      lane_paused_logged_[job.api] = *lane_paused;
-      log::info("lane_paused", {{"api", job.api},
-                                {"for_ms", *lane_paused - now},
-                                {"reason", l->quota().pause_reason()},
-                                {"status", status}});
-    }
-    // The real cost, when the response states it: correct the unit limits.
-    if (auto ac = r.find("actual_cost"); ac != r.end() && ac->is_number()) {
-      double v = ac->get<double>();
-      if (std::isfinite(v) && v >= 0 && v < 1e15)
-        l->limiter().correct(static_cast<std::int64_t>(std::ceil(v)) - job.cost,
-                             job.started, now);
-    }
-    l->sync_learned(now);
-  }
-  const Millis server_floor =
-      obs && obs->retry_after_ms ? *obs->retry_after_ms : 0;
-
-  switch (outcome) {
+  switch (end.outcome) {
     case Outcome::kSuccess:
       end.next = JobState::kSucceeded;
       break;
@@ -541,30 +659,72 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   }
   if (!store_->end_attempt(end, now)) return;
   if (end.next == JobState::kRetrying || end.next == JobState::kWaitingQuota)
-    release(job.api, id, job.priority, end.run_at, job.cost, now);
+    release(job.api, ready_entry(end.id, job, end.run_at), now);
 }
 
-void Broker::release(const std::string& api, JobId id, std::int64_t priority,
-                     Millis run_at, std::int64_t cost, Millis now) {
+ReadyEntry Broker::ready_entry(JobId id, const InFlight& job, Millis run_at) {
+  ReadyEntry e;
+  e.id = id;
+  e.priority = job.priority;
+  e.run_at = run_at;
+  e.cost = job.cost;
+  e.batch_key = job.batch_key;
+  return e;
+}
+
+void Broker::annotate(const Lane& l, ReadyEntry& e,
+                      const std::optional<std::string>& body) const {
+  e.batch_bytes = 0;
+  e.batch_error.clear();
+  if (!l.batching() || e.batch_key.empty()) {
+    e.batch_key.clear();  // a key means nothing on a lane without batches
+    return;
+  }
+  const BatchConfig& b = *l.config().batch;
+  auto bytes = batch_member_bytes(b, body);
+  if (!bytes) {
+    e.batch_error = "cannot go in a batch of api '" + l.name() +
+                    "': " + bytes.error();
+    return;
+  }
+  e.batch_bytes = static_cast<std::int64_t>(*bytes);
+  const auto alone =
+      static_cast<std::int64_t>(batch_envelope_bytes(b)) + e.batch_bytes - 1;
+  if (alone > b.max_bytes)
+    e.batch_error = "cannot go in a batch of api '" + l.name() +
+                    "': a batch of this job alone would be " +
+                    std::to_string(alone) + " bytes, over max_bytes (" +
+                    std::to_string(b.max_bytes) + ")";
+}
+
+void Broker::release(const std::string& api, ReadyEntry e, Millis now,
+                     const std::optional<std::string>* body) {
   Lane* l = lane(api);
   if (!l) return;
-  if (run_at <= now)
-    l->offer({id, priority, run_at, cost});
+  if (e.run_at > now) {
+    l->note_future(e.run_at);
+    return;
+  }
+  if (l->batching() && !e.batch_key.empty())
+    annotate(*l, e, body ? *body : store_->body_of(e.id));
   else
-    l->note_future(run_at);
+    e.batch_key.clear();
+  l->offer(e);
 }
 
-void Broker::fail_in_flight(JobId id, const std::string& why, Outcome outcome,
-                            Millis now) {
-  auto f = in_flight_.find(id);
-  if (f == in_flight_.end()) return;
-  InFlight job = std::move(f->second);
-  in_flight_.erase(f);
-  Lane* l = lane(job.api);
-  if (l) {
-    l->finished();
-    l->quota().on_lost(job.mark, now);
-  }
+void Broker::refill(Lane* l, Millis now) {
+  std::vector<std::optional<std::string>> bodies;
+  auto rows = store_->ready(l->name(), now, l->window_cap(),
+                            l->batching() ? &bodies : nullptr);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    annotate(*l, rows[i], l->batching() ? bodies[i] : std::nullopt);
+  l->refill(rows, static_cast<int>(rows.size()) < l->window_cap());
+}
+
+// The end of an attempt that produced no usable answer, as an AttemptEnd:
+// a used attempt, then retry or dead.
+void Broker::end_lost(JobId id, const InFlight& job, const std::string& why,
+                      Outcome outcome, Millis now) {
   AttemptEnd end;
   end.id = id;
   end.attempt = job.attempt;
@@ -583,7 +743,48 @@ void Broker::fail_in_flight(JobId id, const std::string& why, Outcome outcome,
   }
   if (!store_->end_attempt(end, now)) return;
   if (end.next == JobState::kRetrying)
-    release(job.api, id, job.priority, end.run_at, job.cost, now);
+    release(job.api, ready_entry(id, job, end.run_at), now);
+}
+
+void Broker::fail_in_flight(JobId id, const std::string& why, Outcome outcome,
+                            Millis now) {
+  auto f = in_flight_.find(id);
+  if (f == in_flight_.end()) return;
+  if (f->second.batch != 0) {
+    // One call: its members share its fate.
+    fail_batch(f->second.batch, why, outcome, now);
+    return;
+  }
+  InFlight job = std::move(f->second);
+  in_flight_.erase(f);
+  Lane* l = lane(job.api);
+  if (l) {
+    l->finished();
+    l->quota().on_lost(job.mark, now);
+  }
+  end_lost(id, job, why, outcome, now);
+}
+
+void Broker::fail_batch(std::int64_t batch, const std::string& why,
+                        Outcome outcome, Millis now) {
+  auto bf = batches_.find(batch);
+  if (bf == batches_.end()) return;
+  BatchFlight b = std::move(bf->second);
+  batches_.erase(bf);
+  if (auto w = workers_.find(b.worker); w != workers_.end())
+    w->second.batches.erase(batch);
+  Lane* l = lane(b.api);
+  if (l) {
+    l->finished();
+    l->quota().on_lost(b.mark, now);
+  }
+  for (JobId id : b.members) {
+    auto f = in_flight_.find(id);
+    if (f == in_flight_.end() || f->second.batch != batch) continue;
+    InFlight job = std::move(f->second);
+    in_flight_.erase(f);
+    end_lost(id, job, why, outcome, now);
+  }
 }
 
 void Broker::forget_worker(const std::string& rid, const std::string& why,
@@ -601,6 +802,13 @@ void Broker::forget_worker(const std::string& rid, const std::string& why,
                      now);
       ++requeued;
     }
+  }
+  for (std::int64_t batch : w.batches) {
+    auto bf = batches_.find(batch);
+    if (bf == batches_.end() || bf->second.worker != rid) continue;
+    requeued += static_cast<int>(bf->second.members.size());
+    fail_batch(batch, "worker " + w.name + " lost: " + why, Outcome::kLost,
+               now);
   }
   log::warn("worker_gone",
             {{"worker", w.name}, {"reason", why}, {"requeued", requeued}});
@@ -873,7 +1081,7 @@ json Broker::dead_replay(const json& body, Millis now, std::string& code) {
       }
       // The lane's window learns of it (or refills from the database); the
       // limiter paces its dispatch like any other ready job.
-      release(c.api, e->id, e->priority, e->run_at, e->cost, now);
+      release(c.api, *e, now);
     }
     ++matched;
     if (ids.size() < kReplayIdsInReply) ids.push_back(c.id);
@@ -937,7 +1145,7 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
   store_->savepoint();
   json ids = json::array();
   int duplicates = 0;
-  std::vector<std::pair<std::string, ReadyEntry>> fresh;
+  std::vector<std::pair<const JobSpec*, ReadyEntry>> fresh;
   try {
     for (auto& spec : specs) {
       const ApiConfig* api = config_.api(spec.api);
@@ -948,15 +1156,14 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
       if (r.duplicate)
         ++duplicates;
       else
-        fresh.emplace_back(spec.api, r.entry);
+        fresh.emplace_back(&spec, r.entry);
     }
     store_->release();
   } catch (...) {
     store_->rollback_to_savepoint();
     throw;
   }
-  for (auto& [api, e] : fresh)
-    release(api, e.id, e.priority, e.run_at, e.cost, now);
+  for (auto& [spec, e] : fresh) release(spec->api, e, now, &spec->body);
   return {{"ids", ids}, {"group", group}, {"duplicates", duplicates}};
 }
 
@@ -987,6 +1194,21 @@ json Broker::stats(Millis now) {
       j["window"] = l->window_size();
       j["rate_per_s"] = l->rate_per_s(now);
       j["dispatched_total"] = l->dispatched_total();
+      // Calls made, and how batching filled them (since the broker started).
+      j["requests_total"] = l->requests_total();
+      j["batches_total"] = l->batches_total();
+      j["batch_items_total"] = l->batch_items_total();
+      j["mean_batch_size"] =
+          l->batches_total() > 0
+              ? json(static_cast<double>(l->batch_items_total()) /
+                     static_cast<double>(l->batches_total()))
+              : json();
+      j["items_per_request"] =
+          l->requests_total() > 0
+              ? json(static_cast<double>(l->dispatched_total()) /
+                     static_cast<double>(l->requests_total()))
+              : json();
+      j["batching"] = l->batching();
       json quota = l->quota().to_json(now);
       for (auto& [k, v] : quota.items()) j[k] = v;
       j["next_due_ms"] = l->next_due() ? json(*l->next_due()) : json();
@@ -1002,7 +1224,7 @@ json Broker::stats(Millis now) {
         {{"id", w.name},
          {"apis", std::vector<std::string>(w.apis.begin(), w.apis.end())},
          {"capacity", w.capacity},
-         {"outstanding", w.outstanding.size()},
+         {"outstanding", w.outstanding.size() + w.batches.size()},
          {"last_seen_ms_ago", now - w.last_seen}});
   }
   return {{"lanes", lanes},
@@ -1024,102 +1246,44 @@ void Broker::dispatch(Millis now) {
       l->mark_incomplete();
       l->set_next_due(store_->next_due(l->name(), now));
     }
-    if (due || l->wants_refill()) {
-      auto rows = store_->ready(l->name(), now, l->window_cap());
-      l->refill(rows, static_cast<int>(rows.size()) < l->window_cap());
-    }
+    if (due || l->wants_refill()) refill(l, now);
   }
   if (workers_.empty() || lane_order_.empty()) return;
   const std::size_t n = lane_order_.size();
   bool progress = true;
-  // One job per lane per pass: lanes share the workers fairly.
+  // One call per lane per pass: lanes share the workers fairly.
   while (progress) {
     progress = false;
     for (std::size_t i = 0; i < n; ++i) {
       Lane* l = lane_order_[(rr_ + i) % n];
       if (!l->has_ready() || !l->under_concurrency()) continue;
-      const ReadyEntry head = l->head();
-      Millis at = l->gate(head.cost, now);
+      const Lane::Selection sel = l->select(now);
+      if (sel.empty()) continue;
       WorkerRec* best = nullptr;
       for (auto& [rid, w] : workers_)
         if (w.serves(l->name()) && w.free_credit() > 0 &&
             (!best || w.free_credit() > best->free_credit()))
           best = &w;
       if (!best) continue;
+      Lane::Selection go = sel;
+      Millis at = l->gate(go.units, now, go.requests);
+      if (at == Limiter::kNever && go.members.size() > 1) {
+        // A learned limit smaller than the batch: send its first member
+        // alone (as a batch of one) rather than never.
+        go.members.resize(1);
+        go.units = go.members.front().cost;
+        go.requests = 1;
+        at = l->gate(go.units, now, go.requests);
+      }
       if (at > now && at != Limiter::kNever) continue;
-      l->pop_head();
-      auto claimed = store_->claim(head.id, l->name(), best->name, now,
-                                   config_.broker.lease_grace_ms);
+      l->take(go);
       progress = true;
-      if (!claimed) continue;  // canceled or otherwise no longer ready
-      const bool quota_expired =
-          claimed->quota_deadline && now >= *claimed->quota_deadline;
-      if (at == Limiter::kNever || quota_expired) {
-        AttemptEnd end;
-        end.id = head.id;
-        end.attempt = claimed->attempt;
-        end.next = JobState::kDead;
-        if (quota_expired) {
-          end.outcome = Outcome::kRateLimited;
-          end.uses_attempt = false;
-          end.error =
-              "quota wait deadline passed: the API's quota did not "
-              "allow this job within quota_wait";
-        } else {
-          end.outcome = Outcome::kPermanent;
-          end.error = "cost " + std::to_string(head.cost) +
-                      " can never fit the lane's limits";
-        }
-        end.run_at = now;
-        store_->end_attempt(end, now);
-        continue;
-      }
-      l->on_start(claimed->cost, now);
-      const QuotaState::Mark mark = l->quota().mark();
-      dispatched_lanes_.insert(l);
-      dispatched_ids_.push_back(head.id);
-      dispatch_time_ = now;
-      l->started();
-      l->count_dispatch(now);
-      InFlight f;
-      f.api = l->name();
-      f.attempt = claimed->attempt;
-      f.attempts_used = claimed->attempts_used;
-      f.max_attempts = claimed->max_attempts;
-      f.cost = claimed->cost;
-      f.lease_until = now + claimed->timeout_ms + config_.broker.lease_grace_ms;
-      f.worker = best->routing_id;
-      f.quota_deadline = claimed->quota_deadline;
-      f.priority = claimed->priority;
-      f.mark = mark;
-      f.started = now;
-      in_flight_[head.id] = std::move(f);
-      best->outstanding[head.id] = claimed->attempt;
-      json job = {{"id", head.id},         {"attempt", claimed->attempt},
-                  {"api", l->name()},      {"method", claimed->method},
-                  {"path", claimed->path}, {"timeout_ms", claimed->timeout_ms}};
-      if (!claimed->headers_json.empty())
-        job["headers"] = json::parse(claimed->headers_json, nullptr, false);
-      std::size_t bytes = 256 + claimed->path.size() +
-                          claimed->headers_json.size() +
-                          (claimed->body ? claimed->body->size() * 2 : 0);
-      if (claimed->body) job["body"] = *claimed->body;
-      // A JOBS message stays far below the peers' 64 MiB receive limit
-      // (bodies may grow when escaped).
-      if (best->pending_bytes + bytes > kMaxJobsMessageBytes &&
-          !best->pending_jobs.empty()) {
-        outbox_.push_back({&workers_sock_, best->routing_id,
-                           Message{Command::kJobs,
-                                   {{"jobs", std::move(best->pending_jobs)}}}});
-        best->pending_jobs = json::array();
-        best->pending_bytes = 0;
-      }
-      best->pending_bytes += bytes;
-      best->pending_jobs.push_back(std::move(job));
-      if (l->wants_refill()) {
-        auto rows = store_->ready(l->name(), now, l->window_cap());
-        l->refill(rows, static_cast<int>(rows.size()) < l->window_cap());
-      }
+      if (go.batch)
+        dispatch_batch(*l, go, *best, at == Limiter::kNever, now);
+      else
+        dispatch_one(*l, go.members.front(), *best, at == Limiter::kNever,
+                     now);
+      if (l->wants_refill()) refill(l, now);
     }
     ++rr_;
   }
@@ -1131,6 +1295,180 @@ void Broker::dispatch(Millis now) {
     w.pending_jobs = json::array();
     w.pending_bytes = 0;
   }
+}
+
+bool Broker::end_unsendable(const ReadyEntry& e, const Claimed& c, bool never,
+                            Millis now) {
+  const bool quota_expired = c.quota_deadline && now >= *c.quota_deadline;
+  if (!never && !quota_expired && e.batch_error.empty()) return false;
+  AttemptEnd end;
+  end.id = e.id;
+  end.attempt = c.attempt;
+  end.next = JobState::kDead;
+  if (quota_expired) {
+    end.outcome = Outcome::kRateLimited;
+    end.uses_attempt = false;
+    end.error =
+        "quota wait deadline passed: the API's quota did not "
+        "allow this job within quota_wait";
+  } else if (!e.batch_error.empty()) {
+    end.outcome = Outcome::kPermanent;
+    end.error = e.batch_error;
+  } else {
+    end.outcome = Outcome::kPermanent;
+    end.error = "cost " + std::to_string(e.cost) +
+                " can never fit the lane's limits";
+  }
+  end.run_at = now;
+  store_->end_attempt(end, now);
+  return true;
+}
+
+void Broker::queue_job(WorkerRec& w, json job, std::size_t bytes) {
+  // A JOBS message stays far below the peers' 64 MiB receive limit (bodies
+  // may grow when escaped).
+  if (w.pending_bytes + bytes > kMaxJobsMessageBytes &&
+      !w.pending_jobs.empty()) {
+    outbox_.push_back(
+        {&workers_sock_, w.routing_id,
+         Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
+    w.pending_jobs = json::array();
+    w.pending_bytes = 0;
+  }
+  w.pending_bytes += bytes;
+  w.pending_jobs.push_back(std::move(job));
+}
+
+void Broker::note_start(Lane& l, std::int64_t units, std::int64_t requests,
+                        std::int64_t items, bool batch, Millis now) {
+  l.on_start(units, now, requests);
+  dispatched_lanes_.insert(&l);
+  dispatch_time_ = now;
+  l.started();
+  l.count_dispatch(now, items, batch);
+}
+
+Broker::InFlight Broker::in_flight_for(const Lane& l, const Claimed& c,
+                                       const std::string& worker, Millis now) {
+  InFlight f;
+  f.api = l.name();
+  f.attempt = c.attempt;
+  f.attempts_used = c.attempts_used;
+  f.max_attempts = c.max_attempts;
+  f.cost = c.cost;
+  f.lease_until = now + c.timeout_ms + config_.broker.lease_grace_ms;
+  f.worker = worker;
+  f.quota_deadline = c.quota_deadline;
+  f.priority = c.priority;
+  f.started = now;
+  return f;
+}
+
+void Broker::dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w,
+                          bool never, Millis now) {
+  auto claimed = store_->claim(e.id, l.name(), w.name, now,
+                               config_.broker.lease_grace_ms);
+  if (!claimed) return;  // canceled or otherwise no longer ready
+  if (end_unsendable(e, *claimed, never, now)) return;
+  note_start(l, claimed->cost, 1, 1, false, now);
+  dispatched_ids_.push_back(e.id);
+  InFlight f = in_flight_for(l, *claimed, w.routing_id, now);
+  f.mark = l.quota().mark();
+  f.batch_key = e.batch_key;
+  in_flight_[e.id] = std::move(f);
+  w.outstanding[e.id] = claimed->attempt;
+  json job = {{"id", e.id},         {"attempt", claimed->attempt},
+              {"api", l.name()},    {"method", claimed->method},
+              {"path", claimed->path}, {"timeout_ms", claimed->timeout_ms}};
+  if (!claimed->headers_json.empty())
+    job["headers"] = json::parse(claimed->headers_json, nullptr, false);
+  std::size_t bytes = 256 + claimed->path.size() +
+                      claimed->headers_json.size() +
+                      (claimed->body ? claimed->body->size() * 2 : 0);
+  if (claimed->body) job["body"] = *claimed->body;
+  queue_job(w, std::move(job), bytes);
+}
+
+void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
+                            bool never, Millis now) {
+  const BatchConfig& cfg = *l.config().batch;
+  const std::int64_t batch = store_->insert_batch(l.name(), sel.key, w.name,
+                                                  now);
+  std::vector<std::pair<ReadyEntry, Claimed>> members;
+  for (const auto& e : sel.members) {
+    auto claimed = store_->claim(e.id, l.name(), w.name, now,
+                                 config_.broker.lease_grace_ms, batch);
+    if (!claimed) continue;
+    if (end_unsendable(e, *claimed, never && sel.members.size() == 1, now))
+      continue;
+    members.emplace_back(e, std::move(*claimed));
+  }
+  if (members.empty()) {
+    store_->delete_batch(batch);
+    return;
+  }
+  std::int64_t units = 0;
+  Millis timeout = 0;
+  for (auto& [e, c] : members) {
+    units += c.cost;
+    timeout = std::max(timeout, c.timeout_ms);
+  }
+  const auto items = static_cast<std::int64_t>(members.size());
+  const std::int64_t requests = cfg.cost == BatchCost::kPerItem ? items : 1;
+  store_->complete_batch(batch, items, requests, units);
+  note_start(l, units, requests, items, true, now);
+  BatchFlight b;
+  b.api = l.name();
+  b.worker = w.routing_id;
+  b.mark = l.quota().mark();
+  b.started = now;
+  b.units = units;
+  // The call carries only the headers every member has with the same value.
+  std::optional<json> common;
+  json out_members = json::array();
+  std::size_t bytes = 512;
+  for (auto& [e, c] : members) {
+    InFlight f = in_flight_for(l, c, w.routing_id, now);
+    f.mark = b.mark;
+    f.batch = batch;
+    f.batch_key = e.batch_key;
+    in_flight_[e.id] = std::move(f);
+    b.members.push_back(e.id);
+    dispatched_ids_.push_back(e.id);
+    json h = c.headers_json.empty()
+                 ? json::object()
+                 : json::parse(c.headers_json, nullptr, false);
+    if (!h.is_object()) h = json::object();
+    if (!common) {
+      common = h;
+    } else {
+      for (auto it = common->begin(); it != common->end();) {
+        auto m = h.find(it.key());
+        if (m == h.end() || *m != *it)
+          it = common->erase(it);
+        else
+          ++it;
+      }
+    }
+    json m = {{"id", e.id}, {"attempt", c.attempt}};
+    if (c.body) {
+      bytes += c.body->size() * 2;
+      m["body"] = *c.body;
+    }
+    bytes += 64;
+    out_members.push_back(std::move(m));
+  }
+  batches_[batch] = std::move(b);
+  w.batches.insert(batch);
+  json job = {{"batch", batch},
+              {"api", l.name()},
+              {"method", cfg.method},
+              {"path", cfg.path},
+              {"timeout_ms", timeout},
+              {"spec", batch_spec_json(cfg)},
+              {"members", std::move(out_members)}};
+  if (common && !common->empty()) job["headers"] = std::move(*common);
+  queue_job(w, std::move(job), bytes);
 }
 
 void Broker::timers(Millis now) {
@@ -1154,7 +1492,10 @@ void Broker::timers(Millis now) {
     for (auto& [id, f] : in_flight_)
       if (f.lease_until < now) lapsed.push_back(id);
     for (JobId id : lapsed) {
-      auto& f = in_flight_[id];
+      // A batch's members lapse together: the first ends them all.
+      auto it = in_flight_.find(id);
+      if (it == in_flight_.end()) continue;
+      auto& f = it->second;
       if (auto w = workers_.find(f.worker); w != workers_.end())
         w->second.outstanding.erase(id);
       fail_in_flight(

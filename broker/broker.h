@@ -52,7 +52,8 @@ class Broker {
     std::string name;
     int capacity = 0;
     std::set<std::string> apis;        // empty: all
-    std::map<JobId, int> outstanding;  // job -> attempt
+    std::map<JobId, int> outstanding;  // job -> attempt (jobs sent alone)
+    std::set<std::int64_t> batches;    // batch jobs sent to it
     Millis last_seen = 0;
     Millis last_sent = 0;
     nlohmann::json pending_jobs = nlohmann::json::array();
@@ -61,7 +62,9 @@ class Broker {
       return apis.empty() || apis.count(api) > 0;
     }
     int free_credit() const {
-      return capacity - static_cast<int>(outstanding.size());
+      // A batch is one transfer: one credit.
+      return capacity - static_cast<int>(outstanding.size()) -
+             static_cast<int>(batches.size());
     }
   };
   struct InFlight {
@@ -78,6 +81,30 @@ class Broker {
     // answer's remaining count is read against it.
     QuotaState::Mark mark;
     Millis started = 0;
+    std::int64_t batch = 0;  // the batch it went in, 0 = sent alone
+    std::string batch_key;
+  };
+  // A batch job in flight: one call, one credit, one concurrency slot, one
+  // quota mark; its members are in in_flight_ with `batch` set.
+  struct BatchFlight {
+    std::string api;
+    std::vector<JobId> members;
+    std::string worker;  // routing id; empty when it predates a restart
+    QuotaState::Mark mark;
+    Millis started = 0;
+    std::int64_t units = 0;
+  };
+  // What one HTTP answer (a job's, or a batch call's) said.
+  struct Answer {
+    int status = 0;
+    Outcome outcome = Outcome::kTransient;
+    std::optional<Observation> obs;
+    std::string observation_json;
+    nlohmann::json headers = nlohmann::json::object();
+    std::string error;
+    double duration_ms = 0;
+    std::optional<double> actual_cost;
+    Millis server_floor = 0;  // the server's retry hint
   };
   struct Outgoing {
     zmq::socket_t* socket;
@@ -95,6 +122,28 @@ class Broker {
   void on_ready(const std::string& rid, const nlohmann::json& body, Millis now);
   void on_results(WorkerRec& w, const nlohmann::json& body, Millis now);
   void apply_result(const nlohmann::json& r, WorkerRec* w, Millis now);
+  void apply_batch_result(const nlohmann::json& r, WorkerRec* w, Millis now);
+  Answer read_answer(const nlohmann::json& r, const ApiConfig* api) const;
+  // Feeds an answer to the lane's quota state (and corrects unit limits by
+  // the stated cost); returns the end of the lane's pause if it paused.
+  std::optional<Millis> note_answer(Lane* l, const std::string& api,
+                                    const Answer& a, QuotaState::Mark mark,
+                                    std::int64_t units, Millis started,
+                                    Millis now);
+  AttemptEnd answer_end(JobId id, int attempt, const Answer& a,
+                        Millis now) const;
+  // Ends one attempt by its outcome (succeeded, dead, waiting for quota or
+  // retrying) and puts the job back in its lane when it goes on.
+  void end_job(const InFlight& job, AttemptEnd end,
+               std::optional<Millis> lane_paused, Millis server_floor,
+               Millis now);
+  void end_lost(JobId id, const InFlight& job, const std::string& why,
+                Outcome outcome, Millis now);
+  static ReadyEntry ready_entry(JobId id, const InFlight& job, Millis run_at);
+  // Batch size and validity of a keyed job on a batching lane.
+  void annotate(const Lane& l, ReadyEntry& e,
+                const std::optional<std::string>& body) const;
+  void refill(Lane* l, Millis now);
   void on_client_message(const std::string& rid,
                          std::vector<zmq::message_t>& frames, Millis now);
   nlohmann::json handle_client(protocol::Command cmd,
@@ -112,11 +161,29 @@ class Broker {
   // expired): a used attempt, then retry or dead.
   void fail_in_flight(JobId id, const std::string& why, Outcome outcome,
                       Millis now);
+  void fail_batch(std::int64_t batch, const std::string& why, Outcome outcome,
+                  Millis now);
   void forget_worker(const std::string& rid, const std::string& why,
                      Millis now);
-  void release(const std::string& api, JobId id, std::int64_t priority,
-               Millis run_at, std::int64_t cost, Millis now);
+  // A job became ready again (or is due later): tells its lane. `body`:
+  // the job's body when at hand (a keyed job's batch size is read from it;
+  // otherwise it is read from the store).
+  void release(const std::string& api, ReadyEntry e, Millis now,
+               const std::optional<std::string>* body = nullptr);
   void dispatch(Millis now);
+  void dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w, bool never,
+                    Millis now);
+  void dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
+                      bool never, Millis now);
+  // Ends a claimed job that must not be sent (its cost can never fit, its
+  // quota wait is over, it cannot go in a batch); false if it may be sent.
+  bool end_unsendable(const ReadyEntry& e, const Claimed& c, bool never,
+                      Millis now);
+  void queue_job(WorkerRec& w, nlohmann::json job, std::size_t bytes);
+  void note_start(Lane& l, std::int64_t units, std::int64_t requests,
+                  std::int64_t items, bool batch, Millis now);
+  InFlight in_flight_for(const Lane& l, const Claimed& c,
+                         const std::string& worker, Millis now);
   void timers(Millis now);
   void flush();
   void reply(zmq::socket_t& s, const std::string& rid, protocol::Message m);
@@ -134,6 +201,7 @@ class Broker {
   std::size_t rr_ = 0;
   std::unordered_map<std::string, WorkerRec> workers_;
   std::unordered_map<JobId, InFlight> in_flight_;
+  std::map<std::int64_t, BatchFlight> batches_;
   std::vector<Outgoing> outbox_;
   // Lanes that dispatched in this turn, and the time their starts were
   // recorded at; flush() restamps them to when the jobs actually left.

@@ -13,7 +13,10 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "broker/limiter.h"
 #include "broker/quota.h"
@@ -36,9 +39,11 @@ class Lane {
   // counts, the circuit). Limiter::kNever when it never can (cost larger
   // than a limit), QuotaState::kAwaitAnswer when only an answer in flight
   // can reopen the lane.
-  Millis gate(std::int64_t cost, Millis now);
+  // `requests`: what the start counts against request limits (a batch
+  // sent with cost = "per_item" counts one per member).
+  Millis gate(std::int64_t cost, Millis now, std::int64_t requests = 1);
   // Records a start in the limiter and the quota state.
-  void on_start(std::int64_t cost, Millis now);
+  void on_start(std::int64_t cost, Millis now, std::int64_t requests = 1);
   // Brings the limiter's learned limits in line with the quota state.
   void sync_learned(Millis now);
 
@@ -58,6 +63,31 @@ class Lane {
   std::size_t window_size() const { return window_.size(); }
   int window_cap() const { return cap_; }
 
+  // --- batching (lanes with an [api.NAME.batch] section) ---
+  //
+  // The window's jobs that carry a batch key form one accumulator per key.
+  // What the lane sends next is the first entry in dispatch order that can
+  // go now: a job without a key, or a flushable accumulator (full by items,
+  // bytes or units, or its oldest member has waited max_wait). When nothing
+  // is, the accumulator of the best-ranked keyed job goes: the lane has a
+  // token and nothing else to send. Accumulators live in the window, so
+  // while the lane waits (quota, concurrency, credit) they keep growing,
+  // up to a batch's worth; the database holds the rest of the queue.
+  bool batching() const { return config_.batch.has_value(); }
+  struct Selection {
+    bool batch = false;               // a batch call (members >= 1)
+    std::string key;                  // its batch key
+    std::vector<ReadyEntry> members;  // a single job: exactly one
+    std::int64_t units = 0;           // charged to unit limits
+    std::int64_t requests = 1;        // charged to request limits
+    bool empty() const { return members.empty(); }
+  };
+  Selection select(Millis now) const;
+  // Removes the selection's entries from the window.
+  void take(const Selection& s);
+  // Accumulator sizes, for tests and stats: members in the window per key.
+  std::size_t accumulated(const std::string& key) const;
+
   // --- jobs that are not ready yet (delay, backoff) ---
   std::optional<Millis> next_due() const { return next_due_; }
   void set_next_due(std::optional<Millis> t) { next_due_ = t; }
@@ -76,9 +106,14 @@ class Lane {
   }
 
   // --- rate over the last seconds, for stats ---
-  void count_dispatch(Millis now);
+  // One call left with `items` jobs in it (a batch when `batch`).
+  void count_dispatch(Millis now, std::int64_t items = 1, bool batch = false);
+  // Calls per second over the last whole seconds.
   double rate_per_s(Millis now) const;
   std::int64_t dispatched_total() const { return dispatched_total_; }
+  std::int64_t requests_total() const { return requests_total_; }
+  std::int64_t batches_total() const { return batches_total_; }
+  std::int64_t batch_items_total() const { return batch_items_total_; }
 
  private:
   struct Order {
@@ -89,12 +124,30 @@ class Lane {
     }
   };
   void evict_over_cap();
+  // Every change of the window goes through these two, which keep the
+  // accumulators in step.
+  void insert_entry(const ReadyEntry& e);
+  void erase_entry(std::set<ReadyEntry, Order>::const_iterator it);
+  bool keyed(const ReadyEntry& e) const {
+    return batching() && !e.batch_key.empty() && e.batch_error.empty();
+  }
+  struct Accumulator {
+    std::int64_t items = 0;
+    std::int64_t bytes = 0;  // sum of the members' batch_member_bytes
+    std::int64_t units = 0;  // sum of their costs
+    std::multiset<Millis> since;  // when each member became ready
+  };
+  bool flushable(const Accumulator& a, Millis now) const;
+  Selection single(const ReadyEntry& e) const;
+  Selection batch_of(const std::string& key) const;
 
   ApiConfig config_;
   Limiter limiter_;
   QuotaState quota_;
   int cap_;
   std::set<ReadyEntry, Order> window_;
+  std::unordered_map<std::string, Accumulator> accumulators_;
+  std::int64_t envelope_bytes_ = 0;
   std::unordered_set<JobId> ids_;
   bool complete_ = false;
   std::optional<Millis> next_due_;
@@ -103,6 +156,9 @@ class Lane {
   static constexpr int kRateSeconds = 10;
   std::deque<std::pair<Millis, std::int64_t>> rate_buckets_;
   std::int64_t dispatched_total_ = 0;
+  std::int64_t requests_total_ = 0;
+  std::int64_t batches_total_ = 0;
+  std::int64_t batch_items_total_ = 0;
 };
 
 }  // namespace pacer

@@ -84,19 +84,20 @@ void Limiter::evict(Log& log, Millis now) {
   }
 }
 
-bool Limiter::admits(std::int64_t cost, Millis now) {
+bool Limiter::admits(std::int64_t cost, Millis now, std::int64_t requests) {
   for (auto& log : logs_) {
     evict(log, now);
-    if (log.sum + charge(log, cost) > log.spec.amount) return false;
+    if (log.sum + charge(log, cost, requests) > log.spec.amount) return false;
   }
   return true;
 }
 
-Millis Limiter::next_admit(std::int64_t cost, Millis now) {
+Millis Limiter::next_admit(std::int64_t cost, Millis now,
+                           std::int64_t requests) {
   Millis at = now;
   for (auto& log : logs_) {
     evict(log, now);
-    std::int64_t c = charge(log, cost);
+    std::int64_t c = charge(log, cost, requests);
     if (c > log.spec.amount) return kNever;
     std::int64_t need = log.sum + c - log.spec.amount;
     if (need <= 0) continue;
@@ -114,8 +115,22 @@ Millis Limiter::next_admit(std::int64_t cost, Millis now) {
   return at;
 }
 
-void Limiter::record(std::int64_t cost, Millis t) {
-  for (auto& log : logs_) add(log, charge(log, cost), t);
+void Limiter::record(std::int64_t cost, Millis t, std::int64_t requests) {
+  for (auto& log : logs_) add(log, charge(log, cost, requests), t);
+}
+
+std::int64_t Limiter::max_units() const {
+  std::int64_t m = INT64_MAX;
+  for (const auto& log : logs_)
+    if (!log.spec.counts_requests()) m = std::min(m, log.spec.amount);
+  return m;
+}
+
+std::int64_t Limiter::max_requests() const {
+  std::int64_t m = INT64_MAX;
+  for (const auto& log : logs_)
+    if (log.spec.counts_requests()) m = std::min(m, log.spec.amount);
+  return m;
 }
 
 void Limiter::add(Log& log, std::int64_t c, Millis t) {

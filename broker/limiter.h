@@ -32,14 +32,21 @@ class Limiter {
 
   static Millis default_margin(Millis window_ms);
 
-  // Whether a job of `cost` units may start at `now`.
-  bool admits(std::int64_t cost, Millis now);
+  // Whether a start of `cost` units may happen at `now`. A start counts
+  // `requests` against request limits (1 for a job; a batch sent with
+  // cost = "per_item" counts one per member) and `cost` against unit limits.
+  bool admits(std::int64_t cost, Millis now, std::int64_t requests = 1);
   // The earliest time >= now at which it may start (now if it may now).
-  // kNever when the cost can never fit (larger than a limit).
-  Millis next_admit(std::int64_t cost, Millis now);
+  // kNever when it can never fit (larger than a limit).
+  Millis next_admit(std::int64_t cost, Millis now, std::int64_t requests = 1);
   // Records a start. Callers record only what they admitted (or what they
   // replay from the attempts table after a restart).
-  void record(std::int64_t cost, Millis t);
+  void record(std::int64_t cost, Millis t, std::int64_t requests = 1);
+  // The most one start may be charged and still fit every limit: units
+  // against the unit limits, requests against the request limits (INT64_MAX
+  // when there is no such limit).
+  std::int64_t max_units() const;
+  std::int64_t max_requests() const;
   // Moves the starts recorded at `from` (the latest ones) to `to` >= from.
   // The broker decides at the start of a loop turn but the jobs leave after
   // the commit; the log must hold when they really left, or a slow commit
@@ -82,8 +89,9 @@ class Limiter {
     std::deque<Entry> entries;
     std::int64_t sum = 0;
   };
-  static std::int64_t charge(const Log& log, std::int64_t cost) {
-    return log.spec.counts_requests() ? 1 : cost;
+  static std::int64_t charge(const Log& log, std::int64_t cost,
+                             std::int64_t requests) {
+    return log.spec.counts_requests() ? requests : cost;
   }
   static void evict(Log& log, Millis now);
   static Log make_log(const LimitSpec& spec, std::optional<Millis> margin);

@@ -1,5 +1,6 @@
 #include "broker/store.h"
 
+#include <algorithm>
 #include <string_view>
 
 #include "schema_migrations.h"
@@ -13,7 +14,12 @@ constexpr std::string_view kReadyStates =
 constexpr std::string_view kInfoColumns =
     "id, api, state, method, path, priority, cost, group_id, idempotency_key, "
     "attempts, max_attempts, created_at, run_at, finished_at, result_status, "
-    "last_outcome, last_error, updated_at, batch_key";
+    "last_outcome, last_error, updated_at, batch_key, "
+    // The batch of the latest dispatch and its size, when it went in one.
+    "(SELECT batch_id FROM attempts WHERE job_id = jobs.id"
+    " AND n = jobs.dispatches), "
+    "(SELECT items FROM batches WHERE id = (SELECT batch_id FROM attempts"
+    " WHERE job_id = jobs.id AND n = jobs.dispatches))";
 
 // DEAD_LIST entries (dead_row() reads them in this order).
 constexpr std::string_view kDeadColumns =
@@ -47,6 +53,13 @@ enum Stmt : int {
   kDeadOne,
   kDeadApi,
   kRequeueDead,
+  kReadyBodies,
+  kBodyOf,
+  kInsertBatch,
+  kCompleteBatch,
+  kDeleteBatch,
+  kBatchStarts,
+  kPurgeBatches,
   kCount,
 };
 
@@ -90,14 +103,32 @@ std::string sql_for(int which) {
              " ?13, ?14, ?14)"
              " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
     case kFindKey:
-      return "SELECT id, priority, run_at, cost FROM jobs WHERE "
+      return "SELECT id, priority, run_at, cost, batch_key FROM jobs WHERE "
              "idempotency_key = ?1";
     case kReady:
-      return "SELECT id, priority, run_at, cost FROM jobs INDEXED BY jobs_ready"
-             " WHERE api = ?1 AND " +
-             ready +
-             " AND run_at <= ?2"
-             " ORDER BY priority DESC, run_at, id LIMIT ?3";
+    case kReadyBodies:
+      return std::string("SELECT id, priority, run_at, cost, batch_key") +
+             (which == kReadyBodies
+                  ? ", CASE WHEN batch_key IS NOT NULL THEN body END"
+                  : "") +
+             " FROM jobs INDEXED BY jobs_ready WHERE api = ?1 AND " + ready +
+             " AND run_at <= ?2 ORDER BY priority DESC, run_at, id LIMIT ?3";
+    case kBodyOf:
+      return "SELECT body FROM jobs WHERE id = ?1";
+    case kInsertBatch:
+      return "INSERT INTO batches (api, batch_key, worker, started_at)"
+             " VALUES (?1, ?2, ?3, ?4) RETURNING id";
+    case kCompleteBatch:
+      return "UPDATE batches SET items = ?2, requests = ?3, units = ?4"
+             " WHERE id = ?1";
+    case kDeleteBatch:
+      return "DELETE FROM batches WHERE id = ?1";
+    case kBatchStarts:
+      return "SELECT started_at, units, requests FROM batches"
+             " WHERE api = ?1 AND started_at > ?2 ORDER BY started_at";
+    case kPurgeBatches:
+      return "DELETE FROM batches WHERE id IN (SELECT id FROM batches"
+             " WHERE started_at < ?1 LIMIT ?2)";
     case kNextDue:
       return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
              " WHERE api = ?1 AND " +
@@ -111,8 +142,8 @@ std::string sql_for(int which) {
              "headers,"
              " body, timeout_ms, cost, quota_deadline, priority";
     case kInsertAttempt:
-      return "INSERT INTO attempts (job_id, n, api, cost, worker, started_at)"
-             " VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+      return "INSERT INTO attempts (job_id, n, api, cost, worker, started_at,"
+             " batch_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
     case kEndJob:
       return "UPDATE jobs SET state = ?3, attempts = attempts + ?4, run_at = "
              "?5,"
@@ -127,10 +158,13 @@ std::string sql_for(int which) {
     case kRunning:
       return "SELECT id, api, dispatches, attempts, max_attempts, cost, "
              "lease_until,"
-             " quota_deadline, priority FROM jobs WHERE state = 'running'";
+             " quota_deadline, priority, (SELECT batch_id FROM attempts"
+             " WHERE job_id = jobs.id AND n = jobs.dispatches), batch_key"
+             " FROM jobs WHERE state = 'running'";
     case kStarts:
       return "SELECT started_at, cost FROM attempts"
-             " WHERE api = ?1 AND started_at > ?2 ORDER BY started_at";
+             " WHERE api = ?1 AND started_at > ?2 AND batch_id IS NULL"
+             " ORDER BY started_at";
     case kCancel:
       return "UPDATE jobs SET state = 'canceled', lease_until = NULL,"
              " updated_at = ?2, finished_at = ?2, last_outcome = 'canceled'"
@@ -156,7 +190,8 @@ std::string sql_for(int which) {
     case kAttempts:
       return "SELECT n, worker, started_at, finished_at, outcome, status, "
              "error,"
-             " duration_ms FROM attempts WHERE job_id = ?1 ORDER BY n";
+             " duration_ms, batch_id FROM attempts WHERE job_id = ?1"
+             " ORDER BY n";
     case kProgressGroup:
       return "SELECT state, COUNT(*) FROM jobs WHERE group_id = ?1 GROUP BY "
              "state";
@@ -178,9 +213,20 @@ std::string sql_for(int which) {
              " quota_deadline = NULL, run_at = ?2, finished_at = NULL,"
              " lease_until = NULL, updated_at = ?2"
              " WHERE id = ?1 AND state = 'dead' RETURNING priority, run_at, "
-             "cost";
+             "cost, batch_key";
   }
   return "";
+}
+
+ReadyEntry ready_entry(JobId id, std::int64_t priority, Millis run_at,
+                       std::int64_t cost, std::string batch_key) {
+  ReadyEntry e;
+  e.id = id;
+  e.priority = priority;
+  e.run_at = run_at;
+  e.cost = cost;
+  e.batch_key = std::move(batch_key);
+  return e;
 }
 
 void add_progress(Progress& p, const std::string& state, std::int64_t n) {
@@ -285,6 +331,7 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
   r.entry.priority = spec.priority;
   r.entry.run_at = now + spec.delay_ms;
   r.entry.cost = spec.cost;
+  r.entry.batch_key = spec.batch_key;
   auto& s = stmt(kInsert);
   s.bind(1, spec.api).bind(2, spec.method).bind(3, spec.path);
   if (spec.headers.empty())
@@ -323,21 +370,66 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
     }
     r.id = f.i64(0);
     r.duplicate = true;
-    r.entry = {f.i64(0), f.i64(1), f.i64(2), f.i64(3)};
+    r.entry = ready_entry(f.i64(0), f.i64(1), f.i64(2), f.i64(3),
+                          f.is_null(4) ? std::string() : f.text(4));
     f.reset();
   }
   r.entry.id = r.id;
   return r;
 }
 
-std::vector<ReadyEntry> Store::ready(const std::string& api, Millis now,
-                                     int limit) {
+std::vector<ReadyEntry> Store::ready(
+    const std::string& api, Millis now, int limit,
+    std::vector<std::optional<std::string>>* bodies) {
   std::vector<ReadyEntry> out;
-  auto& s = stmt(kReady);
+  auto& s = stmt(bodies ? kReadyBodies : kReady);
   s.bind(1, api).bind(2, now).bind(3, limit);
-  while (s.step()) out.push_back({s.i64(0), s.i64(1), s.i64(2), s.i64(3)});
+  if (bodies) bodies->clear();
+  while (s.step()) {
+    out.push_back(ready_entry(s.i64(0), s.i64(1), s.i64(2), s.i64(3),
+                              s.is_null(4) ? std::string() : s.text(4)));
+    if (bodies)
+      bodies->push_back(s.is_null(5) ? std::nullopt
+                                     : std::optional<std::string>(s.text(5)));
+  }
   s.reset();
   return out;
+}
+
+std::optional<std::string> Store::body_of(JobId id) {
+  auto& s = stmt(kBodyOf);
+  s.bind(1, id);
+  std::optional<std::string> r;
+  if (s.step() && !s.is_null(0)) r = s.text(0);
+  s.reset();
+  return r;
+}
+
+std::int64_t Store::insert_batch(const std::string& api,
+                                 const std::string& batch_key,
+                                 const std::string& worker, Millis now) {
+  auto& s = stmt(kInsertBatch);
+  s.bind(1, api).bind(2, batch_key).bind(3, worker).bind(4, now);
+  if (!s.step()) {
+    s.reset();
+    throw sqlite::StoreError("insert of a batch row returned no id");
+  }
+  std::int64_t id = s.i64(0);
+  s.reset();
+  return id;
+}
+
+void Store::complete_batch(std::int64_t id, std::int64_t items,
+                           std::int64_t requests, std::int64_t units) {
+  auto& s = stmt(kCompleteBatch);
+  s.bind(1, id).bind(2, items).bind(3, requests).bind(4, units);
+  s.exec();
+}
+
+void Store::delete_batch(std::int64_t id) {
+  auto& s = stmt(kDeleteBatch);
+  s.bind(1, id);
+  s.exec();
 }
 
 std::optional<Millis> Store::next_due(const std::string& api, Millis now) {
@@ -351,7 +443,7 @@ std::optional<Millis> Store::next_due(const std::string& api, Millis now) {
 
 std::optional<Claimed> Store::claim(JobId id, const std::string& api,
                                     const std::string& worker, Millis now,
-                                    Millis lease_grace_ms) {
+                                    Millis lease_grace_ms, std::int64_t batch) {
   auto& s = stmt(kClaim);
   s.bind(1, id).bind(2, now + lease_grace_ms).bind(3, now);
   if (!s.step()) {
@@ -379,6 +471,10 @@ std::optional<Claimed> Store::claim(JobId id, const std::string& api,
       .bind(4, c.cost)
       .bind(5, worker)
       .bind(6, now);
+  if (batch > 0)
+    a.bind(7, batch);
+  else
+    a.bind_null(7);
   a.exec();
   return c;
 }
@@ -444,19 +540,27 @@ std::vector<RunningJob> Store::running_jobs() {
     r.lease_until = s.opt_i64(6);
     r.quota_deadline = s.opt_i64(7);
     r.priority = s.i64(8);
+    r.batch = s.is_null(9) ? 0 : s.i64(9);
+    if (!s.is_null(10)) r.batch_key = s.text(10);
     out.push_back(std::move(r));
   }
   s.reset();
   return out;
 }
 
-std::vector<std::pair<Millis, std::int64_t>> Store::attempt_starts(
-    const std::string& api, Millis since) {
-  std::vector<std::pair<Millis, std::int64_t>> out;
+std::vector<Start> Store::attempt_starts(const std::string& api,
+                                         Millis since) {
+  std::vector<Start> out;
   auto& s = stmt(kStarts);
   s.bind(1, api).bind(2, since);
-  while (s.step()) out.emplace_back(s.i64(0), s.i64(1));
+  while (s.step()) out.push_back({s.i64(0), s.i64(1), 1});
   s.reset();
+  auto& b = stmt(kBatchStarts);
+  b.bind(1, api).bind(2, since);
+  while (b.step()) out.push_back({b.i64(0), b.i64(1), b.i64(2)});
+  b.reset();
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Start& x, const Start& y) { return x.t < y.t; });
   return out;
 }
 
@@ -487,6 +591,11 @@ std::int64_t Store::purge_finished(Millis before, int limit) {
     a.bind(1, id);
     a.exec();
   }
+  // Batch rows outlive their members' retention by a day, so a job kept a
+  // little longer than its batch's start still shows its batch's size.
+  auto& b = stmt(kPurgeBatches);
+  b.bind(1, before - 86'400'000).bind(2, limit);
+  b.exec();
   return static_cast<std::int64_t>(ids.size());
 }
 
@@ -526,13 +635,16 @@ nlohmann::json Store::info_row(sqlite::Statement& s, bool with_result) {
                       {"error", opt_text(16)},
                       {"updated_ms", s.i64(17)},
                       {"batch_key", opt_text(18)}};
+  j["batch"] = s.is_null(19) ? nlohmann::json()
+                             : nlohmann::json{{"id", s.i64(19)},
+                                              {"size", opt(20)}};
   if (with_result) {
     j["headers"] = nlohmann::json::object();
-    if (!s.is_null(19)) {
-      auto h = nlohmann::json::parse(s.text(19), nullptr, false);
+    if (!s.is_null(21)) {
+      auto h = nlohmann::json::parse(s.text(21), nullptr, false);
       if (!h.is_discarded()) j["headers"] = h;
     }
-    j["body"] = opt_text(20);
+    j["body"] = opt_text(22);
   }
   return j;
 }
@@ -575,7 +687,8 @@ nlohmann::json Store::attempt_rows(JobId id) {
           a.is_null(4) ? nlohmann::json() : nlohmann::json(a.text(4))},
          {"status", a.is_null(5) ? nlohmann::json() : nlohmann::json(a.i64(5))},
          {"error", a.is_null(6) ? nlohmann::json() : nlohmann::json(a.text(6))},
-         {"duration_ms", a.f64(7)}});
+         {"duration_ms", a.f64(7)},
+         {"batch", a.is_null(8) ? nlohmann::json() : nlohmann::json(a.i64(8))}});
   }
   a.reset();
   return attempts;
@@ -752,7 +865,9 @@ std::optional<ReadyEntry> Store::requeue_dead(JobId id, Millis now) {
   auto& s = stmt(kRequeueDead);
   s.bind(1, id).bind(2, now);
   std::optional<ReadyEntry> r;
-  if (s.step()) r = ReadyEntry{id, s.i64(0), s.i64(1), s.i64(2)};
+  if (s.step())
+    r = ready_entry(id, s.i64(0), s.i64(1), s.i64(2),
+                    s.is_null(3) ? std::string() : s.text(3));
   s.reset();
   return r;
 }

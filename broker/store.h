@@ -25,6 +25,12 @@ struct ReadyEntry {
   std::int64_t priority = 0;
   Millis run_at = 0;
   std::int64_t cost = 1;
+  // Batching (only on lanes with a batch section; empty otherwise): the
+  // job's batch key, what its body adds to a batch body
+  // (batch_member_bytes), and why it can never go in a batch, if it cannot.
+  std::string batch_key;
+  std::int64_t batch_bytes = 0;
+  std::string batch_error;
 };
 
 struct Inserted {
@@ -48,6 +54,15 @@ struct Claimed {
   std::int64_t cost = 1;
   std::optional<Millis> quota_deadline;
   std::int64_t priority = 0;
+};
+
+// What the lane's limits were charged for one dispatch (a job on its own, or
+// a batch), as recorded; the limiters are rebuilt from these after a restart.
+struct Start {
+  Millis t = 0;
+  std::int64_t units = 1;
+  std::int64_t requests = 1;
+  bool operator==(const Start&) const = default;
 };
 
 // The end of one attempt, and the state it moves the job to.
@@ -77,6 +92,8 @@ struct RunningJob {
   std::optional<Millis> lease_until;
   std::optional<Millis> quota_deadline;
   std::int64_t priority = 0;
+  std::int64_t batch = 0;  // the batch of its current attempt, 0 = none
+  std::string batch_key;
 };
 
 struct ListFilter {
@@ -130,18 +147,35 @@ class Store {
 
   Inserted insert_job(const JobSpec& spec, const std::string& group,
                       int max_attempts, Millis timeout_ms, Millis now);
-  std::vector<ReadyEntry> ready(const std::string& api, Millis now, int limit);
+  // The lane's best ready jobs. With `bodies`, also the body of each job
+  // that has a batch key (nullopt for the others), index for index.
+  std::vector<ReadyEntry> ready(
+      const std::string& api, Millis now, int limit,
+      std::vector<std::optional<std::string>>* bodies = nullptr);
+  // A job's request body (nullopt: none, or no such job).
+  std::optional<std::string> body_of(JobId id);
   std::optional<Millis> next_due(const std::string& api, Millis now);
-  // The lease runs for the job's own timeout plus `lease_grace_ms`.
+  // The lease runs for the job's own timeout plus `lease_grace_ms`. `batch`:
+  // the batch the attempt goes in (0: none), recorded on the attempt row.
   std::optional<Claimed> claim(JobId id, const std::string& api,
                                const std::string& worker, Millis now,
-                               Millis lease_grace_ms);
+                               Millis lease_grace_ms, std::int64_t batch = 0);
+  // A batch row (migration 003): created before its members are claimed,
+  // completed with what it was charged once they are, deleted when none
+  // could be claimed.
+  std::int64_t insert_batch(const std::string& api,
+                            const std::string& batch_key,
+                            const std::string& worker, Millis now);
+  void complete_batch(std::int64_t id, std::int64_t items,
+                      std::int64_t requests, std::int64_t units);
+  void delete_batch(std::int64_t id);
   // Applies the end of an attempt if `attempt` is still the job's current
   // one and it is running. Returns whether it applied (fencing).
   bool end_attempt(const AttemptEnd& end, Millis now);
   std::vector<RunningJob> running_jobs();
-  std::vector<std::pair<Millis, std::int64_t>> attempt_starts(
-      const std::string& api, Millis since);
+  // The lane's dispatches since `since`, oldest first: single attempts
+  // and batches (one entry per batch, charged as it was).
+  std::vector<Start> attempt_starts(const std::string& api, Millis since);
   // Moves a job from any non-final state to canceled.
   bool cancel(JobId id, Millis now);
   std::optional<JobState> state_of(JobId id);

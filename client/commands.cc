@@ -114,6 +114,11 @@ void print_jobs_table(std::ostream& out, const nlohmann::json& jobs,
   std::vector<std::string> headers = {"ID", "API", "STATE", "ATTEMPTS",
                                       "STATUS"};
   if (with_group) headers.push_back("GROUP");
+  // The batch of the latest dispatch, shown when any job went in one.
+  const bool with_batch = std::any_of(jobs.begin(), jobs.end(), [](auto& j) {
+    return j.is_object() && j.contains("batch") && j["batch"].is_object();
+  });
+  if (with_batch) headers.push_back("BATCH");
   headers.push_back("CREATED");
   headers.push_back("FINISHED");
   Table t(headers);
@@ -123,6 +128,13 @@ void print_jobs_table(std::ostream& out, const nlohmann::json& jobs,
                                     field(j, "state"), attempts_cell(j),
                                     status_cell(j)};
     if (with_group) row.push_back(field(j, "group"));
+    if (with_batch) {
+      const auto b = j.is_object() && j.contains("batch") ? j["batch"]
+                                                           : nlohmann::json();
+      row.push_back(b.is_object() ? field(b, "id") + " (" + field(b, "size") +
+                                        " jobs)"
+                                  : "-");
+    }
     row.push_back(time_field(j, "created_ms"));
     row.push_back(time_field(j, "finished_ms"));
     t.add_row(std::move(row));
@@ -589,7 +601,8 @@ int wait(Session& s, const WaitOptions& o) {
 namespace {
 
 // What the servers' answers taught a lane, for `pacer stats`: learned
-// limits, upstream counters, the pause, the circuit. Empty if nothing.
+// limits, upstream counters, the pause, the circuit; and how its batches
+// filled. Empty if nothing.
 std::string quota_text(const nlohmann::json& l) {
   if (!l.is_object()) return "";
   std::ostringstream out;
@@ -638,6 +651,18 @@ std::string quota_text(const nlohmann::json& l) {
     line("circuit " + c);
   if (auto p = l.find("probing"); p != l.end() && p->is_boolean() && *p)
     line("probing: one request out to read the server's count");
+  if (auto b = l.find("batching"); b != l.end() && b->is_boolean() && *b) {
+    auto number = [&](const char* key) {
+      auto it = l.find(key);
+      return it != l.end() && it->is_number() ? it->get<double>() : 0.0;
+    };
+    char buf[160];
+    std::snprintf(buf, sizeof buf,
+                  "batches: %.0f sent, mean size %.1f; %.1f jobs per request",
+                  number("batches_total"), number("mean_batch_size"),
+                  number("items_per_request"));
+    line(buf);
+  }
   return out.str();
 }
 

@@ -30,7 +30,11 @@ pacer::ApiConfig api(int concurrency = 0) {
 }
 
 ReadyEntry entry(JobId id, std::int64_t priority = 0, Millis run_at = t0) {
-  return ReadyEntry{id, priority, run_at, 1};
+  ReadyEntry e;
+  e.id = id;
+  e.priority = priority;
+  e.run_at = run_at;
+  return e;
 }
 
 // The dispatch order of lane.h, written out independently.

@@ -625,13 +625,65 @@ TEST_CASE("attempt_starts returns the starts after `since`, oldest first") {
   REQUIRE(s.claim(o, "other", "w", t0 + 15, 1000));
   REQUIRE(s.claim(b, "echo", "w", t0 + 10, 1000));
 
-  using Starts = std::vector<std::pair<Millis, std::int64_t>>;
+  using Starts = std::vector<pacer::Start>;
   CHECK(s.attempt_starts("echo", t0 - 1) ==
-        Starts{{t0, 1}, {t0 + 10, 2}, {t0 + 20, 3}});
-  CHECK(s.attempt_starts("echo", t0) == Starts{{t0 + 10, 2}, {t0 + 20, 3}});
+        Starts{{t0, 1, 1}, {t0 + 10, 2, 1}, {t0 + 20, 3, 1}});
+  CHECK(s.attempt_starts("echo", t0) ==
+        Starts{{t0 + 10, 2, 1}, {t0 + 20, 3, 1}});
   CHECK(s.attempt_starts("echo", t0 + 20).empty());
-  CHECK(s.attempt_starts("other", 0) == Starts{{t0 + 15, 9}});
+  CHECK(s.attempt_starts("other", 0) == Starts{{t0 + 15, 9, 1}});
   CHECK(s.attempt_starts("nobody", 0).empty());
+}
+
+TEST_CASE("a batch is one start as charged, and its members name it") {
+  TempDir dir;
+  Store s(dir.file("pacer.db"), false);
+  JobId single = insert(s, {{"cost", 1}});
+  JobId m1 = insert(s, {{"cost", 2}, {"batch_key", "k"}});
+  JobId m2 = insert(s, {{"cost", 3}, {"batch_key", "k"}});
+  JobId gone = insert(s, {{"batch_key", "k"}});
+  REQUIRE(s.cancel(gone, t0));
+
+  auto ready = s.ready("echo", t0, 10);
+  REQUIRE(ready.size() == 3);
+  CHECK(ready[0].batch_key.empty());
+  CHECK(ready[1].batch_key == "k");
+  std::vector<std::optional<std::string>> bodies;
+  s.ready("echo", t0, 10, &bodies);
+  CHECK(bodies.size() == 3);
+
+  REQUIRE(s.claim(single, "echo", "w", t0 + 5, 1000));
+  const std::int64_t b = s.insert_batch("echo", "k", "w", t0 + 10);
+  CHECK(b > 0);
+  REQUIRE(s.claim(m1, "echo", "w", t0 + 10, 1000, b));
+  REQUIRE(s.claim(m2, "echo", "w", t0 + 10, 1000, b));
+  CHECK_FALSE(s.claim(gone, "echo", "w", t0 + 10, 1000, b));
+  s.complete_batch(b, 2, 1, 5);
+
+  // One entry for the batch, charged one request and the members' units;
+  // the members' own attempt rows are not counted again.
+  using Starts = std::vector<pacer::Start>;
+  CHECK(s.attempt_starts("echo", t0) ==
+        Starts{{t0 + 5, 1, 1}, {t0 + 10, 5, 1}});
+
+  CHECK(info(s, m1)["batch"] == json{{"id", b}, {"size", 2}});
+  CHECK(info(s, single)["batch"].is_null());
+  auto result = s.job_result(m2);
+  REQUIRE(result);
+  CHECK((*result)["attempts"][0]["batch"] == b);
+  bool found = false;
+  for (auto& r : s.running_jobs()) {
+    if (r.id != m1) continue;
+    found = true;
+    CHECK(r.batch == b);
+    CHECK(r.batch_key == "k");
+  }
+  CHECK(found);
+
+  // A batch whose members could not be claimed leaves no row.
+  const std::int64_t empty = s.insert_batch("echo", "k", "w", t0 + 20);
+  s.delete_batch(empty);
+  CHECK(s.attempt_starts("echo", t0 + 10).empty());
 }
 
 TEST_CASE(
