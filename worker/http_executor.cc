@@ -107,16 +107,16 @@ int HttpExecutor::timer_callback(CURLM*, long timeout_ms, void* self) {
 void HttpExecutor::start(HttpRequest request) {
   auto t = std::make_unique<Transfer>();
   t->request = std::move(request);
-  t->max_body = static_cast<std::size_t>(
-      std::max<std::int64_t>(0, options_.max_body_bytes));
+  t->max_body = max_body_bytes();
+  // A batch response is read whole, up to its own cap, to be split.
+  if (t->request.batch)
+    t->max_body = std::max(t->max_body, kMaxBatchResponseBytes);
   t->started_ms = epoch_ms();
   t->started = std::chrono::steady_clock::now();
   auto fail = [&](const std::string& why) {
-    JobResult r =
-        refusal(t->request.id, t->request.attempt, Outcome::kTransient,
-                "cannot start the request: " + why, t->started_ms);
-    r.session = t->request.session;
-    completed_.push_back(std::move(r));
+    completed_.push_back(refusal(t->request, Outcome::kTransient,
+                                 "cannot start the request: " + why,
+                                 t->started_ms));
   };
 
   CURL* easy = nullptr;
@@ -234,11 +234,7 @@ void HttpExecutor::collect_done() {
     curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
     auto t = release(easy);
     if (!t) continue;
-    JobResult r;
-    r.id = t->request.id;
-    r.attempt = t->request.attempt;
-    r.session = t->request.session;
-    r.started_ms = t->started_ms;
+    JobResult r = result_for(t->request, t->started_ms);
     r.duration_ms = std::chrono::duration<double, std::milli>(
                         std::chrono::steady_clock::now() - t->started)
                         .count();
@@ -264,6 +260,7 @@ void HttpExecutor::collect_done() {
       r.body = std::move(t->body);
       r.body_truncated = t->truncated;
     }
+    if (t->request.batch) settle_batch(r, *t->request.batch, max_body_bytes());
     completed_.push_back(std::move(r));
   }
 }
@@ -274,9 +271,8 @@ void HttpExecutor::abort_all(const std::string& error) {
   for (auto& [easy, t] : transfers_) easies.push_back(easy);
   for (CURL* easy : easies) {
     auto t = release(easy);
-    JobResult r = refusal(t->request.id, t->request.attempt,
-                          Outcome::kTransient, error, t->started_ms);
-    r.session = t->request.session;
+    JobResult r =
+        refusal(t->request, Outcome::kTransient, error, t->started_ms);
     r.duration_ms = std::chrono::duration<double, std::milli>(
                         std::chrono::steady_clock::now() - t->started)
                         .count();

@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -62,6 +63,10 @@ class HttpExecutor {
   struct Transfer;
 
   explicit HttpExecutor(const Options& options);
+  std::size_t max_body_bytes() const {
+    return static_cast<std::size_t>(
+        std::max<std::int64_t>(0, options_.max_body_bytes));
+  }
   static int socket_callback(CURL* easy, curl_socket_t fd, int what, void* self,
                              void* socket_data);
   static int timer_callback(CURLM* multi, long timeout_ms, void* self);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
 #include "common/ratelimit.h"
 
@@ -137,31 +138,29 @@ bool has_hidden_dot_segment(std::string_view path) {
   return false;
 }
 
-}  // namespace
+// A body: absent or null is none, else it must be a string.
+Result<std::optional<std::string>> optional_body(const nlohmann::json& j,
+                                                 const std::string& name) {
+  auto b = j.find("body");
+  if (b == j.end() || b->is_null()) return std::optional<std::string>();
+  if (!b->is_string()) return Error{"'" + name + "' must be a string"};
+  return std::optional<std::string>(b->get<std::string>());
+}
 
-Result<Job> parse_job(const nlohmann::json& j) {
-  if (!j.is_object()) return Error{"a job must be a JSON object"};
-  Job job;
-  auto id = integer_field(j, "id");
-  if (!id) return Error{"'id' must be an integer"};
-  job.id = *id;
-  auto attempt = integer_field(j, "attempt");
-  if (!attempt) return Error{"'attempt' must be an integer"};
-  job.attempt = *attempt;
+// The fields of the HTTP call a Job and a batch job share: api, method
+// (default `default_method`), path, headers and timeout_ms.
+Result<Ok> parse_call(const nlohmann::json& j, const char* default_method,
+                      Job& job) {
   auto api = j.find("api");
   if (api == j.end() || !api->is_string() ||
       api->get_ref<const std::string&>().empty())
     return Error{"'api' must be a non-empty string"};
   job.api = api->get<std::string>();
-  if (auto b = j.find("body"); b != j.end() && !b->is_null()) {
-    if (!b->is_string()) return Error{"'body' must be a string"};
-    job.body = b->get<std::string>();
-  }
   if (auto m = j.find("method"); m != j.end()) {
     if (!m->is_string()) return Error{"'method' must be a string"};
     job.method = m->get<std::string>();
   } else {
-    job.method = job.body ? "POST" : "GET";
+    job.method = default_method;
   }
   if (!valid_method(job.method))
     return Error{"'method' is not a valid HTTP method"};
@@ -184,6 +183,80 @@ Result<Job> parse_job(const nlohmann::json& j) {
     if (!t || *t <= 0) return Error{"'timeout_ms' must be a positive integer"};
     job.timeout_ms = *t;
   }
+  return Ok{};
+}
+
+// A batch's members: 1..max_items objects with integer id and attempt.
+Result<Ok> parse_members(const nlohmann::json& j, BatchJob& out) {
+  auto members = j.find("members");
+  const auto max = static_cast<std::size_t>(out.batch.spec.max_items);
+  if (members == j.end() || !members->is_array() || members->empty() ||
+      members->size() > max)
+    return Error{"'members' must be an array of 1.." + std::to_string(max) +
+                 " members (spec.max_items)"};
+  for (std::size_t i = 0; i < members->size(); ++i) {
+    const auto& m = (*members)[i];
+    const std::string name = "members[" + std::to_string(i) + "]";
+    if (!m.is_object()) return Error{"'" + name + "' must be an object"};
+    auto id = integer_field(m, "id");
+    if (!id) return Error{"'" + name + ".id' must be an integer"};
+    auto attempt = integer_field(m, "attempt");
+    if (!attempt) return Error{"'" + name + ".attempt' must be an integer"};
+    auto body = optional_body(m, name + ".body");
+    if (!body) return Error{body.error()};
+    out.batch.members.push_back({*id, *attempt});
+    out.bodies.push_back(std::move(*body));
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+Result<Job> parse_job(const nlohmann::json& j) {
+  if (!j.is_object()) return Error{"a job must be a JSON object"};
+  Job job;
+  auto id = integer_field(j, "id");
+  if (!id) return Error{"'id' must be an integer"};
+  job.id = *id;
+  auto attempt = integer_field(j, "attempt");
+  if (!attempt) return Error{"'attempt' must be an integer"};
+  job.attempt = *attempt;
+  auto body = optional_body(j, "body");
+  if (!body) return Error{body.error()};
+  job.body = std::move(*body);
+  auto call = parse_call(j, job.body ? "POST" : "GET", job);
+  if (!call) return Error{call.error()};
+  return job;
+}
+
+bool is_batch_job(const nlohmann::json& j) {
+  if (!j.is_object()) return false;
+  auto it = j.find("batch");
+  return it != j.end() && !it->is_null();
+}
+
+std::optional<std::int64_t> batch_id(const nlohmann::json& j) {
+  if (!j.is_object()) return std::nullopt;
+  auto id = integer_field(j, "batch");
+  if (!id || *id <= 0) return std::nullopt;
+  return id;
+}
+
+Result<BatchJob> parse_batch_job(const nlohmann::json& j) {
+  if (!j.is_object()) return Error{"a batch job must be a JSON object"};
+  BatchJob job;
+  auto id = batch_id(j);
+  if (!id) return Error{"'batch' must be a positive integer"};
+  job.batch.id = *id;
+  auto call = parse_call(j, "POST", job.call);
+  if (!call) return Error{call.error()};
+  auto spec = j.find("spec");
+  if (spec == j.end()) return Error{"'spec' is required"};
+  auto config = batch_spec_from_json(*spec);
+  if (!config) return Error{config.error()};
+  job.batch.spec = std::move(*config);
+  auto members = parse_members(j, job);
+  if (!members) return Error{members.error()};
   return job;
 }
 
@@ -196,17 +269,37 @@ std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j) {
 }
 
 nlohmann::json JobResult::to_json() const {
-  nlohmann::json j = {{"id", id},
-                      {"attempt", attempt},
-                      {"outcome", std::string(to_string(outcome))},
+  nlohmann::json j = {{"outcome", std::string(to_string(outcome))},
                       {"status", status},
                       {"error", error},
                       {"headers", headers},
-                      {"body", body},
-                      {"body_truncated", body_truncated},
                       {"started_ms", started_ms},
                       {"duration_ms", duration_ms},
                       {"observation", observation}};
+  if (batch) {
+    j["batch"] = *batch;
+  } else {
+    j["id"] = id;
+    j["attempt"] = attempt;
+  }
+  if (members) {
+    // The members' shares replace the call's body.
+    auto& out = j["members"] = nlohmann::json::array();
+    for (const auto& m : *members) {
+      nlohmann::json e = {{"id", m.member.id},
+                          {"attempt", m.member.attempt},
+                          {"ok", m.item.ok},
+                          {"body", m.item.body},
+                          {"body_truncated", m.body_truncated}};
+      if (!m.item.ok) e["error"] = m.item.error;
+      if (m.item.status) e["status"] = *m.item.status;
+      out.push_back(std::move(e));
+    }
+  } else {
+    if (split_error) j["split_error"] = *split_error;
+    j["body"] = body;
+    j["body_truncated"] = body_truncated;
+  }
   if (actual_cost) j["actual_cost"] = *actual_cost;
   return j;
 }
@@ -235,6 +328,38 @@ JobResult refusal(JobId id, std::int64_t attempt, Outcome outcome,
   r.outcome = outcome;
   r.error = std::move(error);
   r.started_ms = now_ms;
+  return r;
+}
+
+std::optional<JobResult> addressee(const nlohmann::json& j) {
+  JobResult r;
+  if (is_batch_job(j)) {
+    auto id = batch_id(j);
+    if (!id) return std::nullopt;
+    r.batch = *id;
+  } else {
+    auto ids = job_ids(j);
+    if (!ids) return std::nullopt;
+    std::tie(r.id, r.attempt) = *ids;
+  }
+  return r;
+}
+
+JobResult result_for(const HttpRequest& request, Millis started_ms) {
+  JobResult r;
+  r.id = request.id;
+  r.attempt = request.attempt;
+  if (request.batch) r.batch = request.batch->id;
+  r.session = request.session;
+  r.started_ms = started_ms;
+  return r;
+}
+
+JobResult refusal(const HttpRequest& request, Outcome outcome,
+                  std::string error, Millis now_ms) {
+  JobResult r = result_for(request, now_ms);
+  r.outcome = outcome;
+  r.error = std::move(error);
   return r;
 }
 
@@ -465,6 +590,96 @@ Result<HttpRequest> prepare_request(const Job& job, const ApiRoute& route) {
   return r;
 }
 
+Result<HttpRequest> prepare_batch_request(BatchJob job, const ApiRoute& route) {
+  auto body = build_batch_body(job.batch.spec, job.bodies);
+  if (!body) return Error{"batch body: " + body.error()};
+  job.call.body = std::move(*body);
+  auto request = prepare_request(job.call, route);
+  if (request) request->batch = std::move(job.batch);
+  return request;
+}
+
+namespace {
+
+// An upper bound of the bytes `s`, valid UTF-8, takes as a JSON string.
+std::size_t wire_bytes(std::string_view s) {
+  std::size_t n = 2;
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    n += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
+  }
+  return n;
+}
+
+// Cuts `text` to at most `cap` bytes on a UTF-8 character boundary, so a cut
+// item stays valid text on the wire. Whether it cut.
+bool cut_utf8(std::string& text, std::size_t cap) {
+  if (text.size() <= cap) return false;
+  std::size_t n = cap;
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  text.resize(n);
+  return true;
+}
+
+// The members' shares of a split response, bodies capped at `cap`; an error
+// when together they would not fit in a RESULTS message.
+Result<std::vector<MemberResult>> member_results(
+    const BatchCall& call, std::vector<BatchItemResult> items,
+    std::size_t cap) {
+  std::vector<MemberResult> out;
+  out.reserve(items.size());
+  std::size_t wire = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    MemberResult m{call.members[i], std::move(items[i])};
+    m.body_truncated = cut_utf8(m.item.body, cap);
+    wire += wire_bytes(m.item.body) + wire_bytes(m.item.error) + 128;
+    out.push_back(std::move(m));
+  }
+  if (wire > kMaxBatchMembersWireBytes)
+    return Error{"the members' results would take " + std::to_string(wire) +
+                 " bytes in RESULTS, over " +
+                 std::to_string(kMaxBatchMembersWireBytes)};
+  return out;
+}
+
+// The members' shares of a 2xx batch response, or why it does not split.
+Result<std::vector<MemberResult>> split_members(const JobResult& r,
+                                                const BatchCall& call,
+                                                std::size_t max_body_bytes) {
+  if (r.body_truncated)
+    return Error{"expected a response of at most " +
+                 std::to_string(kMaxBatchResponseBytes) +
+                 " bytes to split; got more"};
+  const std::size_t n = call.members.size();
+  auto items = split_batch_response(call.spec, n, r.status, r.body);
+  if (!items) return Error{items.error()};
+  const std::size_t cap = std::min(
+      max_body_bytes, kMaxBatchResponseBytes / std::max<std::size_t>(n, 1));
+  return member_results(call, std::move(*items), cap);
+}
+
+}  // namespace
+
+void settle_batch(JobResult& r, const BatchCall& call,
+                  std::size_t max_body_bytes) {
+  r.batch = call.id;
+  if (r.status >= 200 && r.status <= 299) {
+    auto members = split_members(r, call, max_body_bytes);
+    if (members) {
+      r.members = std::move(*members);
+      r.body.clear();  // every byte of it is in the members' shares
+      r.body_truncated = false;
+      return;
+    }
+    r.split_error = members.error();
+  }
+  // Read past max_body_bytes only to be split.
+  if (r.body.size() > max_body_bytes) {
+    r.body.resize(max_body_bytes);
+    r.body_truncated = true;
+  }
+}
+
 std::vector<nlohmann::json> pack_results(std::vector<JobResult> results,
                                          std::size_t max_bytes) {
   std::vector<nlohmann::json> bodies;
@@ -477,6 +692,11 @@ std::vector<nlohmann::json> pack_results(std::vector<JobResult> results,
     for (const auto& [k, v] : r.headers) worst += 6 * (k.size() + v.size()) + 8;
     // Observation strings are printable ASCII: its dump is its wire size.
     if (!r.observation.is_null()) worst += r.observation.dump().size() + 16;
+    if (r.split_error) worst += 6 * r.split_error->size() + 16;
+    if (r.members) {
+      for (const auto& m : *r.members)
+        worst += 6 * (m.item.body.size() + m.item.error.size()) + 128;
+    }
   }
   if (worst <= max_bytes) {
     nlohmann::json arr = nlohmann::json::array();

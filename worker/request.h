@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/batch.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/job.h"
@@ -46,11 +47,55 @@ Result<Job> parse_job(const nlohmann::json& j);
 // so the refusal can still be answered.
 std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j);
 
-// One wire Result. `session` is not sent: it tags the broker session the job
+// A batch job (schema/wire_protocol.md "Batch jobs"): one HTTP call that
+// answers several member jobs, and one credit.
+struct BatchMember {
+  JobId id = 0;
+  std::int64_t attempt = 0;
+};
+// What answering a batch takes: its id, how to split, whom to answer.
+struct BatchCall {
+  std::int64_t id = 0;
+  BatchConfig spec;
+  std::vector<BatchMember> members;  // in batch order
+};
+struct BatchJob {
+  Job call;  // api, method, path, headers, timeout; no id, attempt or body
+  BatchCall batch;
+  std::vector<std::optional<std::string>> bodies;  // one per member
+};
+
+// Whether a JOBS entry is a batch job: it has a "batch" that is not null.
+bool is_batch_job(const nlohmann::json& j);
+// Parses a batch job: a positive batch id, the call's fields as in a Job
+// (method defaults to POST), a valid spec, and 1..max_items members with
+// integer id and attempt and an optional string body. Errors name the field.
+Result<BatchJob> parse_batch_job(const nlohmann::json& j);
+// The batch id of a batch job that failed to parse, when it is a positive
+// integer, so the refusal can still be answered.
+std::optional<std::int64_t> batch_id(const nlohmann::json& j);
+
+// One member's share of a batch result.
+struct MemberResult {
+  BatchMember member;
+  BatchItemResult item;
+  bool body_truncated = false;
+};
+
+// The bytes of a batch response read for splitting (whatever max_body_bytes
+// is), and of all members' bodies in its result together.
+inline constexpr std::size_t kMaxBatchResponseBytes = 32u << 20;
+// The members of one batch result stay under this on the wire, so it fits
+// in a RESULTS message (a hostile response could escape to more).
+inline constexpr std::size_t kMaxBatchMembersWireBytes = 40u << 20;
+
+// One wire Result, or a batch result when `batch` is set (then id and attempt
+// are not sent). `session` is not sent: it tags the broker session the job
 // arrived in, for credit accounting.
 struct JobResult {
   JobId id = 0;
   std::int64_t attempt = 0;
+  std::optional<std::int64_t> batch;
   Outcome outcome = Outcome::kTransient;
   int status = 0;
   std::string error;
@@ -65,9 +110,17 @@ struct JobResult {
   nlohmann::json observation;
   // The call's real cost read from the response ([api.NAME] actual_cost).
   std::optional<double> actual_cost;
+  // A batch result's split: members, or why the response did not split.
+  // Neither when the call failed as a whole.
+  std::optional<std::vector<MemberResult>> members;
+  std::optional<std::string> split_error;
 
   nlohmann::json to_json() const;
 };
+
+// An empty Result addressed to a JOBS entry's job (its id and attempt) or
+// batch (its id), when that much of the entry is readable.
+std::optional<JobResult> addressee(const nlohmann::json& j);
 
 // The number at `pointer` in a JSON response body: the call's real cost.
 // Empty when the body is not JSON or holds no non-negative number there.
@@ -198,13 +251,33 @@ struct HttpRequest {
   std::vector<std::string> header_lines;
   std::optional<std::string> body;
   Millis timeout_ms = 30'000;
-  std::string dialect = "auto";  // the API's rate-limit header profile
-  std::string actual_cost;       // JSON pointer to the real cost, or empty
+  std::string dialect = "auto";    // the API's rate-limit header profile
+  std::string actual_cost;         // JSON pointer to the real cost, or empty
+  std::optional<BatchCall> batch;  // set for a batch call
 };
 
 // Confines the job to its API and merges its headers with the credentials.
 // An error is the text of a `permanent` refusal.
 Result<HttpRequest> prepare_request(const Job& job, const ApiRoute& route);
+// The same for a batch: its body built from the members' bodies (an error
+// reads "batch body: ..."), then as prepare_request.
+Result<HttpRequest> prepare_batch_request(BatchJob job, const ApiRoute& route);
+
+// An empty Result that answers the request's job or batch, in its session.
+JobResult result_for(const HttpRequest& request, Millis started_ms);
+// A Result for a request that was not completed (not started, aborted).
+JobResult refusal(const HttpRequest& request, Outcome outcome,
+                  std::string error, Millis now_ms);
+
+// Makes the Result of a batch call its batch result. A 2xx response whose
+// whole body was read is split into `members` (each body capped at
+// max_body_bytes and at kMaxBatchResponseBytes / members), otherwise
+// `split_error`; the call's own body is then dropped, or, without members,
+// capped at max_body_bytes. A non-2xx response or no response is left as a
+// whole-call failure. `r.body_truncated` says whether the response was cut
+// at kMaxBatchResponseBytes.
+void settle_batch(JobResult& r, const BatchCall& call,
+                  std::size_t max_body_bytes);
 
 // Splits results into RESULTS bodies ({"results": [...]}) whose JSON text
 // stays under `max_bytes`. One body unless the results are huge.

@@ -224,47 +224,65 @@ void Worker::handle_jobs(const nlohmann::json& body, TimePoint now) {
   for (const auto& j : *it) accept_job(j, now);
 }
 
-void Worker::refuse(JobId id, std::int64_t attempt, Outcome outcome,
-                    std::string error) {
-  JobResult r = refusal(id, attempt, outcome, std::move(error), epoch_ms());
-  r.session = session_;
-  outbox_.push_back(std::move(r));
+void Worker::refuse(JobResult answer, Outcome outcome, std::string error) {
+  answer.outcome = outcome;
+  answer.error = std::move(error);
+  answer.started_ms = epoch_ms();
+  answer.session = session_;
+  outbox_.push_back(std::move(answer));
 }
 
 void Worker::accept_job(const nlohmann::json& j, TimePoint now) {
-  auto ids = job_ids(j);
-  if (!ids) {
+  const bool batch = is_batch_job(j);
+  auto answer = addressee(j);
+  if (!answer) {
     // Nothing to answer with; the broker's lease will requeue it.
-    protocol_error("malformed", "JOBS: a job without integer id and attempt",
+    protocol_error("malformed",
+                   batch ? "JOBS: a batch job without a positive batch id"
+                         : "JOBS: a job without integer id and attempt",
                    now);
     return;
   }
-  auto [id, attempt] = *ids;
-  // Outstanding from JOBS until the RESULTS that answers it (the credit).
+  // Outstanding from JOBS until the RESULTS that answers it (the credit); a
+  // batch is one transfer and takes one.
   const bool over = session_outstanding_ >= options_.concurrency;
   ++session_outstanding_;
   if (over)
-    return refuse(id, attempt, Outcome::kTransient, "worker over capacity");
+    return refuse(std::move(*answer), Outcome::kTransient,
+                  "worker over capacity");
   if (stopping_)
-    return refuse(id, attempt, Outcome::kTransient, "worker shutting down");
-  auto job = parse_job(j);
-  if (!job)
-    return refuse(id, attempt, Outcome::kPermanent,
-                  "invalid job: " + job.error());
-  auto route = options_.routes.find(job->api);
-  if (route == options_.routes.end()) {
-    std::string why =
-        options_.configured_apis.count(job->api)
-            ? "api '" + job->api + "' is not served by this worker"
-            : "unknown api '" + job->api +
-                  "' (not in this worker's configuration)";
-    return refuse(id, attempt, Outcome::kPermanent, std::move(why));
-  }
-  auto request = prepare_request(*job, route->second);
+    return refuse(std::move(*answer), Outcome::kTransient,
+                  "worker shutting down");
+  auto request = batch ? batch_request(j) : job_request(j);
   if (!request)
-    return refuse(id, attempt, Outcome::kPermanent, request.error());
+    return refuse(std::move(*answer), Outcome::kPermanent, request.error());
   request->session = session_;
   pending_.push_back(std::move(*request));
+}
+
+Result<const ApiRoute*> Worker::route(const std::string& api) const {
+  auto it = options_.routes.find(api);
+  if (it != options_.routes.end()) return &it->second;
+  if (options_.configured_apis.count(api))
+    return Error{"api '" + api + "' is not served by this worker"};
+  return Error{"unknown api '" + api +
+               "' (not in this worker's configuration)"};
+}
+
+Result<HttpRequest> Worker::job_request(const nlohmann::json& j) const {
+  auto job = parse_job(j);
+  if (!job) return Error{"invalid job: " + job.error()};
+  auto api = route(job->api);
+  if (!api) return Error{api.error()};
+  return prepare_request(*job, **api);
+}
+
+Result<HttpRequest> Worker::batch_request(const nlohmann::json& j) const {
+  auto job = parse_batch_job(j);
+  if (!job) return Error{"invalid batch job: " + job.error()};
+  auto api = route(job->call.api);
+  if (!api) return Error{api.error()};
+  return prepare_batch_request(std::move(*job), **api);
 }
 
 void Worker::start_pending() {
@@ -300,12 +318,9 @@ void Worker::on_stop_request(TimePoint now) {
     log::info("shutdown", {{"phase", "draining"},
                            {"in_flight", executor_->running()},
                            {"not_started", pending_.size()}});
-    for (const auto& r : pending_) {
-      JobResult res = refusal(r.id, r.attempt, Outcome::kTransient,
-                              "worker shutting down", epoch_ms());
-      res.session = r.session;
-      outbox_.push_back(std::move(res));
-    }
+    for (const auto& r : pending_)
+      outbox_.push_back(
+          refusal(r, Outcome::kTransient, "worker shutting down", epoch_ms()));
     pending_.clear();
   } else {
     log::info("shutdown",
@@ -419,13 +434,22 @@ int Worker::run() {
 
     auto done = executor_->take_completed();
     if (log::enabled(log::Level::kDebug)) {
-      for (const auto& r : done)  // never headers or bodies
-        log::debug("job_done", {{"id", r.id},
-                                {"attempt", r.attempt},
-                                {"status", r.status},
-                                {"outcome", std::string(to_string(r.outcome))},
-                                {"error", r.error},
-                                {"duration_ms", r.duration_ms}});
+      for (const auto& r : done) {  // never headers or bodies
+        nlohmann::json fields = {{"status", r.status},
+                                 {"outcome", std::string(to_string(r.outcome))},
+                                 {"error", r.error},
+                                 {"duration_ms", r.duration_ms}};
+        if (r.batch) {
+          fields["batch"] = *r.batch;
+          if (r.members) fields["members"] = r.members->size();
+          if (r.split_error)
+            fields["split_failed"] = true;  // it quotes the body
+        } else {
+          fields["id"] = r.id;
+          fields["attempt"] = r.attempt;
+        }
+        log::debug("job_done", std::move(fields));
+      }
     }
     outbox_.insert(outbox_.end(), std::make_move_iterator(done.begin()),
                    std::make_move_iterator(done.end()));

@@ -63,8 +63,12 @@ class Worker {
   void handle(protocol::Message m, TimePoint now);
   void handle_jobs(const nlohmann::json& body, TimePoint now);
   void accept_job(const nlohmann::json& j, TimePoint now);
-  void refuse(JobId id, std::int64_t attempt, Outcome outcome,
-              std::string error);
+  // The route of a served API; the error is a `permanent` refusal's text.
+  Result<const ApiRoute*> route(const std::string& api) const;
+  Result<HttpRequest> job_request(const nlohmann::json& j) const;
+  Result<HttpRequest> batch_request(const nlohmann::json& j) const;
+  // Answers `answer`'s job or batch at once, without a request.
+  void refuse(JobResult answer, Outcome outcome, std::string error);
   void start_pending();
   void flush(TimePoint now, bool even_unanswered = false);
   void on_stop_request(TimePoint now);
