@@ -10,7 +10,6 @@
 // (as in fleet_test), so a replay that burst past the lane's limiter would
 // show up as rejections at the mock.
 #include <doctest/doctest.h>
-#include <sqlite3.h>
 
 #include <chrono>
 #include <set>
@@ -18,26 +17,12 @@
 #include <vector>
 
 #include "tests/support/fleet.h"
+#include "tests/support/sql.h"
 
 using namespace pacer::testing;
 using json = nlohmann::json;
 
 namespace {
-
-std::int64_t sql_count(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
-          SQLITE_OK);
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE_MESSAGE(
-      sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK, sql);
-  std::int64_t n = -1;
-  if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return n;
-}
 
 FleetOptions options() {
   return {.mock_args = {"--limit", "20/s", "--algorithm", "fixed", "--latency",

@@ -7,10 +7,10 @@
 // under sanitizers), and a request can reach the upstream tens of
 // milliseconds after the broker let it go. The margin is what absorbs that.
 #include "tests/support/fleet.h"
+#include "tests/support/sql.h"
 
 #include <doctest/doctest.h>
 #include <signal.h>
-#include <sqlite3.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,20 +23,6 @@ using pacer::protocol::Command;
 using json = nlohmann::json;
 
 namespace {
-
-std::int64_t sql_count(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
-          SQLITE_OK);
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-  std::int64_t n = -1;
-  if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return n;
-}
 
 std::int64_t succeeded(Fleet& f, const std::vector<std::int64_t>& ids) {
   auto p = f.progress(ids);
