@@ -154,15 +154,47 @@ class FakeBroker {
       auto in = expect(Command::kResults, std::max(left, 0ms));
       if (!in) break;
       if (messages) ++*messages;
-      for (auto& r : in->message.body["results"])
-        out[r["id"].get<std::int64_t>()] = r;
+      for (auto& r : in->message.body["results"]) {
+        if (r.contains("batch"))
+          batch_results.push_back(r);
+        else
+          out[r["id"].get<std::int64_t>()] = r;
+      }
     }
     return out;
+  }
+
+  // The result of batch `id`; single results that come first are kept in
+  // `single_results`.
+  std::optional<Json> batch_result(std::int64_t id,
+                                   std::chrono::milliseconds timeout = 20s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      for (auto it = batch_results.begin(); it != batch_results.end(); ++it) {
+        if ((*it)["batch"] == id) {
+          Json r = std::move(*it);
+          batch_results.erase(it);
+          return r;
+        }
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      auto in = expect(Command::kResults, std::max(left, 0ms));
+      if (!in) return std::nullopt;
+      for (auto& r : in->message.body["results"]) {
+        if (r.contains("batch"))
+          batch_results.push_back(r);
+        else
+          single_results.push_back(r);
+      }
+    }
   }
 
   int undecodable = 0;
   int heartbeats = 0;
   std::deque<Incoming> kept;
+  std::vector<Json> batch_results;   // seen by results(), not yet asked for
+  std::vector<Json> single_results;  // seen by batch_result()
 
  private:
   std::string endpoint_;
@@ -227,6 +259,19 @@ class TestServer {
                   ++completed_;
                   res.set_content("{\"held\":true}", "application/json");
                 });
+    server_.Post("/v1/hold_batch", [this](const httplib::Request& req,
+                                          httplib::Response& res) {
+      std::unique_lock lock(mu_);
+      ++in_flight_;
+      cv_.wait(lock, [&] { return released_; });
+      --in_flight_;
+      ++completed_;
+      const Json request = Json::parse(req.body);
+      Json results = Json::array();
+      for (const auto& input : request["inputs"])
+        results.push_back({{"echo", input}});
+      res.set_content(Json({{"results", results}}).dump(), "application/json");
+    });
     server_.Get("/v1/slow",
                 [this](const httplib::Request&, httplib::Response& res) {
                   std::unique_lock lock(mu_);
@@ -360,6 +405,29 @@ Json job(std::int64_t id, const std::string& api, const std::string& method,
   return j;
 }
 
+// A batch job for the mock's POST /v1/batch: members id0.. with bodies
+// {"n": i}.
+Json batch_job(std::int64_t batch, std::int64_t id0, int members,
+               const std::string& api = "echo",
+               const std::string& path = "/v1/batch") {
+  Json spec = {{"request_array", "/inputs"},
+               {"member_pointer", ""},
+               {"body_template", Json::object()},
+               {"response_array", "/results"},
+               {"item_error", "/error"},
+               {"item_status", ""},
+               {"max_items", 50},
+               {"max_bytes", 1 << 20}};
+  Json list = Json::array();
+  for (int i = 0; i < members; ++i)
+    list.push_back(
+        {{"id", id0 + i}, {"attempt", 1}, {"body", Json({{"n", i}}).dump()}});
+  return {{"batch", batch},          {"api", api},
+          {"method", "POST"},        {"path", path},
+          {"timeout_ms", 10000},     {"headers", {{"X-Trace", "b1"}}},
+          {"spec", std::move(spec)}, {"members", std::move(list)}};
+}
+
 Message jobs_message(const std::vector<Json>& jobs) {
   return {Command::kJobs, {{"jobs", jobs}}};
 }
@@ -409,6 +477,20 @@ struct Setup {
         peer, {Command::kWelcome,
                {{"heartbeat_ms", heartbeat_ms}, {"liveness", liveness}}}));
     return ready->message.body;
+  }
+
+  Json run_batch(const Json& j) {
+    REQUIRE(broker.send(peer, jobs_message({j})));
+    auto r = broker.batch_result(j["batch"].get<std::int64_t>());
+    REQUIRE_MESSAGE(r.has_value(), "no batch result; worker stderr:\n"
+                                       << worker->err());
+    return *r;
+  }
+
+  void mock_config(const Json& keys) {
+    auto applied = http_json(mock.port(), "POST", "/admin/config", keys.dump());
+    REQUIRE_MESSAGE(applied.has_value(), "POST /admin/config failed");
+    REQUIRE_MESSAGE(!applied->contains("error"), applied->dump());
   }
 
   Json run_one(const Json& j) {
@@ -815,4 +897,185 @@ TEST_CASE("configuration errors exit 2 with one clear line") {
                              20s);
   CHECK(unknown.exit_code == 2);
   CHECK(unknown.err.find("unknown API 'nope'") != std::string::npos);
+}
+
+TEST_CASE("a batch job is one call to the mock; its result has every member") {
+  Setup s;
+  s.handshake();
+
+  SUBCASE("each member gets its own item, in order") {
+    auto r = s.run_batch(batch_job(1, 100, 3));
+    CHECK(r["outcome"] == "success");
+    CHECK(r["status"] == 200);
+    CHECK(r["error"] == "");
+    CHECK(r["headers"]["content-type"].get<std::string>().starts_with(
+        "application/json"));
+    CHECK(r["observation"].is_null());
+    CHECK(r["started_ms"].get<std::int64_t>() > 1'700'000'000'000);
+    CHECK(r["duration_ms"].is_number());
+    CHECK_FALSE(r.contains("id"));
+    CHECK_FALSE(r.contains("split_error"));
+    CHECK_FALSE(r.contains("body"));
+    REQUIRE(r["members"].size() == 3);
+    for (int i = 0; i < 3; ++i) {
+      const Json& m = r["members"][i];
+      CHECK(m["id"] == 100 + i);
+      CHECK(m["attempt"] == 1);
+      CHECK(m["ok"] == true);
+      CHECK(m["body_truncated"] == false);
+      CHECK_FALSE(m.contains("error"));
+      CHECK(Json::parse(m["body"].get<std::string>()) ==
+            Json({{"echo", {{"n", i}}}, {"i", i}}));
+    }
+    auto stats = s.mock.stats();
+    CHECK(stats["batch_requests"] == 1);
+    CHECK(stats["batch_items"] == 3);
+    CHECK(stats["requests"] == 1);
+  }
+
+  SUBCASE("failed items fail only their members") {
+    s.mock_config({{"batch_item_error_every", 2}});
+    auto r = s.run_batch(batch_job(2, 200, 4));
+    CHECK(r["outcome"] == "success");
+    REQUIRE(r["members"].size() == 4);
+    for (int i = 0; i < 4; ++i) {
+      const Json& m = r["members"][i];
+      CHECK(m["id"] == 200 + i);
+      const bool fails = (i + 1) % 2 == 0;
+      CHECK(m["ok"] == !fails);
+      if (fails) {
+        CHECK(Json::parse(m["error"].get<std::string>())["message"] ==
+              "injected failure for item " + std::to_string(i));
+        CHECK(Json::parse(m["body"].get<std::string>()).contains("error"));
+        CHECK_FALSE(m.contains("status"));  // the spec has no item_status
+      } else {
+        CHECK_FALSE(m.contains("error"));
+      }
+    }
+  }
+
+  SUBCASE("a response short of a result is a split error") {
+    s.mock_config({{"batch_short", true}});
+    auto r = s.run_batch(batch_job(3, 300, 3));
+    CHECK(r["status"] == 200);
+    CHECK_FALSE(r.contains("members"));
+    CHECK(r["split_error"] == "expected 3 results at /results, got 2");
+    CHECK(r["body"].get<std::string>().starts_with("{\"results\":"));
+    CHECK(r["body_truncated"] == false);
+  }
+
+  SUBCASE("a response that is not JSON is a split error") {
+    s.mock_config({{"batch_non_json", true}});
+    auto r = s.run_batch(batch_job(4, 400, 2));
+    CHECK(r["status"] == 200);
+    CHECK_FALSE(r.contains("members"));
+    CHECK(r["split_error"].get<std::string>().find(
+              "got text/plain-looking 'upstream hiccup") != std::string::npos);
+    CHECK(r["body"].get<std::string>().starts_with("upstream hiccup"));
+  }
+
+  SUBCASE("a 429 answers the whole call: no members") {
+    s.mock_config({{"limit", "1/min"}});
+    CHECK(s.run_one(job(1, "echo", "POST", "/v1/echo", "{}"))["status"] == 200);
+    auto r = s.run_batch(batch_job(5, 500, 3));
+    CHECK(r["status"] == 429);
+    CHECK(r["outcome"] == "rate_limited");
+    CHECK(r["error"] == "HTTP 429");
+    CHECK(r["headers"].contains("retry-after"));
+    CHECK(r["observation"]["verdict"] == "throttled");
+    CHECK_FALSE(r.contains("members"));
+    CHECK_FALSE(r.contains("split_error"));
+    CHECK(Json::parse(r["body"].get<std::string>())["error"] == "rate_limited");
+    CHECK(s.mock.stats()["batch_requests"] == 0);
+  }
+
+  SUBCASE("a malformed batch is answered as a whole, or dropped") {
+    Json bad_spec = batch_job(6, 600, 2);
+    bad_spec["spec"]["response_array"] = "results";
+    auto r = s.run_batch(bad_spec);
+    CHECK(r["outcome"] == "permanent");
+    CHECK(r["status"] == 0);
+    CHECK(r["error"] ==
+          "invalid batch job: spec.response_array must be a JSON pointer "
+          "string");
+
+    Json too_many = batch_job(7, 700, 3);
+    too_many["spec"]["max_items"] = 2;
+    CHECK(s.run_batch(too_many)["error"] ==
+          "invalid batch job: 'members' must be an array of 1..2 members "
+          "(spec.max_items)");
+
+    Json not_json = batch_job(8, 800, 2);
+    not_json["members"][1]["body"] = "not json";
+    auto built = s.run_batch(not_json);
+    CHECK(built["outcome"] == "permanent");
+    CHECK(built["status"] == 0);
+    CHECK(built["error"].get<std::string>().starts_with(
+        "batch body: batch member 1 body is not JSON"));
+
+    auto escape = s.run_batch(batch_job(9, 900, 2, "test", "/../admin"));
+    CHECK(escape["outcome"] == "permanent");
+    CHECK(escape["error"] == "path escapes the API base URL");
+    auto unknown = s.run_batch(batch_job(10, 1000, 2, "nope"));
+    CHECK(
+        unknown["error"].get<std::string>().starts_with("unknown api 'nope'"));
+
+    // No usable batch id: logged and dropped; the worker goes on.
+    Json no_id = batch_job(11, 1100, 2);
+    no_id["batch"] = "eleven";
+    REQUIRE(s.broker.send(s.peer, jobs_message({no_id})));
+    auto after = s.run_batch(batch_job(12, 1200, 1));
+    CHECK(after["status"] == 200);
+    CHECK(s.broker.batch_results.empty());
+    CHECK(s.mock.stats()["batch_requests"] == 1);  // only the last one
+  }
+  CHECK(s.worker->stop() == 0);
+}
+
+TEST_CASE("a batch takes one unit of credit and its result returns it") {
+  Setup s({}, 1);
+  s.handshake();
+  // With capacity 1 a batch of 5 is one transfer; a job beside it is over.
+  REQUIRE(s.broker.send(
+      s.peer, jobs_message({batch_job(1, 10, 5),
+                            job(99, "echo", "POST", "/v1/echo", "{}")})));
+  auto over = s.broker.results(1);
+  REQUIRE(over.count(99) == 1);
+  CHECK(over[99]["error"] == "worker over capacity");
+  auto r = s.broker.batch_result(1);
+  REQUIRE(r.has_value());
+  REQUIRE((*r)["members"].size() == 5);
+  for (const auto& m : (*r)["members"]) CHECK(m["ok"] == true);
+  auto stats = s.mock.stats();
+  CHECK(stats["batch_requests"] == 1);
+  CHECK(stats["batch_items"] == 5);
+  CHECK(stats["requests"] == 1);
+  // The credit is back: the next job runs.
+  CHECK(s.run_one(job(100, "echo", "POST", "/v1/echo", "{}"))["status"] == 200);
+  CHECK(s.worker->stop() == 0);
+}
+
+TEST_CASE("a batch result outlives a broker restart and is sent after READY") {
+  Setup s;
+  s.handshake(200, 3);
+  REQUIRE(s.broker.send(
+      s.peer, jobs_message({batch_job(1, 10, 2, "test", "/hold_batch")})));
+  REQUIRE(wait_until([&] { return s.upstream.in_flight() == 1; }, 10s));
+  s.broker.close();
+  REQUIRE(s.broker.bind());
+  auto ready = s.broker.expect(Command::kReady, 15s);
+  REQUIRE(ready.has_value());
+  s.upstream.release();
+  REQUIRE(wait_until([&] { return s.upstream.completed() == 1; }, 10s));
+  REQUIRE(s.broker.send(
+      ready->peer,
+      {Command::kWelcome, {{"heartbeat_ms", 200}, {"liveness", 3}}}));
+  auto r = s.broker.batch_result(1);
+  REQUIRE(r.has_value());
+  INFO(r->dump());
+  CHECK((*r)["status"] == 200);
+  REQUIRE((*r)["members"].size() == 2);
+  CHECK(Json::parse((*r)["members"][1]["body"].get<std::string>()) ==
+        Json({{"echo", {{"n", 1}}}}));
+  CHECK(s.worker->stop() == 0);
 }
