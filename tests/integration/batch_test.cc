@@ -3,9 +3,11 @@
 // calls to the mock's POST /v1/batch ({"inputs": [...]} -> {"results":
 // [...]}); the test checks the number of calls, that the mock refused none
 // (or, where it is made to, that refusals lose nothing), that every job got
-// its own share of the response, and what becomes of members whose item
-// failed or whose response did not split.
+// its own share of the response, what becomes of members whose item failed
+// or whose response did not split, and that a broker killed with batches
+// in flight loses none of their members.
 #include <doctest/doctest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <string>
@@ -219,4 +221,46 @@ TEST_CASE("jobs without a key and keyed jobs share the lane") {
   CHECK(sql_count(f.db_path(),
                   "SELECT COUNT(*) FROM attempts WHERE batch_id IS NULL") ==
         50);
+}
+
+TEST_CASE("the broker killed with batches in flight: nothing is lost") {
+  // 300 ms per call, so batches are on the wire when the broker dies. The
+  // next broker regroups the running members into their batches; the
+  // workers reconnect and deliver the answers (fencing accepts them), or
+  // the leases requeue the members.
+  FleetOptions o = options("10/s", "10/s");
+  o.mock_args = {"--limit", "10/s", "--algorithm", "fixed", "--latency",
+                 "300"};
+  o.broker_toml = "lease_grace = \"2s\"\n";
+  o.extra_toml = std::string(kBatch) + "\n";
+  Fleet f(o);
+  start(f);
+  auto ids = submit_batchable(f, 1000, "k");
+  REQUIRE(wait_until(
+      [&] {
+        auto s = f.mock().stats();
+        return s["batch_requests"].get<int>() >= 3;
+      },
+      60s, 5ms));
+  f.broker().signal(SIGKILL);
+  REQUIRE(f.broker().wait(10s).has_value());
+  // What was running when it died: members of batches.
+  CHECK(sql_count(f.db_path(),
+                  "SELECT COUNT(*) FROM jobs j JOIN attempts a ON a.job_id = "
+                  "j.id AND a.n = j.dispatches WHERE j.state = 'running' AND "
+                  "a.batch_id IS NOT NULL") > 0);
+  f.start_broker();
+  REQUIRE(f.wait_workers(2, 30s));
+  REQUIRE(f.wait_done(ids, 180s));
+  auto p = f.progress(ids);
+  CHECK(p["succeeded"] == 1000);
+  check_own_results(f, 1000);
+  CHECK(sql_count(f.db_path(), "SELECT COUNT(*) FROM jobs") == 1000);
+  CHECK(sql_count(f.db_path(),
+                  "SELECT COUNT(*) FROM (SELECT job_id FROM attempts WHERE "
+                  "outcome = 'success' GROUP BY job_id HAVING COUNT(*) > 1)") ==
+        0);
+  auto stats = f.mock().stats();
+  INFO(stats.dump());
+  CHECK(stats["rejected"] == 0);
 }
