@@ -1,4 +1,5 @@
-// The worker's pure request logic: the wire Job and Result, the URL
+// The worker's pure request logic: the wire Job and Result and their batch
+// forms (building a batch's request, splitting its response), the URL
 // confinement check (a job may only reach its API's base URL), the header
 // merge that keeps credentials out of the job's reach, the filter for
 // response headers worth keeping, the rate-limit observation of a response,
@@ -269,13 +270,13 @@ JobResult result_for(const HttpRequest& request, Millis started_ms);
 JobResult refusal(const HttpRequest& request, Outcome outcome,
                   std::string error, Millis now_ms);
 
-// Makes the Result of a batch call its batch result. A 2xx response whose
-// whole body was read is split into `members` (each body capped at
-// max_body_bytes and at kMaxBatchResponseBytes / members), otherwise
-// `split_error`; the call's own body is then dropped, or, without members,
-// capped at max_body_bytes. A non-2xx response or no response is left as a
-// whole-call failure. `r.body_truncated` says whether the response was cut
-// at kMaxBatchResponseBytes.
+// Makes the Result of a batch call (its body read up to
+// kMaxBatchResponseBytes, `body_truncated` if cut there) the batch result: a
+// 2xx response is split into `members`, each body capped at max_body_bytes
+// and at kMaxBatchResponseBytes / members, and the call's body is dropped; a
+// 2xx response that does not split gets `split_error`. Without members the
+// body is capped at max_body_bytes, as a single job's; a non-2xx response or
+// none is a whole-call failure.
 void settle_batch(JobResult& r, const BatchCall& call,
                   std::size_t max_body_bytes);
 
