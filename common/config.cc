@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -255,10 +256,11 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
     auto* t = n->as_table();
     if (!t) return r.error(n, "broker", "must be a table");
     const std::string p = "broker.";
-    if (auto e = r.check_keys(
-            *t, p,
-            {"database", "worker_endpoint", "client_endpoint", "heartbeat",
-             "liveness", "synchronous", "retention", "window", "lease_grace"}))
+    if (auto e =
+            r.check_keys(*t, p,
+                         {"database", "worker_endpoint", "client_endpoint",
+                          "heartbeat", "liveness", "synchronous", "retention",
+                          "window", "lease_grace", "metrics_address"}))
       return *e;
     auto& b = c.broker;
     if (auto e = r.string(*t, p, "database", b.database)) return *e;
@@ -278,6 +280,13 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
     if (b.heartbeat_ms < 50 || b.heartbeat_ms > 60'000)
       return r.error(t->get("heartbeat"), p + "heartbeat",
                      "must be between 50ms and 60s");
+    if (auto e = r.string(*t, p, "metrics_address", b.metrics_address))
+      return *e;
+    if (!b.metrics_address.empty()) {
+      if (auto hp = parse_host_port(b.metrics_address); !hp)
+        return r.error(t->get("metrics_address"), p + "metrics_address",
+                       hp.error());
+    }
   }
 
   if (auto* n = root.get("worker")) {
@@ -467,6 +476,43 @@ Result<Config> load_config_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return parse_config(ss.str(), path);
+}
+
+Result<HostPort> parse_host_port(std::string_view text) {
+  const std::string shown = "'" + std::string(text) + "'";
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos)
+    return Error{"must be HOST:PORT like \"127.0.0.1:9464\" (got " + shown +
+                 ")"};
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port = text.substr(colon + 1);
+  bool bracketed =
+      host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (bracketed) host = host.substr(1, host.size() - 2);
+  // An IPv6 address needs brackets, or its last group reads as the port.
+  const char* allowed = bracketed ? "0123456789abcdefABCDEF:." : nullptr;
+  bool host_ok = !host.empty();
+  for (char c : host) {
+    const bool ok = allowed ? c != '\0' && std::strchr(allowed, c) != nullptr
+                            : std::isalnum(static_cast<unsigned char>(c)) ||
+                                  c == '.' || c == '-';
+    if (!ok) host_ok = false;
+  }
+  if (!host_ok)
+    return Error{
+        "must be HOST:PORT with a host name, an IPv4 address or a "
+        "bracketed IPv6 address like \"[::1]:9464\" (got " +
+        shown + ")"};
+  int value = 0;
+  bool port_ok = !port.empty() && port.size() <= 5;
+  for (char c : port) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) port_ok = false;
+    value = value * 10 + (c - '0');
+  }
+  if (!port_ok || value < 1 || value > 65535)
+    return Error{"the port must be a number from 1 to 65535 (got " + shown +
+                 ")"};
+  return HostPort{std::string(host), value};
 }
 
 Result<std::string> expand_env(const std::string& value) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/batch.h"
@@ -55,6 +56,8 @@ struct BrokerConfig {
   Millis retention_ms = 7LL * 86'400'000;
   int window = 512;  // ready jobs per lane held in memory
   Millis lease_grace_ms = 30'000;
+  // "host:port" of the Prometheus endpoint (broker/metrics.h); empty: off.
+  std::string metrics_address;
 };
 
 struct WorkerConfig {
@@ -92,6 +95,14 @@ struct Config {
 Result<Config> load_config_file(const std::string& path);
 Result<Config> parse_config(const std::string& text,
                             const std::string& source = "<string>");
+
+// A TCP listening address: "127.0.0.1:9464", "localhost:9464" or
+// "[::1]:9464" (host without the brackets). The port is 1 to 65535.
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+Result<HostPort> parse_host_port(std::string_view text);
 
 // Expands ${NAME} references from the environment. An unset variable is an
 // error naming it (never an empty credential sent silently).
