@@ -4,12 +4,17 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <filesystem>
 #include <stdexcept>
 #include <type_traits>
 
 #include "common/batch.h"
 #include "common/log.h"
 #include "common/units.h"
+
+#ifndef PACER_VERSION
+#define PACER_VERSION "0.0.0"
+#endif
 
 namespace pacer {
 
@@ -26,6 +31,10 @@ constexpr Millis kDefaultQuotaWaitMs = 24LL * 3600 * 1000;
 constexpr int kPurgeStep = 500;
 constexpr Millis kRestartSkewMs = 1000;
 constexpr std::size_t kMaxJobsMessageBytes = 16u << 20;
+// Metrics read from the database's files: job counts by state (a scan of
+// the jobs table, so also spaced by how long it took) and the files' size.
+constexpr Millis kJobCountMs = 2000;
+constexpr Millis kDatabaseSizeMs = 5000;
 
 std::string lower(std::string s) {
   for (char& c : s)
@@ -108,6 +117,10 @@ Broker::Broker(Config config, Clock& clock)
     lanes_[name] = std::make_unique<Lane>(api, config_.broker.window);
     lane_order_.push_back(lanes_[name].get());
   }
+  // Last, so a refused address leaves nothing else half started.
+  if (!config_.broker.metrics_address.empty())
+    metrics_ =
+        std::make_unique<metrics::Server>(config_.broker.metrics_address);
 }
 
 Broker::~Broker() = default;
@@ -191,10 +204,13 @@ void Broker::recover() {
 
 int Broker::run() {
   recover();
-  log::info("listening", {{"workers", config_.broker.worker_endpoint},
-                          {"clients", config_.broker.client_endpoint},
-                          {"database", config_.broker.database},
-                          {"apis", lanes_.size()}});
+  log::info(
+      "listening",
+      {{"workers", config_.broker.worker_endpoint},
+       {"clients", config_.broker.client_endpoint},
+       {"database", config_.broker.database},
+       {"metrics", metrics_ ? json(config_.broker.metrics_address) : json()},
+       {"apis", lanes_.size()}});
   while (!stopping_) turn();
   Millis end = clock_.now_ms();
   store_->begin();
@@ -247,6 +263,8 @@ void Broker::turn() {
   dispatch(clock_.now_ms());
   store_->commit();
   flush();
+  // After the commit: the snapshot shows nothing that could still roll back.
+  if (metrics_ && now >= next_metrics_) publish_metrics(clock_.now_ms());
 }
 
 Millis Broker::next_wakeup(Millis now) {
@@ -437,6 +455,8 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
 
   const ApiConfig* api = config_.api(job.api);
   Answer a = read_answer(r, api);
+  if (auto* c = counters(job.api))
+    c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
   auto lane_paused = note_answer(l, job.api, a, job.mark, job.cost,
                                  job.started, now);
   AttemptEnd end = answer_end(id, attempt, a, now);
@@ -461,6 +481,8 @@ void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
 
   const ApiConfig* api = config_.api(b.api);
   Answer a = read_answer(r, api);
+  if (auto* c = counters(b.api))
+    c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
   auto lane_paused = note_answer(l, b.api, a, b.mark, b.units, b.started, now);
 
   // Each member's share, by job id, when the response was split.
@@ -1371,6 +1393,7 @@ void Broker::dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w,
   if (!claimed) return;  // canceled or otherwise no longer ready
   if (end_unsendable(e, *claimed, never, now)) return;
   note_start(l, claimed->cost, 1, 1, false, now);
+  if (auto* c = counters(l.name())) c->on_dispatch(e.run_at, now);
   dispatched_ids_.push_back(e.id);
   InFlight f = in_flight_for(l, *claimed, w.routing_id, now);
   f.mark = l.quota().mark();
@@ -1417,6 +1440,10 @@ void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
   const std::int64_t requests = cfg.cost == BatchCost::kPerItem ? items : 1;
   store_->complete_batch(batch, items, requests, units);
   note_start(l, units, requests, items, true, now);
+  if (auto* c = counters(l.name())) {
+    c->on_batch(items);
+    for (auto& [e, claimed] : members) c->on_dispatch(e.run_at, now);
+  }
   BatchFlight b;
   b.api = l.name();
   b.worker = w.routing_id;
@@ -1528,6 +1555,55 @@ void Broker::timers(Millis now) {
     next_purge_ = now + (purged == kPurgeStep ? 50 : 5000);
     if (purged) log::debug("purged", {{"jobs", purged}});
   }
+}
+
+// ---------------------------------------------------------------- metrics
+
+metrics::LaneCounters* Broker::counters(const std::string& api) {
+  if (!metrics_ || !lane(api)) return nullptr;
+  return &lane_counters_[api];
+}
+
+void Broker::publish_metrics(Millis now) {
+  next_metrics_ = now + metrics::kPublishMs;
+  if (now >= next_job_count_) {
+    // Counting in memory where states change would need the old state of
+    // every claim, cancel and purge; one grouped count is simpler and
+    // exact. It scans the jobs table, so it is spaced to stay under ~1% of
+    // the loop's time however large the table grows.
+    job_counts_ = store_->state_counts();
+    const Millis took = clock_.now_ms() - now;
+    next_job_count_ = now + std::max(kJobCountMs, 100 * took);
+  }
+  if (now >= next_database_size_) {
+    next_database_size_ = now + kDatabaseSizeMs;
+    database_bytes_ = 0;
+    for (const char* suffix : {"", "-wal"}) {
+      std::error_code ec;
+      auto n = std::filesystem::file_size(config_.broker.database + suffix, ec);
+      if (!ec) database_bytes_ += static_cast<std::int64_t>(n);
+    }
+  }
+  auto s = std::make_shared<metrics::Snapshot>();
+  s->version = PACER_VERSION;
+  s->published_ms = now;
+  s->started_ms = started_ms_;
+  s->workers_connected = static_cast<std::int64_t>(workers_.size());
+  s->database_bytes = database_bytes_;
+  for (auto& [name, l] : lanes_) {
+    s->lanes.push_back(metrics::lane_snapshot(*l, lane_counters_[name], now));
+    if (auto it = job_counts_.find(name); it != job_counts_.end())
+      s->lanes.back().jobs = it->second;
+  }
+  for (auto& [api, states] : job_counts_) {
+    if (lane(api)) continue;
+    metrics::LaneSnapshot unknown;
+    unknown.api = api;
+    unknown.configured = false;
+    unknown.jobs = states;
+    s->lanes.push_back(std::move(unknown));
+  }
+  metrics_->publish(std::move(s));
 }
 
 void Broker::reply(zmq::socket_t& s, const std::string& rid, Message m) {

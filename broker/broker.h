@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "broker/lane.h"
+#include "broker/metrics.h"
 #include "broker/store.h"
 #include "common/backoff.h"
 #include "common/clock.h"
@@ -187,6 +188,10 @@ class Broker {
   void timers(Millis now);
   void flush();
   void reply(zmq::socket_t& s, const std::string& rid, protocol::Message m);
+  // Metrics (broker/metrics.h): the counters of a configured lane, null when
+  // metrics are off; and the snapshot for the HTTP thread.
+  metrics::LaneCounters* counters(const std::string& api);
+  void publish_metrics(Millis now);
 
   Lane* lane(const std::string& api);
 
@@ -217,6 +222,15 @@ class Broker {
   Millis started_ms_ = 0;
   std::map<std::string, Millis> malformed_logged_;
   std::int64_t results_total_ = 0;
+  // Metrics: null when broker.metrics_address is empty.
+  std::unique_ptr<metrics::Server> metrics_;
+  std::map<std::string, metrics::LaneCounters> lane_counters_;
+  Millis next_metrics_ = 0;
+  // What costs I/O is read less often than the snapshot is published.
+  std::map<std::string, std::map<std::string, std::int64_t>> job_counts_;
+  Millis next_job_count_ = 0;
+  std::int64_t database_bytes_ = 0;
+  Millis next_database_size_ = 0;
 };
 
 }  // namespace pacer
