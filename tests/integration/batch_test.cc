@@ -110,6 +110,8 @@ TEST_CASE("2,000 batchable jobs through a 10 requests/s lane: ~40 calls") {
   CHECK(stats["batch_requests"] >= 40);
   CHECK(stats["batch_requests"] <= 45);
   CHECK(stats["max_total_in_window"] <= 10);
+  MESSAGE("2,000 jobs in " << stats["batch_requests"] << " calls, "
+                           << stats["rejected"] << " refused");
 
   // Every member's attempt names its batch, and each batch row says how
   // many went in it.
