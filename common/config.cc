@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/presets.h"
 #include "common/ratelimit.h"
 #include "common/units.h"
 
@@ -334,11 +335,21 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
               {"base_url", "limits", "concurrency", "margin", "timeout",
                "max_attempts", "backoff_base", "backoff_cap", "headers",
                "quota_wait", "circuit_failures", "circuit_cooldown", "learn",
-               "actual_cost", "statuses", "dialect", "batch"}))
+               "actual_cost", "statuses", "dialect", "batch", "preset"}))
         return *e;
       ApiConfig a;
       a.name = name;
-      if (!t->get("base_url"))
+      // A preset first: it supplies defaults the table's keys override.
+      if (auto e = r.string(*t, p, "preset", a.preset)) return *e;
+      if (!a.preset.empty()) {
+        const Preset* preset = find_preset(a.preset);
+        if (!preset)
+          return r.error(t->get("preset"), p + "preset",
+                         "unknown preset '" + a.preset +
+                             "' (known: " + preset_names_text() + ")");
+        apply_preset(*preset, a);
+      }
+      if (!t->get("base_url") && a.base_url.empty())
         return r.error(&node, p + "base_url", "is required");
       if (auto e = r.string(*t, p, "base_url", a.base_url)) return *e;
       while (!a.base_url.empty() && a.base_url.back() == '/')
@@ -397,6 +408,7 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
         }
       }
       if (auto* sn = t->get("statuses")) {
+        a.statuses.clear();  // the table's statuses replace a preset's
         auto* st = sn->as_table();
         if (!st)
           return r.error(sn, p + "statuses",
