@@ -966,16 +966,7 @@ json Broker::handle_client(Command cmd, const json& body, Millis now,
       }
       case Command::kApis: {
         json apis = json::array();
-        for (auto& [name, l] : lanes_) {
-          json limits = json::array();
-          for (auto& s : l->config().limits) limits.push_back(s.to_string());
-          apis.push_back({{"name", name},
-                          {"base_url", l->config().base_url},
-                          {"limits", limits},
-                          {"concurrency", l->config().concurrency},
-                          {"max_attempts", l->config().max_attempts},
-                          {"timeout_ms", l->config().timeout_ms}});
-        }
+        for (auto& [name, l] : lanes_) apis.push_back(api_json(l->config()));
         return {{"apis", apis}};
       }
       case Command::kDeadList:
@@ -1036,6 +1027,46 @@ bool has_dead_filter(const json& body) {
 }
 
 }  // namespace
+
+json Broker::api_json(const ApiConfig& a) {
+  json limits = json::array();
+  for (auto& s : a.limits) limits.push_back(s.to_string());
+  json statuses = json::object();
+  for (auto& [code, outcome] : a.statuses)
+    statuses[std::to_string(code)] = to_string(outcome);
+  json batch;
+  if (a.batch) {
+    const BatchConfig& b = *a.batch;
+    batch = {{"method", b.method},
+             {"path", b.path},
+             {"max_items", b.max_items},
+             {"max_wait_ms", b.max_wait_ms},
+             {"max_bytes", b.max_bytes},
+             {"cost", b.cost == BatchCost::kPerItem ? "per_item" : "request"},
+             {"request_array", b.request_array},
+             {"response_array", b.response_array}};
+  }
+  // Everything the lane runs by, as loaded (credentials never: the
+  // broker does not keep header values).
+  return {{"name", a.name},
+          {"preset", a.preset.empty() ? json() : json(a.preset)},
+          {"base_url", a.base_url},
+          {"limits", limits},
+          {"margin_ms", a.margin_ms ? json(*a.margin_ms) : json()},
+          {"concurrency", a.concurrency},
+          {"dialect", a.dialect},
+          {"learn", a.learn},
+          {"actual_cost", a.actual_cost.empty() ? json() : json(a.actual_cost)},
+          {"statuses", statuses},
+          {"max_attempts", a.max_attempts},
+          {"timeout_ms", a.timeout_ms},
+          {"backoff_base_ms", a.backoff_base_ms},
+          {"backoff_cap_ms", a.backoff_cap_ms},
+          {"quota_wait_ms", a.quota_wait_ms},
+          {"circuit_failures", a.circuit_failures},
+          {"circuit_cooldown_ms", a.circuit_cooldown_ms},
+          {"batch", batch}};
+}
 
 json Broker::dead_list(const json& body) {
   const bool with_attempts = field(body, "attempts", false);

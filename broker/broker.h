@@ -153,6 +153,8 @@ class Broker {
   nlohmann::json submit(const nlohmann::json& body, Millis now,
                         std::string& code);
   nlohmann::json stats(Millis now);
+  // One lane's configuration as loaded, for APIS.
+  static nlohmann::json api_json(const ApiConfig& a);
   // Dead letters (schema/wire_protocol.md, DEAD_LIST and DEAD_REPLAY).
   nlohmann::json dead_list(const nlohmann::json& body);
   nlohmann::json dead_replay(const nlohmann::json& body, Millis now,

@@ -223,6 +223,18 @@ TEST_CASE("jobs without a key and keyed jobs share the lane") {
   CHECK(sql_count(f.db_path(),
                   "SELECT COUNT(*) FROM attempts WHERE batch_id IS NULL") ==
         50);
+
+  // APIS reports the lane's batch settings as loaded.
+  auto apis = f.request(Command::kApis, {{"req", "a"}});
+  REQUIRE(apis.has_value());
+  const json& a = (*apis)["apis"][0];
+  CHECK(a["name"] == "echo");
+  CHECK(a["batch"]["path"] == "/v1/batch");
+  CHECK(a["batch"]["max_items"] == 50);
+  CHECK(a["batch"]["max_wait_ms"] == 200);
+  CHECK(a["batch"]["cost"] == "request");
+  CHECK(a["limits"] == json::array({"50/1s"}));
+  CHECK(a["max_attempts"] == 5);
 }
 
 TEST_CASE("the broker killed with batches in flight: nothing is lost") {
