@@ -21,10 +21,6 @@ namespace {
 using protocol::Command;
 using SteadyClock = std::chrono::steady_clock;
 
-// A SUBMIT whose jobs all carry idempotency keys may be sent again after a
-// timeout; this is how often in all.
-constexpr int kSubmitTries = 3;
-
 bool all_digits(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
     return std::isdigit(c);
@@ -39,32 +35,6 @@ nlohmann::json duration_value(const std::string& text) {
 }
 
 std::string clear_line() { return "\r\033[K"; }
-
-// Prints the errors as "pacer: FILE:LINE: ..." lines and a closing line.
-int report_line_errors(Session& s, const LineErrors& errors,
-                       const std::string& what) {
-  for (const auto& e : errors.shown) s.io().err << "pacer: " << e << "\n";
-  if (errors.count > errors.shown.size())
-    s.io().err << "pacer: ... and " << (errors.count - errors.shown.size())
-               << " more\n";
-  return s.fail(kExitNo, what);
-}
-
-// Sends one SUBMIT, again after a timeout while tries remain (only for
-// bodies whose jobs all have idempotency keys).
-Reply submit_with_retry(Session& s, BrokerClient& broker,
-                        const nlohmann::json& body, int tries,
-                        const std::string& what) {
-  Reply r;
-  for (int attempt = 1; attempt <= tries; ++attempt) {
-    r = broker.call(Command::kSubmit, body);
-    if (r.status != Reply::Status::kTimeout || attempt == tries) break;
-    s.io().err << (s.io().err_is_tty ? clear_line() : "")
-               << "pacer: " << r.error << "; sending " << what << " again (try "
-               << attempt + 1 << " of " << tries << ")\n";
-  }
-  return r;
-}
 
 std::string ids_text(const std::vector<JobId>& ids) {
   std::string out;
@@ -168,6 +138,29 @@ Result<BrokerClient*> Session::broker() {
 int Session::fail(int code, const std::string& message) {
   io_.err << "pacer: " << message << "\n";
   return code;
+}
+
+Reply submit_with_retry(Session& s, BrokerClient& broker,
+                        const nlohmann::json& body, int tries,
+                        const std::string& what) {
+  Reply r;
+  for (int attempt = 1; attempt <= tries; ++attempt) {
+    r = broker.call(Command::kSubmit, body);
+    if (r.status != Reply::Status::kTimeout || attempt == tries) break;
+    s.io().err << (s.io().err_is_tty ? clear_line() : "")
+               << "pacer: " << r.error << "; sending " << what << " again (try "
+               << attempt + 1 << " of " << tries << ")\n";
+  }
+  return r;
+}
+
+int report_line_errors(Session& s, const LineErrors& errors,
+                       const std::string& what) {
+  for (const auto& e : errors.shown) s.io().err << "pacer: " << e << "\n";
+  if (errors.count > errors.shown.size())
+    s.io().err << "pacer: ... and " << (errors.count - errors.shown.size())
+               << " more\n";
+  return s.fail(kExitNo, what);
 }
 
 int exit_code_for(const Reply& reply) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "client/broker_client.h"
+#include "client/jobs_file.h"
 #include "common/clock.h"
 #include "common/job.h"
 #include "common/result.h"
@@ -23,6 +24,10 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitNo = 1;
 inline constexpr int kExitError = 2;
 inline constexpr int kExitWaitTimeout = 124;
+
+// A SUBMIT whose jobs all carry idempotency keys may be sent again after a
+// timeout; this is how often in all.
+inline constexpr int kSubmitTries = 3;
 
 // Where output goes. `err_is_tty` enables live progress lines on `err`.
 struct Io {
@@ -58,6 +63,17 @@ class Session {
 // The exit code for a request that did not succeed: a broker's refusal of a
 // well-formed request is an answer (1); everything else is an error (2).
 int exit_code_for(const Reply& reply);
+
+// Sends one SUBMIT, again after a timeout while tries remain (only for
+// bodies whose jobs all have idempotency keys), saying so on stderr.
+Reply submit_with_retry(Session& s, BrokerClient& broker,
+                        const nlohmann::json& body, int tries,
+                        const std::string& what);
+
+// Prints the errors as "pacer: FILE:LINE: ..." lines (the first few, then a
+// count of the rest) and "pacer: WHAT"; returns 1 (a bad line is an answer).
+int report_line_errors(Session& s, const LineErrors& errors,
+                       const std::string& what);
 
 struct SubmitOptions {
   // One job.

@@ -25,7 +25,8 @@ std::string json_error_text(const std::string& what) {
   return s;
 }
 
-JobsFile read_jobs(std::istream& in, const std::string& name) {
+JobsFile read_jobs(std::istream& in, const std::string& name,
+                   const LineToJob& to_job) {
   JobsFile f;
   f.name = name;
   std::string raw;
@@ -43,6 +44,17 @@ JobsFile read_jobs(std::istream& in, const std::string& name) {
       f.errors.add(where + "not valid JSON: " + json_error_text(e.what()));
       continue;
     }
+    std::string ref_id;
+    if (j.is_object())
+      if (auto id = j.find("id"); id != j.end()) ref_id = id->dump();
+    if (to_job) {
+      auto job = to_job(std::move(j));
+      if (!job) {
+        f.errors.add(where + job.error());
+        continue;
+      }
+      j = std::move(job).value();
+    }
     auto spec = parse_job_spec(j);
     if (!spec) {
       f.errors.add(where + spec.error());
@@ -50,7 +62,9 @@ JobsFile read_jobs(std::istream& in, const std::string& name) {
     }
     FileJob job;
     job.line = line;
-    job.text = std::string(text);
+    // The job as it will be sent: the line itself unless `to_job` changed it.
+    job.text = to_job ? j.dump() : std::string(text);
+    job.ref_id = std::move(ref_id);
     job.api = spec->api;
     job.has_key = !spec->key.empty();
     f.jobs.push_back(std::move(job));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <istream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -39,6 +40,9 @@ struct FileJob {
   std::string text;
   std::string api;
   bool has_key = false;  // carries its own non-empty "key"
+  // The line's own top-level "id" (serialized), when it is an object that
+  // has one: `pacer run` echoes it in the line's result. Empty otherwise.
+  std::string ref_id;
 };
 
 struct JobsFile {
@@ -47,9 +51,15 @@ struct JobsFile {
   LineErrors errors;
 };
 
+// How a line's JSON value becomes a JobSpec object, or why it cannot
+// (`pacer run` wraps bare request bodies and takes out the line's "id").
+using LineToJob = std::function<Result<nlohmann::json>(nlohmann::json line)>;
+
 // Reads every line: blank lines and lines starting with '#' are skipped,
-// every other line must be a JSON object that parse_job_spec accepts.
-JobsFile read_jobs(std::istream& in, const std::string& name);
+// every other line must be a JSON object that parse_job_spec accepts (after
+// `to_job`, when given).
+JobsFile read_jobs(std::istream& in, const std::string& name,
+                   const LineToJob& to_job = {});
 
 // The lines whose API is not in `known` ("NAME:LINE: unknown api 'x' ...").
 LineErrors unknown_apis(const JobsFile& file,
