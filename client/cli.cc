@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "client/probe.h"
+#include "client/run.h"
 #include "common/config.h"
 #include "common/units.h"
 
@@ -15,7 +16,8 @@ namespace {
 constexpr const char* kFooter = R"(
 Exit codes: 0 success; 1 the command ran and the answer is no (a bad line,
 a dead or canceled job, an unknown id, a refused request); 2 usage,
-configuration or connection error; 124 `wait --timeout-wait` expired.
+configuration or connection error; 124 `wait --timeout-wait` expired;
+130 `run` interrupted (run it again to resume).
 Options given before or after the command apply to it. See docs/cli.md.)";
 
 struct GlobalOptions {
@@ -157,6 +159,35 @@ int run(int argc, const char* const* argv, Io& io) {
   const std::vector<CLI::Option*> one_job_flags = {
       o_api,   o_method, o_path, o_header, o_body,     o_priority,
       o_delay, o_cost,   o_key,  o_batch,  o_attempts, o_tjob};
+
+  // run
+  RunOptions ro;
+  auto* run_cmd = app.add_subcommand(
+      "run",
+      "submit every line of a JSONL file, wait, and write one result line per "
+      "input line (resumable: run it again after an interruption)");
+  run_cmd->add_option("file", ro.file, "the JSONL input ('-' for stdin)")
+      ->required()
+      ->type_name("FILE");
+  run_cmd
+      ->add_option("-o,--output", ro.output,
+                   "the results file (JSONL); lines already there are kept "
+                   "and not fetched again")
+      ->required()
+      ->type_name("FILE");
+  run_cmd
+      ->add_option("--api", ro.input.api,
+                   "each line is a request body for this API (without it, "
+                   "each line is a job as in submit --file)")
+      ->type_name("NAME");
+  run_cmd
+      ->add_option("--path", ro.input.path,
+                   "with --api: the path to send the bodies to (default /)")
+      ->type_name("PATH");
+  run_cmd
+      ->add_option("--method", ro.input.method,
+                   "with --api: the HTTP method (default POST)")
+      ->type_name("METHOD");
 
   // status
   std::vector<JobId> status_ids;
@@ -356,6 +387,7 @@ int run(int argc, const char* const* argv, Io& io) {
           "submit needs --api NAME (one job) or --file FILE (many jobs)");
     return submit_one(session, so);
   }
+  if (run_cmd->parsed()) return run_file(session, ro);
   if (status_cmd->parsed()) return status(session, status_ids);
   if (wait_cmd->parsed()) {
     if (!timeout_wait.empty()) {
