@@ -1,7 +1,8 @@
-// SHA-256 (FIPS 180-4) of a byte string, as lower-case hex. `pacer run` names
-// a run by its input file's content hash, so that a changed file is a new run
-// and an unchanged one resumes. Small enough to carry here rather than link a
-// crypto library for one digest. Pure function; thread-safe.
+// SHA-256 of a byte string, as lower-case hex. `pacer run` names a run by its
+// input file's content hash, so that a changed file is a new run and an
+// unchanged one resumes. OpenSSL's libcrypto computes it (it is on every
+// machine pacer builds on: cpp-httplib's package depends on it). Pure
+// function; thread-safe.
 #pragma once
 
 #include <string>
