@@ -763,13 +763,28 @@ int apis(Session& s) {
     s.io().out << pretty(list) << "\n";
     return kExitOk;
   }
-  Table t({"NAME", "BASE_URL", "LIMITS", "CONCURRENCY"});
-  t.align_right(3);
+  auto ms = [](const nlohmann::json& obj, const char* key) {
+    auto it = obj.find(key);
+    return it != obj.end() && it->is_number_integer()
+               ? format_duration(it->get<std::int64_t>())
+               : std::string("-");
+  };
+  Table t({"NAME", "PRESET", "BASE_URL", "LIMITS", "CONCURRENCY", "DIALECT",
+           "RETRY", "BATCH"});
+  t.align_right(4);
   for (const auto& a : list) {
     std::string conc = field(a, "concurrency");
     if (conc == "0") conc = "no cap";
-    t.add_row(
-        {field(a, "name"), field(a, "base_url"), field(a, "limits"), conc});
+    // "5 x 500ms..1m0s": attempts, then the backoff's base and cap.
+    std::string retry = field(a, "max_attempts") + " x " +
+                        ms(a, "backoff_base_ms") + ".." +
+                        ms(a, "backoff_cap_ms");
+    std::string batch = "-";
+    if (auto b = a.find("batch"); b != a.end() && b->is_object())
+      batch = field(*b, "max_items") + " per " + field(*b, "method") + " " +
+              field(*b, "path") + ", wait " + ms(*b, "max_wait_ms");
+    t.add_row({field(a, "name"), field(a, "preset"), field(a, "base_url"),
+               field(a, "limits"), conc, field(a, "dialect"), retry, batch});
   }
   s.io().out << t.render();
   return kExitOk;

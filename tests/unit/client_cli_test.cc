@@ -486,17 +486,42 @@ TEST_CASE("stats prints lanes and workers, '-' for what is missing") {
 TEST_CASE("apis prints a table") {
   Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
-    return {testing::reply_to(m, {{"apis",
-                                   {{{"name", "echo"},
-                                     {"base_url", "http://127.0.0.1:9"},
-                                     {"limits", {"50/1s", "1000/1h0m"}},
-                                     {"concurrency", 0}}}}})};
+    nlohmann::json echo = {{"name", "echo"},
+                           {"preset", nullptr},
+                           {"base_url", "http://127.0.0.1:9"},
+                           {"limits", {"50/1s", "1000/1h0m"}},
+                           {"concurrency", 0},
+                           {"dialect", "auto"},
+                           {"max_attempts", 5},
+                           {"backoff_base_ms", 500},
+                           {"backoff_cap_ms", 60000},
+                           {"batch",
+                            {{"method", "POST"},
+                             {"path", "/v1/batch"},
+                             {"max_items", 50},
+                             {"max_wait_ms", 200}}}};
+    nlohmann::json llm = {{"name", "llm"},
+                          {"preset", "openai"},
+                          {"base_url", "https://api.openai.com"},
+                          {"limits", nlohmann::json::array()},
+                          {"concurrency", 8},
+                          {"dialect", "openai"},
+                          {"max_attempts", 6},
+                          {"backoff_base_ms", 1000},
+                          {"backoff_cap_ms", 60000},
+                          {"batch", nullptr}};
+    return {testing::reply_to(m, {{"apis", {echo, llm}}})};
   });
   auto r = env.pacer(broker.endpoint(), {"apis"});
   CHECK(r.exit_code == 0);
-  CHECK(r.out ==
-        "NAME  BASE_URL            LIMITS            CONCURRENCY\n"
-        "echo  http://127.0.0.1:9  50/1s, 1000/1h0m       no cap\n");
+  INFO(r.out);
+  CHECK(r.out.find("NAME  PRESET  BASE_URL") == 0);
+  CHECK(r.out.find("echo  -       http://127.0.0.1:9      50/1s, 1000/1h0m") !=
+        std::string::npos);
+  CHECK(r.out.find("5 x 500ms..1m0s  50 per POST /v1/batch, wait 200ms\n") !=
+        std::string::npos);
+  CHECK(r.out.find("llm   openai  https://api.openai.com") != std::string::npos);
+  CHECK(r.out.find("openai   6 x 1s..1m0s     -\n") != std::string::npos);
 }
 
 TEST_CASE(
