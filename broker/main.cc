@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
 
   CLI::App app{"pacer-broker: durable, rate-limit-aware job broker"};
-  std::string config_path, db, worker_ep, client_ep, level = "info", retention;
+  std::string config_path, db, worker_ep, client_ep, level = "info", retention,
+      format = "auto";
   app.add_option("-c,--config", config_path, "configuration file (TOML)");
   app.add_option("--db", db,
                  "SQLite database file (overrides broker.database)");
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
   app.add_option("--retention", retention,
                  "keep finished jobs this long (e.g. 7d)");
   app.add_option("--log-level", level, "debug, info, warn or error");
+  app.add_option("--log-format", format,
+                 "auto (text on a terminal, else JSON lines), json or text");
   CLI11_PARSE(app, argc, argv);
 
   pacer::log::set_component("broker");
@@ -46,6 +49,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   pacer::log::set_level(lvl);
+  pacer::log::Format fmt;
+  if (!pacer::log::parse_format(format, fmt)) {
+    std::cerr << "pacer-broker: --log-format must be auto, json or text\n";
+    return 2;
+  }
+  pacer::log::set_format(fmt);
 
   if (config_path.empty()) {
     if (const char* env = std::getenv("PACER_CONFIG"))
@@ -62,6 +71,13 @@ int main(int argc, char** argv) {
     }
     config = std::move(*loaded);
   }
+  // The broker never uses [api.NAME.headers], but a value written literally
+  // in the file is a credential all the same: keep it out of every log line.
+  for (const auto& [name, api] : config.apis)
+    for (const auto& [key, value] : api.headers) {
+      pacer::log::add_sensitive_key(key);
+      if (value.find("${") == std::string::npos) pacer::log::add_secret(value);
+    }
   if (!db.empty()) config.broker.database = db;
   if (!worker_ep.empty()) config.broker.worker_endpoint = worker_ep;
   if (!client_ep.empty()) config.broker.client_endpoint = client_ep;

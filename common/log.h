@@ -1,19 +1,41 @@
 // Structured logging: one JSON object per line on stderr
-// ({"ts","level","component","event", ...fields}). Thread-safe (one write per
-// line). Callers never log credentials; the worker passes only redacted data.
+// ({"ts","level","component","event", ...fields}), or, on a terminal, the same
+// as one human-readable line ("TS LEVEL component event key=value ...").
+// Thread-safe (one write per line).
+//
+// Redaction is the last line of defence: callers never log credentials, and
+// every line is still scrubbed before it is written. A field whose name is a
+// credential's (authorization, cookie, x-api-key, token, ... and every name
+// registered with add_sensitive_key, such as the headers of [api.NAME.headers])
+// has its value replaced by "[redacted]", at any depth; any string containing
+// a registered secret (the expanded credential values) has it replaced too.
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
 
 namespace pacer::log {
 
 enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+// kAuto: text when stderr is a terminal, JSON lines otherwise.
+enum class Format { kAuto = 0, kJson = 1, kText = 2 };
 
 void set_level(Level level);
 bool parse_level(std::string_view text, Level& out);
+void set_format(Format format);
+bool parse_format(std::string_view text, Format& out);
 void set_component(std::string_view component);
 bool enabled(Level level);
+
+// Redaction (see above). Secrets shorter than 4 bytes are ignored (they
+// would mask ordinary text and protect nothing).
+void add_sensitive_key(std::string_view name);
+void add_secret(std::string_view value);
+// The line as it would be written, for tests: redacted, in `format`
+// (kAuto counts as kJson), without the newline.
+std::string render(Format format, Level level, std::string_view event,
+                   const nlohmann::json& fields, std::string_view ts);
 
 void write(Level level, std::string_view event, nlohmann::json fields = {});
 

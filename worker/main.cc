@@ -41,7 +41,7 @@ std::string default_id() {
 
 int run(int argc, char** argv) {
   CLI::App app{"pacer-worker: runs pacer jobs over HTTP for a pacer broker"};
-  std::string config_path, broker, id, level = "info";
+  std::string config_path, broker, id, level = "info", format = "auto";
   std::vector<std::string> apis;
   int concurrency = 0;
   app.add_option("--config", config_path,
@@ -57,6 +57,9 @@ int run(int argc, char** argv) {
   app.add_option("--id", id, "Worker name (default: HOSTNAME:PID)");
   app.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  app.add_option("--log-format", format,
+                 "auto (text on a terminal, else JSON lines), json or text")
+      ->check(CLI::IsMember({"auto", "json", "text"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -67,6 +70,8 @@ int run(int argc, char** argv) {
   pacer::log::set_component("worker");
   pacer::log::Level lvl;
   if (pacer::log::parse_level(level, lvl)) pacer::log::set_level(lvl);
+  pacer::log::Format fmt;
+  if (pacer::log::parse_format(format, fmt)) pacer::log::set_format(fmt);
 
   if (config_path.empty()) {
     if (const char* env = std::getenv("PACER_CONFIG"); env && *env) {
@@ -113,6 +118,11 @@ int run(int argc, char** argv) {
     if (!served.empty() && !served.count(name)) continue;
     auto route = pacer::worker::make_route(api);
     if (!route) return fail(route.error());
+    // Credentials never reach a log line, whatever a caller passes.
+    for (const auto& [key, value] : route->credentials) {
+      pacer::log::add_sensitive_key(key);
+      pacer::log::add_secret(value);
+    }
     options.routes[name] = std::move(*route);
   }
 
