@@ -1262,6 +1262,7 @@ json Broker::stats(Millis now) {
                      static_cast<double>(l->requests_total()))
               : json();
       j["batching"] = l->batching();
+      j["rate_limited_total"] = lane_counters_[api].rate_limited;
       json quota = l->quota().to_json(now);
       for (auto& [k, v] : quota.items()) j[k] = v;
       j["next_due_ms"] = l->next_due() ? json(*l->next_due()) : json();

@@ -7,6 +7,7 @@
 
 #include "client/probe.h"
 #include "client/run.h"
+#include "client/top.h"
 #include "common/config.h"
 #include "common/units.h"
 
@@ -290,6 +291,15 @@ int run(int argc, const char* const* argv, Io& io) {
   auto* stats_cmd = app.add_subcommand(
       "stats", "per-lane counts, rates and connected workers");
   auto* apis_cmd = app.add_subcommand("apis", "the APIs the broker knows");
+  auto* top_cmd = app.add_subcommand(
+      "top", "a live view of every lane, refreshed in place (q quits)");
+  TopOptions to;
+  std::string top_interval = "1s";
+  top_cmd->add_option("--interval", top_interval, "refresh period (default 1s)")
+      ->type_name("DURATION");
+  top_cmd->add_flag("--once", to.once,
+                    "print one frame and exit (also what happens when the "
+                    "output is not a terminal)");
 
   // dead list | show | replay
   auto* dead_cmd =
@@ -409,6 +419,15 @@ int run(int argc, const char* const* argv, Io& io) {
   }
   if (stats_cmd->parsed()) return stats(session);
   if (apis_cmd->parsed()) return apis(session);
+  if (top_cmd->parsed()) {
+    auto d = parse_duration(top_interval);
+    if (!d || *d < 100)
+      return session.fail(kExitError,
+                          "--interval: give a duration of at least 100ms");
+    to.interval_ms = *d;
+    if (session.json()) return stats(session);  // the same data, for scripts
+    return top(session, to);
+  }
   if (dead_list_cmd->parsed()) return dead_list(session, dlo);
   if (dead_show_cmd->parsed()) return dead_show(session, dead_show_id);
   if (dead_replay_cmd->parsed()) return dead_replay(session, dro);

@@ -235,6 +235,14 @@ TEST_CASE("jobs without a key and keyed jobs share the lane") {
   CHECK(a["batch"]["cost"] == "request");
   CHECK(a["limits"] == json::array({"50/1s"}));
   CHECK(a["max_attempts"] == 5);
+
+  // pacer top, off a terminal: one frame of the lane, and exit 0.
+  auto top = f.cli({"top"});
+  INFO(top.out << top.err);
+  CHECK(top.exit_code == 0);
+  CHECK(top.out.find("LANE") != std::string::npos);
+  CHECK(top.out.find("echo") != std::string::npos);
+  CHECK(top.out.find("done") != std::string::npos);
 }
 
 TEST_CASE("the broker killed with batches in flight: nothing is lost") {
