@@ -457,8 +457,8 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   Answer a = read_answer(r, api);
   if (auto* c = counters(job.api))
     c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
-  auto lane_paused = note_answer(l, job.api, a, job.mark, job.cost,
-                                 job.started, now);
+  auto lane_paused =
+      note_answer(l, job.api, a, job.mark, job.cost, job.started, now);
   AttemptEnd end = answer_end(id, attempt, a, now);
   if (auto b = r.find("body"); b != r.end() && b->is_string())
     end.body = b->get<std::string>();
@@ -503,8 +503,7 @@ void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
     AttemptEnd end = answer_end(id, job.attempt, a, now);
     if (a.outcome == Outcome::kSuccess) {
       auto s = shares.find(id);
-      if (s == shares.end() ||
-          field(*s->second, "attempt", 0) != job.attempt) {
+      if (s == shares.end() || field(*s->second, "attempt", 0) != job.attempt) {
         // The call succeeded but this member got no usable share: not the
         // job's fault, so it is retried (and dead once its attempts are
         // used, with the message).
@@ -705,8 +704,8 @@ void Broker::annotate(const Lane& l, ReadyEntry& e,
   const BatchConfig& b = *l.config().batch;
   auto bytes = batch_member_bytes(b, body);
   if (!bytes) {
-    e.batch_error = "cannot go in a batch of api '" + l.name() +
-                    "': " + bytes.error();
+    e.batch_error =
+        "cannot go in a batch of api '" + l.name() + "': " + bytes.error();
     return;
   }
   e.batch_bytes = static_cast<std::int64_t>(*bytes);
@@ -1335,8 +1334,7 @@ void Broker::dispatch(Millis now) {
       if (go.batch)
         dispatch_batch(*l, go, *best, at == Limiter::kNever, now);
       else
-        dispatch_one(*l, go.members.front(), *best, at == Limiter::kNever,
-                     now);
+        dispatch_one(*l, go.members.front(), *best, at == Limiter::kNever, now);
       if (l->wants_refill()) refill(l, now);
     }
     ++rr_;
@@ -1370,8 +1368,8 @@ bool Broker::end_unsendable(const ReadyEntry& e, const Claimed& c, bool never,
     end.error = e.batch_error;
   } else {
     end.outcome = Outcome::kPermanent;
-    end.error = "cost " + std::to_string(e.cost) +
-                " can never fit the lane's limits";
+    end.error =
+        "cost " + std::to_string(e.cost) + " can never fit the lane's limits";
   }
   end.run_at = now;
   store_->end_attempt(end, now);
@@ -1420,8 +1418,8 @@ Broker::InFlight Broker::in_flight_for(const Lane& l, const Claimed& c,
 
 void Broker::dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w,
                           bool never, Millis now) {
-  auto claimed = store_->claim(e.id, l.name(), w.name, now,
-                               config_.broker.lease_grace_ms);
+  auto claimed =
+      store_->claim(e.id, l.name(), w.name, now, config_.broker.lease_grace_ms);
   if (!claimed) return;  // canceled or otherwise no longer ready
   if (end_unsendable(e, *claimed, never, now)) return;
   note_start(l, claimed->cost, 1, 1, false, now);
@@ -1432,9 +1430,12 @@ void Broker::dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w,
   f.batch_key = e.batch_key;
   in_flight_[e.id] = std::move(f);
   w.outstanding[e.id] = claimed->attempt;
-  json job = {{"id", e.id},         {"attempt", claimed->attempt},
-              {"api", l.name()},    {"method", claimed->method},
-              {"path", claimed->path}, {"timeout_ms", claimed->timeout_ms}};
+  json job = {{"id", e.id},
+              {"attempt", claimed->attempt},
+              {"api", l.name()},
+              {"method", claimed->method},
+              {"path", claimed->path},
+              {"timeout_ms", claimed->timeout_ms}};
   if (!claimed->headers_json.empty())
     job["headers"] = json::parse(claimed->headers_json, nullptr, false);
   std::size_t bytes = 256 + claimed->path.size() +
@@ -1447,8 +1448,8 @@ void Broker::dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w,
 void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
                             bool never, Millis now) {
   const BatchConfig& cfg = *l.config().batch;
-  const std::int64_t batch = store_->insert_batch(l.name(), sel.key, w.name,
-                                                  now);
+  const std::int64_t batch =
+      store_->insert_batch(l.name(), sel.key, w.name, now);
   std::vector<std::pair<ReadyEntry, Claimed>> members;
   for (const auto& e : sel.members) {
     auto claimed = store_->claim(e.id, l.name(), w.name, now,

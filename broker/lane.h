@@ -133,8 +133,8 @@ class Lane {
   }
   struct Accumulator {
     std::int64_t items = 0;
-    std::int64_t bytes = 0;  // sum of the members' batch_member_bytes
-    std::int64_t units = 0;  // sum of their costs
+    std::int64_t bytes = 0;       // sum of the members' batch_member_bytes
+    std::int64_t units = 0;       // sum of their costs
     std::multiset<Millis> since;  // when each member became ready
   };
   bool flushable(const Accumulator& a, Millis now) const;

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"pacer-broker: durable, rate-limit-aware job broker"};
   std::string config_path, db, worker_ep, client_ep, level = "info", retention,
-      format = "auto";
+                                                     format = "auto";
   app.add_option("-c,--config", config_path, "configuration file (TOML)");
   app.add_option("--db", db,
                  "SQLite database file (overrides broker.database)");

@@ -548,8 +548,7 @@ std::vector<RunningJob> Store::running_jobs() {
   return out;
 }
 
-std::vector<Start> Store::attempt_starts(const std::string& api,
-                                         Millis since) {
+std::vector<Start> Store::attempt_starts(const std::string& api, Millis since) {
   std::vector<Start> out;
   auto& s = stmt(kStarts);
   s.bind(1, api).bind(2, since);
@@ -635,9 +634,9 @@ nlohmann::json Store::info_row(sqlite::Statement& s, bool with_result) {
                       {"error", opt_text(16)},
                       {"updated_ms", s.i64(17)},
                       {"batch_key", opt_text(18)}};
-  j["batch"] = s.is_null(19) ? nlohmann::json()
-                             : nlohmann::json{{"id", s.i64(19)},
-                                              {"size", opt(20)}};
+  j["batch"] = s.is_null(19)
+                   ? nlohmann::json()
+                   : nlohmann::json{{"id", s.i64(19)}, {"size", opt(20)}};
   if (with_result) {
     j["headers"] = nlohmann::json::object();
     if (!s.is_null(21)) {
@@ -688,7 +687,8 @@ nlohmann::json Store::attempt_rows(JobId id) {
          {"status", a.is_null(5) ? nlohmann::json() : nlohmann::json(a.i64(5))},
          {"error", a.is_null(6) ? nlohmann::json() : nlohmann::json(a.text(6))},
          {"duration_ms", a.f64(7)},
-         {"batch", a.is_null(8) ? nlohmann::json() : nlohmann::json(a.i64(8))}});
+         {"batch",
+          a.is_null(8) ? nlohmann::json() : nlohmann::json(a.i64(8))}});
   }
   a.reset();
   return attempts;

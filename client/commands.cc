@@ -99,11 +99,11 @@ void print_jobs_table(std::ostream& out, const nlohmann::json& jobs,
                                     status_cell(j)};
     if (with_group) row.push_back(field(j, "group"));
     if (with_batch) {
-      const auto b = j.is_object() && j.contains("batch") ? j["batch"]
-                                                           : nlohmann::json();
-      row.push_back(b.is_object() ? field(b, "id") + " (" + field(b, "size") +
-                                        " jobs)"
-                                  : "-");
+      const auto b =
+          j.is_object() && j.contains("batch") ? j["batch"] : nlohmann::json();
+      row.push_back(b.is_object()
+                        ? field(b, "id") + " (" + field(b, "size") + " jobs)"
+                        : "-");
     }
     row.push_back(time_field(j, "created_ms"));
     row.push_back(time_field(j, "finished_ms"));

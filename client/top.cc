@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <optional>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "client/format.h"
@@ -52,7 +52,8 @@ std::string limits_cell(const nlohmann::json& lane) {
         out += (out.empty() ? "" : ", ") + text;
     }
     if (!learned.empty())
-      out += (out.empty() ? "" : " ") + std::string("(learned ") + learned + ")";
+      out +=
+          (out.empty() ? "" : " ") + std::string("(learned ") + learned + ")";
   }
   if (auto a = lane.find("aimd_rate_per_s"); a != lane.end() && a->is_number())
     out += (out.empty() ? "" : " ") + std::string("(learned ") +
@@ -66,8 +67,8 @@ std::string used_cell(const nlohmann::json& lane) {
   if (u == lane.end() || !u->is_array() || u->empty()) return "-";
   const auto& e = (*u)[0];
   if (!e.is_object()) return "-";
-  return std::to_string(static_cast<std::int64_t>(number(e, "used"))) +
-         " of " + e.value("limit", std::string("?"));
+  return std::to_string(static_cast<std::int64_t>(number(e, "used"))) + " of " +
+         e.value("limit", std::string("?"));
 }
 
 // The server's counter with the least remaining: "12/50, reset 2.3s".
@@ -77,13 +78,15 @@ std::string upstream_cell(const nlohmann::json& lane) {
   const nlohmann::json* low = nullptr;
   for (const auto& e : *u)
     if (e.contains("remaining") && e["remaining"].is_number() &&
-        (!low || e["remaining"].get<double>() < (*low)["remaining"].get<double>()))
+        (!low ||
+         e["remaining"].get<double>() < (*low)["remaining"].get<double>()))
       low = &e;
   if (!low) return "?";
   std::string text =
       std::to_string(static_cast<std::int64_t>(number(*low, "remaining")));
   if (low->contains("limit") && (*low)["limit"].is_number())
-    text += "/" + std::to_string(static_cast<std::int64_t>(number(*low, "limit")));
+    text +=
+        "/" + std::to_string(static_cast<std::int64_t>(number(*low, "limit")));
   if (auto r = low->find("reset_in_ms"); r != low->end() && r->is_number())
     text += ", reset " + format_duration(r->get<std::int64_t>());
   return text;
@@ -104,10 +107,10 @@ const nlohmann::json* find_lane(const nlohmann::json* stats,
 std::string render_top(const nlohmann::json& stats, const nlohmann::json* prev,
                        Millis dt_ms, Millis now_ms) {
   std::ostringstream out;
-  const auto& lanes = stats.is_object() && stats.contains("lanes") &&
-                              stats["lanes"].is_array()
-                          ? stats["lanes"]
-                          : nlohmann::json::array();
+  const auto& lanes =
+      stats.is_object() && stats.contains("lanes") && stats["lanes"].is_array()
+          ? stats["lanes"]
+          : nlohmann::json::array();
   const auto workers = stats.is_object() && stats.contains("workers") &&
                                stats["workers"].is_array()
                            ? stats["workers"].size()
@@ -140,15 +143,15 @@ std::string render_top(const nlohmann::json& stats, const nlohmann::json* prev,
           1000.0 * static_cast<double>(backlog) / jobs_per_s));
     std::string circuit = l.value("circuit", std::string("-"));
     if (l.contains("paused_until_ms") && l["paused_until_ms"].is_number()) {
-      const Millis left =
-          l["paused_until_ms"].get<Millis>() - now_ms;
+      const Millis left = l["paused_until_ms"].get<Millis>() - now_ms;
       if (left > 0) circuit += ", paused " + format_duration(left);
     }
-    t.add_row({api, limits_cell(l), used_cell(l), fixed(calls_per_s),
-               upstream_cell(l), std::to_string(static_cast<std::int64_t>(
-                                     number(l, "in_flight"))),
-               std::to_string(queued), std::to_string(waiting),
-               std::to_string(state_count(l, "dead")), per_min, circuit, eta});
+    t.add_row(
+        {api, limits_cell(l), used_cell(l), fixed(calls_per_s),
+         upstream_cell(l),
+         std::to_string(static_cast<std::int64_t>(number(l, "in_flight"))),
+         std::to_string(queued), std::to_string(waiting),
+         std::to_string(state_count(l, "dead")), per_min, circuit, eta});
   }
   out << t.render();
   return out.str();
@@ -189,8 +192,8 @@ Millis wall_ms() {
 int top(Session& s, const TopOptions& o) {
   auto broker = s.broker();
   if (!broker) return s.fail(kExitError, broker.error());
-  const bool live = !o.once && ::isatty(STDOUT_FILENO) == 1 &&
-                    ::isatty(STDIN_FILENO) == 1;
+  const bool live =
+      !o.once && ::isatty(STDOUT_FILENO) == 1 && ::isatty(STDIN_FILENO) == 1;
   std::optional<RawTerminal> raw;
   if (live) raw.emplace();
   nlohmann::json prev;
@@ -199,8 +202,9 @@ int top(Session& s, const TopOptions& o) {
     Reply r = (*broker)->call(Command::kStats, nlohmann::json::object());
     if (!r.ok()) return s.fail(exit_code_for(r), r.error);
     const Millis now = wall_ms();
-    const std::string frame = render_top(r.body, prev.is_null() ? nullptr : &prev,
-                                         prev_at ? now - prev_at : 0, now);
+    const std::string frame =
+        render_top(r.body, prev.is_null() ? nullptr : &prev,
+                   prev_at ? now - prev_at : 0, now);
     if (!live) {
       s.io().out << frame;
       return kExitOk;

@@ -19,7 +19,7 @@ namespace pacer {
 
 struct ApiConfig {
   std::string name;
-  std::string preset;  // common/presets.h; empty: none
+  std::string preset;    // common/presets.h; empty: none
   std::string base_url;  // scheme://host[:port][/prefix], no trailing '/'
   std::vector<LimitSpec> limits;    // empty: no configured limit
   int concurrency = 0;              // max requests in flight, 0 = no cap

@@ -24,10 +24,14 @@ constexpr std::string_view kRedacted = "[redacted]";
 // Registered at start-up, read on every line.
 std::mutex g_redact_mu;
 std::set<std::string> g_sensitive_keys = {
-    "authorization", "proxy-authorization", "cookie",       "set-cookie",
-    "x-api-key",     "api-key",             "api_key",      "apikey",
-    "x-auth-token",  "token",               "access_token", "refresh_token",
-    "secret",        "client_secret",       "password"};
+    "authorization", "proxy-authorization",
+    "cookie",        "set-cookie",
+    "x-api-key",     "api-key",
+    "api_key",       "apikey",
+    "x-auth-token",  "token",
+    "access_token",  "refresh_token",
+    "secret",        "client_secret",
+    "password"};
 std::vector<std::string> g_secrets;
 
 std::string lower(std::string_view s) {

@@ -24,7 +24,8 @@ std::vector<Preset> make_presets() {
   std::vector<Preset> v;
   Preset openai;
   openai.name = "openai";
-  openai.summary = "OpenAI API: x-ratelimit-* headers, cost from usage.total_tokens";
+  openai.summary =
+      "OpenAI API: x-ratelimit-* headers, cost from usage.total_tokens";
   openai.base_url = "https://api.openai.com";
   openai.dialect = "openai";
   openai.actual_cost = "/usage/total_tokens";
@@ -60,7 +61,8 @@ std::vector<Preset> make_presets() {
 
   Preset ietf;
   ietf.name = "ietf";
-  ietf.summary = "any API sending the IETF RateLimit fields (base_url required)";
+  ietf.summary =
+      "any API sending the IETF RateLimit fields (base_url required)";
   ietf.dialect = "ietf";
   v.push_back(ietf);
   return v;

@@ -251,8 +251,7 @@ TEST_CASE("the broker killed with batches in flight: nothing is lost") {
   // workers reconnect and deliver the answers (fencing accepts them), or
   // the leases requeue the members.
   FleetOptions o = options("10/s", "10/s");
-  o.mock_args = {"--limit", "10/s", "--algorithm", "fixed", "--latency",
-                 "300"};
+  o.mock_args = {"--limit", "10/s", "--algorithm", "fixed", "--latency", "300"};
   o.broker_toml = "lease_grace = \"2s\"\n";
   o.extra_toml = std::string(kBatch) + "\n";
   Fleet f(o);

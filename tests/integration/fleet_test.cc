@@ -7,7 +7,6 @@
 // under sanitizers), and a request can reach the upstream tens of
 // milliseconds after the broker let it go. The margin is what absorbs that.
 #include "tests/support/fleet.h"
-#include "tests/support/sql.h"
 
 #include <doctest/doctest.h>
 #include <signal.h>
@@ -17,6 +16,8 @@
 #include <mutex>
 #include <set>
 #include <thread>
+
+#include "tests/support/sql.h"
 
 using namespace pacer::testing;
 using pacer::protocol::Command;

@@ -136,9 +136,9 @@ TEST_CASE("max_wait 0: an accumulator is always ready to go") {
 
 TEST_CASE("nothing else to send: the best-ranked accumulator goes as it is") {
   Lane lane(api(50, 10'000), 100);
-  lane.refill({keyed(2, "b", t0 + 5), keyed(1, "a", t0 + 7),
-               keyed(3, "b", t0 + 9)},
-              true);
+  lane.refill(
+      {keyed(2, "b", t0 + 5), keyed(1, "a", t0 + 7), keyed(3, "b", t0 + 9)},
+      true);
   auto s = lane.select(t0 + 10);
   CHECK(s.batch);
   CHECK(s.key == "b");

@@ -27,9 +27,9 @@ struct Run {
 Run pacer_cli(const std::string& endpoint, std::vector<std::string> args) {
   testing::TempDir dir;
   dir.write("pacer.toml", "");  // keeps $PACER_CONFIG and ./pacer.toml out
-  std::vector<std::string> argv = {"pacer",    "--config", dir.file("pacer.toml"),
-                                   "--broker", endpoint,   "--timeout",
-                                   "5s"};
+  std::vector<std::string> argv = {
+      "pacer",     "--config", dir.file("pacer.toml"), "--broker", endpoint,
+      "--timeout", "5s"};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<const char*> ptrs;
   for (const auto& a : argv) ptrs.push_back(a.c_str());
@@ -43,9 +43,9 @@ Run pacer_cli(const std::string& endpoint, std::vector<std::string> args) {
 }
 
 nlohmann::json job(std::int64_t id, nlohmann::json batch) {
-  return {{"id", id},          {"api", "echo"},        {"state", "succeeded"},
-          {"attempts", 1},     {"max_attempts", 5},    {"status", 200},
-          {"created_ms", 0},   {"finished_ms", 1000},  {"batch", batch}};
+  return {{"id", id},        {"api", "echo"},       {"state", "succeeded"},
+          {"attempts", 1},   {"max_attempts", 5},   {"status", 200},
+          {"created_ms", 0}, {"finished_ms", 1000}, {"batch", batch}};
 }
 
 }  // namespace
@@ -53,8 +53,8 @@ nlohmann::json job(std::int64_t id, nlohmann::json batch) {
 TEST_CASE("status shows the batch a job went in, when any did") {
   FakeBroker b([](const protocol::Message& m) -> std::vector<Frames> {
     return {testing::reply_to(
-        m, {{"jobs",
-             {job(41, {{"id", 17}, {"size", 50}}), job(42, nullptr)}}})};
+        m,
+        {{"jobs", {job(41, {{"id", 17}, {"size", 50}}), job(42, nullptr)}}})};
   });
   auto r = pacer_cli(b.endpoint(), {"status", "41", "42"});
   CHECK(r.code == 0);
@@ -72,22 +72,20 @@ TEST_CASE("status shows the batch a job went in, when any did") {
 
 TEST_CASE("stats prints the batch counters of a batching lane") {
   FakeBroker b([](const protocol::Message& m) -> std::vector<Frames> {
-    nlohmann::json lanes = {
-        {{"api", "embed"},
-         {"limits", {"10/1s"}},
-         {"states", nlohmann::json::object()},
-         {"batching", true},
-         {"batches_total", 40},
-         {"mean_batch_size", 50.0},
-         {"items_per_request", 50.0}},
-        {{"api", "echo"},
-         {"limits", {"10/1s"}},
-         {"states", nlohmann::json::object()},
-         {"batching", false}}};
-    return {testing::reply_to(
-        m, {{"lanes", lanes},
-            {"states", nlohmann::json::object()},
-            {"workers", nlohmann::json::array()}})};
+    nlohmann::json lanes = {{{"api", "embed"},
+                             {"limits", {"10/1s"}},
+                             {"states", nlohmann::json::object()},
+                             {"batching", true},
+                             {"batches_total", 40},
+                             {"mean_batch_size", 50.0},
+                             {"items_per_request", 50.0}},
+                            {{"api", "echo"},
+                             {"limits", {"10/1s"}},
+                             {"states", nlohmann::json::object()},
+                             {"batching", false}}};
+    return {testing::reply_to(m, {{"lanes", lanes},
+                                  {"states", nlohmann::json::object()},
+                                  {"workers", nlohmann::json::array()}})};
   });
   auto r = pacer_cli(b.endpoint(), {"stats"});
   CHECK(r.code == 0);

@@ -520,7 +520,8 @@ TEST_CASE("apis prints a table") {
         std::string::npos);
   CHECK(r.out.find("5 x 500ms..1m0s  50 per POST /v1/batch, wait 200ms\n") !=
         std::string::npos);
-  CHECK(r.out.find("llm   openai  https://api.openai.com") != std::string::npos);
+  CHECK(r.out.find("llm   openai  https://api.openai.com") !=
+        std::string::npos);
   CHECK(r.out.find("openai   6 x 1s..1m0s     -\n") != std::string::npos);
 }
 

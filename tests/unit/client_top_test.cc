@@ -24,11 +24,15 @@ json lane(double rate_limited_total) {
           {"items_per_request", 5.0},
           {"in_flight", 3},
           {"states",
-           {{"queued", 900}, {"retrying", 100}, {"waiting_quota", 500},
+           {{"queued", 900},
+            {"retrying", 100},
+            {"waiting_quota", 500},
             {"dead", 2}}},
           {"upstream",
            {{{"key", "a"}, {"remaining", 40}, {"limit", 100}},
-            {{"key", "b"}, {"remaining", 12}, {"limit", 50},
+            {{"key", "b"},
+             {"remaining", 12},
+             {"limit", 50},
              {"reset_in_ms", 2300}}}},
           {"circuit", "closed"},
           {"paused_until_ms", kNow + 4000},
@@ -49,11 +53,11 @@ TEST_CASE("a lane's row") {
   CHECK(frame.find("workers 2") != std::string::npos);
   CHECK(frame.find("50/1s (learned 100/5s)") != std::string::npos);
   CHECK(frame.find("48 of 50/1s") != std::string::npos);
-  CHECK(frame.find("10.0") != std::string::npos);            // calls per second
+  CHECK(frame.find("10.0") != std::string::npos);  // calls per second
   CHECK(frame.find("12/50, reset 2.3s") != std::string::npos);  // the lowest
-  CHECK(frame.find(" 1000 ") != std::string::npos);          // queued+retrying
-  CHECK(frame.find(" 500 ") != std::string::npos);           // waiting
-  CHECK(frame.find("30.0") != std::string::npos);  // 15 429s in 30 s
+  CHECK(frame.find(" 1000 ") != std::string::npos);  // queued+retrying
+  CHECK(frame.find(" 500 ") != std::string::npos);   // waiting
+  CHECK(frame.find("30.0") != std::string::npos);    // 15 429s in 30 s
   CHECK(frame.find("closed, paused 4s") != std::string::npos);
   // 1,500 jobs at 10 calls/s of 5 jobs: 30 s.
   CHECK(frame.find("30s") != std::string::npos);
@@ -68,14 +72,15 @@ TEST_CASE("the first frame has no 429 rate; an empty backlog is done") {
   CHECK(frame.find(" - ") != std::string::npos);
 }
 
-TEST_CASE("a lane that sends nothing has no ETA, and odd replies do not throw") {
+TEST_CASE(
+    "a lane that sends nothing has no ETA, and odd replies do not throw") {
   json s = stats(0);
   s["lanes"][0]["rate_per_s"] = 0.0;
   std::string frame = render_top(s, nullptr, 0, kNow);
   CHECK(frame.find("LANE") != std::string::npos);
   CHECK_NOTHROW(render_top(json::object(), nullptr, 0, kNow));
-  CHECK_NOTHROW(render_top(json{{"lanes", {1, "x", json::object()}}}, nullptr,
-                           0, kNow));
+  CHECK_NOTHROW(
+      render_top(json{{"lanes", {1, "x", json::object()}}}, nullptr, 0, kNow));
   json odd = stats(0);
   odd["lanes"][0]["usage"] = {1, "x"};
   odd["lanes"][0]["upstream"] = {1, {{"remaining", "x"}}};

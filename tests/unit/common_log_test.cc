@@ -32,8 +32,10 @@ TEST_CASE("a JSON line holds ts, level, component, event and the fields") {
 TEST_CASE("a text line reads left to right, quoting only what needs it") {
   pacer::log::set_component("worker");
   CHECK(render(Format::kText, Level::kWarn, "worker_gone",
-               {{"reason", "no message for 3s"}, {"requeued", 4},
-                {"worker", "w-1"}, {"empty", ""}},
+               {{"reason", "no message for 3s"},
+                {"requeued", 4},
+                {"worker", "w-1"},
+                {"empty", ""}},
                kTs) ==
         "2026-11-28T08:00:00.000Z WARN  worker worker_gone empty=\"\" "
         "reason=\"no message for 3s\" requeued=4 worker=w-1");
@@ -73,8 +75,8 @@ TEST_CASE("a registered secret is masked wherever it appears") {
         std::string::npos);
   CHECK(text.find("[redacted][redacted]") != std::string::npos);
   // In the event name too, and in JSON.
-  auto line = json::parse(render(Format::kJson, Level::kInfo,
-                                 "sk-live-0123456789", {}, kTs));
+  auto line = json::parse(
+      render(Format::kJson, Level::kInfo, "sk-live-0123456789", {}, kTs));
   CHECK(line["event"] == "[redacted]");
 }
 

@@ -62,13 +62,13 @@ TEST_CASE("github and ietf") {
 }
 
 TEST_CASE("keys in the table override the preset's") {
-  auto a = api(
-      "preset = \"openai\"\n"
-      "base_url = \"http://127.0.0.1:9000/v1\"\n"
-      "timeout = \"20s\"\n"
-      "max_attempts = 2\n"
-      "actual_cost = \"/usage/completion_tokens\"\n"
-      "dialect = \"auto\"\n");
+  auto a =
+      api("preset = \"openai\"\n"
+          "base_url = \"http://127.0.0.1:9000/v1\"\n"
+          "timeout = \"20s\"\n"
+          "max_attempts = 2\n"
+          "actual_cost = \"/usage/completion_tokens\"\n"
+          "dialect = \"auto\"\n");
   CHECK(a.base_url == "http://127.0.0.1:9000/v1");
   CHECK(a.timeout_ms == 20'000);
   CHECK(a.max_attempts == 2);
