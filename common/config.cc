@@ -517,8 +517,13 @@ Result<HostPort> parse_host_port(std::string_view text) {
         shown + ")"};
   int value = 0;
   bool port_ok = !port.empty() && port.size() <= 5;
+  // At most five digits are read: a longer port must not overflow the sum.
   for (char c : port) {
-    if (!std::isdigit(static_cast<unsigned char>(c))) port_ok = false;
+    if (!port_ok) break;
+    if (!std::isdigit(static_cast<unsigned char>(c))) {
+      port_ok = false;
+      break;
+    }
     value = value * 10 + (c - '0');
   }
   if (!port_ok || value < 1 || value > 65535)
