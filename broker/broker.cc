@@ -455,8 +455,6 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
 
   const ApiConfig* api = config_.api(job.api);
   Answer a = read_answer(r, api);
-  if (auto* c = counters(job.api))
-    c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
   auto lane_paused =
       note_answer(l, job.api, a, job.mark, job.cost, job.started, now);
   AttemptEnd end = answer_end(id, attempt, a, now);
@@ -481,8 +479,6 @@ void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
 
   const ApiConfig* api = config_.api(b.api);
   Answer a = read_answer(r, api);
-  if (auto* c = counters(b.api))
-    c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
   auto lane_paused = note_answer(l, b.api, a, b.mark, b.units, b.started, now);
 
   // Each member's share, by job id, when the response was split.
@@ -593,6 +589,8 @@ std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
                                           QuotaState::Mark mark,
                                           std::int64_t units, Millis started,
                                           Millis now) {
+  if (auto* c = counters(api))
+    c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
   if (!l) return std::nullopt;
   QuotaState::Answer q;
   q.obs = a.obs ? &*a.obs : nullptr;

@@ -125,8 +125,9 @@ class Broker {
   void apply_result(const nlohmann::json& r, WorkerRec* w, Millis now);
   void apply_batch_result(const nlohmann::json& r, WorkerRec* w, Millis now);
   Answer read_answer(const nlohmann::json& r, const ApiConfig* api) const;
-  // Feeds an answer to the lane's quota state (and corrects unit limits by
-  // the stated cost); returns the end of the lane's pause if it paused.
+  // Counts an answer for the metrics and feeds it to the lane's quota state
+  // (and corrects unit limits by the stated cost); returns the end of the
+  // lane's pause if it paused.
   std::optional<Millis> note_answer(Lane* l, const std::string& api,
                                     const Answer& a, QuotaState::Mark mark,
                                     std::int64_t units, Millis started,
