@@ -35,6 +35,8 @@ constexpr std::size_t kMaxJobsMessageBytes = 16u << 20;
 // the jobs table, so also spaced by how long it took) and the files' size.
 constexpr Millis kJobCountMs = 2000;
 constexpr Millis kDatabaseSizeMs = 5000;
+// How often alert conditions are checked (the idle loop turns this often).
+constexpr Millis kAlertCheckMs = 1000;
 
 std::string lower(std::string s) {
   for (char& c : s)
@@ -104,7 +106,7 @@ zmq::socket_t bind_router(zmq::context_t& ctx, const std::string& endpoint,
 }  // namespace
 
 Broker::Broker(Config config, Clock& clock)
-    : config_(std::move(config)), clock_(clock) {
+    : config_(std::move(config)), clock_(clock), alerts_(config_.apis) {
   try {
     store_ = std::make_unique<Store>(config_.broker.database,
                                      config_.broker.synchronous == "full");
@@ -121,6 +123,13 @@ Broker::Broker(Config config, Clock& clock)
   if (!config_.broker.metrics_address.empty())
     metrics_ =
         std::make_unique<metrics::Server>(config_.broker.metrics_address);
+  if (!config_.alerts.webhook.empty()) {
+    WebhookSender::Options o;
+    o.url = config_.alerts.webhook;
+    o.timeout_ms = config_.alerts.webhook_timeout_ms;
+    o.max_attempts = config_.alerts.webhook_attempts;
+    webhook_ = std::make_unique<WebhookSender>(std::move(o));
+  }
 }
 
 Broker::~Broker() = default;
@@ -264,7 +273,7 @@ void Broker::turn() {
   store_->commit();
   flush();
   // After the commit: the snapshot shows nothing that could still roll back.
-  if (metrics_ && now >= next_metrics_) publish_metrics(clock_.now_ms());
+  observe(clock_.now_ms());
 }
 
 Millis Broker::next_wakeup(Millis now) {
@@ -1260,6 +1269,17 @@ json Broker::stats(Millis now) {
               : json();
       j["batching"] = l->batching();
       j["rate_limited_total"] = lane_counters_[api].rate_limited;
+      json firing = json::array();
+      for (const auto& a : alerts_.active(api))
+        firing.push_back(
+            {{"alert", a.alert},
+             {"severity", a.severity},
+             {"policy", a.policy.empty() ? json() : json(a.policy)},
+             {"value", a.value},
+             {"threshold", a.threshold},
+             {"message", a.message},
+             {"since_ms", a.since}});
+      j["alerts"] = firing;
       json quota = l->quota().to_json(now);
       for (auto& [k, v] : quota.items()) j[k] = v;
       j["next_due_ms"] = l->next_due() ? json(*l->next_due()) : json();
@@ -1591,12 +1611,15 @@ void Broker::timers(Millis now) {
 // ---------------------------------------------------------------- metrics
 
 metrics::LaneCounters* Broker::counters(const std::string& api) {
-  if (!metrics_ || !lane(api)) return nullptr;
+  if (!lane(api)) return nullptr;
   return &lane_counters_[api];
 }
 
-void Broker::publish_metrics(Millis now) {
-  next_metrics_ = now + metrics::kPublishMs;
+void Broker::observe(Millis now) {
+  const bool publish = metrics_ && now >= next_metrics_;
+  const bool check = now >= next_alert_check_;
+  if (!publish && !check) return;
+  if (publish) next_metrics_ = now + metrics::kPublishMs;
   if (now >= next_job_count_) {
     // Counting in memory where states change would need the old state of
     // every claim, cancel and purge; one grouped count is simpler and
@@ -1606,7 +1629,7 @@ void Broker::publish_metrics(Millis now) {
     const Millis took = clock_.now_ms() - now;
     next_job_count_ = now + std::max(kJobCountMs, 100 * took);
   }
-  if (now >= next_database_size_) {
+  if (publish && now >= next_database_size_) {
     next_database_size_ = now + kDatabaseSizeMs;
     database_bytes_ = 0;
     for (const char* suffix : {"", "-wal"}) {
@@ -1634,7 +1657,28 @@ void Broker::publish_metrics(Millis now) {
     unknown.jobs = states;
     s->lanes.push_back(std::move(unknown));
   }
+  if (check) {
+    next_alert_check_ = now + kAlertCheckMs;
+    for (const auto& l : s->lanes)
+      for (const auto& e : alerts_.evaluate(l, now)) notify(e);
+  }
+  if (!publish) return;
+  s->alerts = alerts_.samples();
+  if (webhook_) {
+    const auto c = webhook_->counts();
+    s->webhook = metrics::WebhookSample{c.delivered, c.failed, c.dropped};
+  }
   metrics_->publish(std::move(s));
+}
+
+void Broker::notify(const alerts::Event& e) {
+  json fields = e.to_json();
+  fields.erase("source");
+  if (e.firing)
+    log::warn("alert", std::move(fields));
+  else
+    log::info("alert_cleared", std::move(fields));
+  if (webhook_) webhook_->post(e.to_json());
 }
 
 void Broker::reply(zmq::socket_t& s, const std::string& rid, Message m) {

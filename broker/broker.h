@@ -20,9 +20,11 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "broker/alerts.h"
 #include "broker/lane.h"
 #include "broker/metrics.h"
 #include "broker/store.h"
+#include "broker/webhook.h"
 #include "common/backoff.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -191,10 +193,14 @@ class Broker {
   void timers(Millis now);
   void flush();
   void reply(zmq::socket_t& s, const std::string& rid, protocol::Message m);
-  // Metrics (broker/metrics.h): the counters of a configured lane, null when
-  // metrics are off; and the snapshot for the HTTP thread.
+  // The counters of a configured lane (broker/metrics.h); null for an API
+  // without [api.NAME].
   metrics::LaneCounters* counters(const std::string& api);
-  void publish_metrics(Millis now);
+  // What the loop knows, as the metrics snapshot: published for scrapes
+  // every metrics::kPublishMs, and checked for alerts every kAlertCheckMs.
+  void observe(Millis now);
+  // An alert fired or cleared: to the log and the webhook.
+  void notify(const alerts::Event& e);
 
   Lane* lane(const std::string& api);
 
@@ -225,10 +231,14 @@ class Broker {
   Millis started_ms_ = 0;
   std::map<std::string, Millis> malformed_logged_;
   std::int64_t results_total_ = 0;
-  // Metrics: null when broker.metrics_address is empty.
+  // Metrics: null when broker.metrics_address is empty. The counters are
+  // kept either way (STATS and the alerts read them).
   std::unique_ptr<metrics::Server> metrics_;
   std::map<std::string, metrics::LaneCounters> lane_counters_;
   Millis next_metrics_ = 0;
+  alerts::Engine alerts_;
+  std::unique_ptr<WebhookSender> webhook_;  // null: no [alerts] webhook
+  Millis next_alert_check_ = 0;
   // What costs I/O is read less often than the snapshot is published.
   std::map<std::string, std::map<std::string, std::int64_t>> job_counts_;
   Millis next_job_count_ = 0;

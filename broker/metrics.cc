@@ -120,17 +120,21 @@ LaneSnapshot lane_snapshot(Lane& lane, const LaneCounters& counters,
   // families); one series each, showing the fuller.
   std::map<std::pair<std::string, std::string>, LimitSample> limits;
   for (const auto& u : lane.limiter().usage(now)) {
-    LimitSample l{u.spec.to_string(),
-                  u.learned.empty() ? "configured" : "learned", u.spec.amount,
-                  u.used};
+    LimitSample l{
+        u.spec.to_string(), u.learned.empty() ? "configured" : "learned",
+        u.spec.amount,      u.used,
+        u.spec.window_ms,   u.spec.unit};
     auto [it, fresh] = limits.try_emplace({l.source, l.policy}, l);
     if (!fresh) it->second.used = std::max(it->second.used, l.used);
   }
   for (auto& [key, l] : limits) s.limits.push_back(std::move(l));
   const nlohmann::json quota = q.to_json(now);
+  if (auto r = quota.find("pause_reason"); r != quota.end() && r->is_string())
+    s.pause_reason = r->get<std::string>();
   for (const auto& u : quota.value("upstream", nlohmann::json::array())) {
     UpstreamSample up;
     up.policy = u.value("key", std::string());
+    up.unit = u.value("unit", std::string("requests"));
     if (auto r = u.find("remaining"); r != u.end() && r->is_number())
       up.remaining = r->get<double>();
     if (auto l = u.find("limit"); l != u.end() && l->is_number_integer())
@@ -371,6 +375,33 @@ void render_limits(TextWriter& w, const Snapshot& s) {
                  {{"api", l.api}, {"policy", u.policy}}, *u.reset_seconds);
 }
 
+void render_alerts(TextWriter& w, const Snapshot& s) {
+  w.family("pacer_alert", "gauge",
+           "1 while the alert fires, 0 once it cleared; a series appears when "
+           "its alert first fires (docs/operations.md \"Alerts\").");
+  for (const auto& a : s.alerts)
+    w.sample("pacer_alert",
+             {{"api", a.api}, {"alert", a.alert}, {"policy", a.policy}},
+             a.firing ? 1 : 0);
+  w.family("pacer_alerts_fired_total", "counter",
+           "Times the alert fired (each crossing of its threshold).");
+  for (const auto& a : s.alerts)
+    w.sample("pacer_alerts_fired_total",
+             {{"api", a.api}, {"alert", a.alert}, {"policy", a.policy}},
+             static_cast<double>(a.fired_total));
+  if (!s.webhook) return;
+  w.family("pacer_alert_webhook_deliveries_total", "counter",
+           "Alert notifications the webhook accepted (result=\"delivered\"), "
+           "gave up on after its retries (\"failed\"), or never tried because "
+           "its queue was full or the broker stopped (\"dropped\").");
+  w.sample("pacer_alert_webhook_deliveries_total", {{"result", "delivered"}},
+           static_cast<double>(s.webhook->delivered));
+  w.sample("pacer_alert_webhook_deliveries_total", {{"result", "failed"}},
+           static_cast<double>(s.webhook->failed));
+  w.sample("pacer_alert_webhook_deliveries_total", {{"result", "dropped"}},
+           static_cast<double>(s.webhook->dropped));
+}
+
 }  // namespace
 
 std::string render(const Snapshot& s, Millis now_ms) {
@@ -381,6 +412,7 @@ std::string render(const Snapshot& s, Millis now_ms) {
   render_answers(w, s);
   render_feedback(w, s);
   render_limits(w, s);
+  render_alerts(w, s);
   return w.text();
 }
 

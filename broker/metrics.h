@@ -77,6 +77,8 @@ struct LimitSample {
   std::string source;  // "configured" or "learned"
   std::int64_t limit = 0;
   std::int64_t used = 0;  // units counted in the current window
+  Millis window_ms = 0;
+  std::string unit = "requests";
 };
 
 // One of the server's own counters, from its rate-limit headers.
@@ -85,6 +87,7 @@ struct UpstreamSample {
   std::optional<double> remaining;
   std::optional<std::int64_t> limit;
   std::optional<double> reset_seconds;
+  std::string unit = "requests";
 };
 
 struct LaneSnapshot {
@@ -101,10 +104,27 @@ struct LaneSnapshot {
   std::int64_t batch_items = 0;
   bool paused = false;
   double paused_seconds = 0;  // left
+  std::string pause_reason;
   std::string circuit = "closed";
   std::vector<LimitSample> limits;
   std::vector<UpstreamSample> upstream;
   LaneCounters counters;
+};
+
+// One alert (broker/alerts.h) that has fired since the broker started.
+struct AlertSample {
+  std::string api;
+  std::string alert;
+  std::string policy;  // the limit it is about; empty for lane-wide alerts
+  bool firing = false;
+  std::int64_t fired_total = 0;
+};
+
+// The webhook's deliveries (broker/webhook.h).
+struct WebhookSample {
+  std::int64_t delivered = 0;
+  std::int64_t failed = 0;
+  std::int64_t dropped = 0;
 };
 
 struct Snapshot {
@@ -114,6 +134,8 @@ struct Snapshot {
   std::int64_t workers_connected = 0;
   std::int64_t database_bytes = 0;
   std::vector<LaneSnapshot> lanes;
+  std::vector<AlertSample> alerts;
+  std::optional<WebhookSample> webhook;  // empty: no webhook configured
 };
 
 // The live part of a lane's snapshot (in flight, dispatches, pause, circuit,

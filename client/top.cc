@@ -154,6 +154,29 @@ std::string render_top(const nlohmann::json& stats, const nlohmann::json* prev,
          std::to_string(state_count(l, "dead")), per_min, circuit, eta});
   }
   out << t.render();
+  // The alerts firing now (docs/operations.md "Alerts"), oldest first.
+  std::vector<std::pair<Millis, std::string>> firing;
+  for (const auto& l : lanes) {
+    if (!l.is_object() || !l.contains("alerts") || !l["alerts"].is_array())
+      continue;
+    for (const auto& a : l["alerts"]) {
+      if (!a.is_object()) continue;
+      const Millis since = a.value("since_ms", Millis{0});
+      std::string line = a.value("severity", std::string("?")) + "  " +
+                         a.value("alert", std::string("?")) + "  " +
+                         a.value("message", std::string());
+      if (since > 0 && now_ms > since)
+        line += "  (for " + format_duration(now_ms - since) + ")";
+      firing.emplace_back(since, std::move(line));
+    }
+  }
+  std::stable_sort(
+      firing.begin(), firing.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
+  if (!firing.empty()) {
+    out << "\nALERTS\n";
+    for (const auto& [since, line] : firing) out << "  " << line << "\n";
+  }
   return out.str();
 }
 

@@ -246,12 +246,123 @@ std::optional<Error> read_batch(const Reader& r, const toml::node& node,
   return std::nullopt;
 }
 
+// The keys of an alerts table that set thresholds (both [alerts] and
+// [api.NAME.alerts]).
+const std::set<std::string> kAlertThresholdKeys = {
+    "usage_warning",       "usage_critical", "usage_min_window", "rate_limited",
+    "rate_limited_window", "paused_for",     "circuit_open",     "dead_letters",
+    "dead_window",         "unit_budget",    "clear_after"};
+
+// Reads the thresholds a table sets over `out` (what it leaves out keeps its
+// value). `false` turns an alert off.
+std::optional<Error> read_alert_thresholds(const Reader& r,
+                                           const toml::table& t,
+                                           const std::string& p,
+                                           AlertThresholds& out) {
+  auto off = [&](const char* key) {
+    const toml::node* n = t.get(key);
+    return n && n->is_boolean() && !*n->value<bool>();
+  };
+  // A share: 0.8 or "80%", from 0 to 1.
+  auto share = [&](const char* key, double& v) -> std::optional<Error> {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    if (off(key)) {
+      v = 0;
+      return std::nullopt;
+    }
+    std::optional<double> got;
+    if (n->is_floating_point() || n->is_integer()) {
+      got = *n->value<double>();
+    } else if (auto s = n->value<std::string>(); s && n->is_string()) {
+      std::string text = *s;
+      if (!text.empty() && text.back() == '%') {
+        text.pop_back();
+        char* end = nullptr;
+        const double pct = std::strtod(text.c_str(), &end);
+        if (!text.empty() && end && *end == '\0') got = pct / 100.0;
+      }
+    }
+    if (!got || !(*got >= 0.0 && *got <= 1.0))
+      return r.error(n, p + key,
+                     "must be a share from 0 to 1 like 0.8 or \"80%\" (or "
+                     "false)");
+    v = *got;
+    return std::nullopt;
+  };
+  auto count = [&](const char* key, std::int64_t& v) -> std::optional<Error> {
+    if (off(key)) {
+      v = 0;
+      return std::nullopt;
+    }
+    return r.integer(t, p, key, 0, 1'000'000'000, v);
+  };
+  auto window = [&](const char* key, Millis& v) -> std::optional<Error> {
+    if (auto e = r.duration(t, p, key, v)) return e;
+    if (t.get(key) && v <= 0)
+      return r.error(t.get(key), p + key, "must be longer than 0s");
+    return std::nullopt;
+  };
+  if (auto e = share("usage_warning", out.usage_warning)) return e;
+  if (auto e = share("usage_critical", out.usage_critical)) return e;
+  if (auto e = r.duration(t, p, "usage_min_window", out.usage_min_window_ms))
+    return e;
+  if (auto e = count("rate_limited", out.rate_limited)) return e;
+  if (auto e = window("rate_limited_window", out.rate_limited_window_ms))
+    return e;
+  if (off("paused_for")) {
+    out.paused_ms = -1;
+  } else if (auto e = r.duration(t, p, "paused_for", out.paused_ms)) {
+    return e;
+  }
+  if (auto* n = t.get("circuit_open")) {
+    if (!n->is_boolean())
+      return r.error(n, p + "circuit_open", "must be true or false");
+    out.circuit_open = *n->value<bool>();
+  }
+  if (auto e = count("dead_letters", out.dead_letters)) return e;
+  if (auto e = window("dead_window", out.dead_window_ms)) return e;
+  if (auto e = share("unit_budget", out.unit_budget)) return e;
+  if (auto e = r.duration(t, p, "clear_after", out.clear_after_ms)) return e;
+  if (out.usage_warning > 0 && out.usage_critical > 0 &&
+      out.usage_warning > out.usage_critical)
+    return r.error(t.get("usage_warning") ? t.get("usage_warning")
+                                          : t.get("usage_critical"),
+                   p + "usage_warning", "must not be above usage_critical");
+  return std::nullopt;
+}
+
 Result<Config> parse_table(const toml::table& root, const std::string& source) {
   Reader r(source);
   Config c;
   c.source = source;
-  if (auto e = r.check_keys(root, "", {"broker", "worker", "client", "api"}))
+  if (auto e = r.check_keys(root, "",
+                            {"broker", "worker", "client", "api", "alerts"}))
     return *e;
+
+  // Before the APIs: each takes [alerts] as the base of its own thresholds.
+  if (auto* n = root.get("alerts")) {
+    auto* t = n->as_table();
+    if (!t) return r.error(n, "alerts", "must be a table");
+    const std::string p = "alerts.";
+    std::set<std::string> known = kAlertThresholdKeys;
+    known.insert({"webhook", "webhook_timeout", "webhook_attempts"});
+    if (auto e = r.check_keys(*t, p, known)) return *e;
+    auto& al = c.alerts;
+    if (auto e = read_alert_thresholds(r, *t, p, al.defaults)) return *e;
+    if (auto e = r.string(*t, p, "webhook", al.webhook)) return *e;
+    if (!al.webhook.empty() && !valid_base_url(al.webhook))
+      return r.error(t->get("webhook"), p + "webhook",
+                     "must be an http:// or https:// URL with a host");
+    if (auto e = r.duration(*t, p, "webhook_timeout", al.webhook_timeout_ms))
+      return *e;
+    if (al.webhook_timeout_ms < 100 || al.webhook_timeout_ms > 300'000)
+      return r.error(t->get("webhook_timeout"), p + "webhook_timeout",
+                     "must be between 100ms and 5m");
+    if (auto e =
+            r.integer(*t, p, "webhook_attempts", 1, 100, al.webhook_attempts))
+      return *e;
+  }
 
   if (auto* n = root.get("broker")) {
     auto* t = n->as_table();
@@ -335,10 +446,20 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
               {"base_url", "limits", "concurrency", "margin", "timeout",
                "max_attempts", "backoff_base", "backoff_cap", "headers",
                "quota_wait", "circuit_failures", "circuit_cooldown", "learn",
-               "actual_cost", "statuses", "dialect", "batch", "preset"}))
+               "actual_cost", "statuses", "dialect", "batch", "preset",
+               "alerts"}))
         return *e;
       ApiConfig a;
       a.name = name;
+      a.alerts = c.alerts.defaults;
+      if (auto* an = t->get("alerts")) {
+        auto* at = an->as_table();
+        if (!at) return r.error(an, p + "alerts", "must be a table");
+        if (auto e = r.check_keys(*at, p + "alerts.", kAlertThresholdKeys))
+          return *e;
+        if (auto e = read_alert_thresholds(r, *at, p + "alerts.", a.alerts))
+          return *e;
+      }
       // A preset first: it supplies defaults the table's keys override.
       if (auto e = r.string(*t, p, "preset", a.preset)) return *e;
       if (!a.preset.empty()) {

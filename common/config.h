@@ -17,6 +17,37 @@
 
 namespace pacer {
 
+// Alert thresholds (docs/operations.md "Alerts"): [alerts] sets them for
+// every API, [api.NAME.alerts] overrides them for one. A threshold of 0
+// (or `false` in the file) turns its alert off.
+struct AlertThresholds {
+  // Share of a limit used within its window (pacer's own count, or the
+  // server's remaining count when it sends one).
+  double usage_warning = 0.8;
+  double usage_critical = 0.9;
+  // Limits with a shorter window are pacing, not quotas: not checked.
+  Millis usage_min_window_ms = 60'000;
+  // Answers classed rate limited (429s) within rate_limited_window.
+  std::int64_t rate_limited = 10;
+  Millis rate_limited_window_ms = 60'000;
+  Millis paused_ms = 60'000;  // lane paused longer than this; -1: off
+  bool circuit_open = true;
+  // New dead letters within dead_window.
+  std::int64_t dead_letters = 1;
+  Millis dead_window_ms = 300'000;
+  // Share of a unit limit (tokens, ...) still left in its window.
+  double unit_budget = 0.05;
+  // A firing alert clears once its condition has been false this long.
+  Millis clear_after_ms = 30'000;
+};
+
+struct AlertsConfig {
+  AlertThresholds defaults;  // [alerts]; each ApiConfig has its own copy
+  std::string webhook;       // http(s) URL; empty: no webhook
+  Millis webhook_timeout_ms = 5'000;
+  int webhook_attempts = 5;
+};
+
 struct ApiConfig {
   std::string name;
   std::string preset;    // common/presets.h; empty: none
@@ -45,6 +76,8 @@ struct ApiConfig {
   std::map<int, Outcome> statuses;
   // [api.NAME.batch]: jobs of this API with a batch_key go in batches.
   std::optional<BatchConfig> batch;
+  // [alerts] with [api.NAME.alerts] on top.
+  AlertThresholds alerts;
 };
 
 struct BrokerConfig {
@@ -79,6 +112,7 @@ struct Config {
   BrokerConfig broker;
   WorkerConfig worker;
   ClientConfig client;
+  AlertsConfig alerts;
   std::map<std::string, ApiConfig> apis;
 
   const ApiConfig* api(const std::string& name) const {

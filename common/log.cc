@@ -83,22 +83,19 @@ const char* name(Level l) {
   return "info";
 }
 
-std::string timestamp() {
-  auto now = std::chrono::system_clock::now();
-  auto t = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                now.time_since_epoch())
-                .count() %
-            1000;
+}  // namespace
+
+std::string utc_timestamp(std::int64_t ms_since_epoch) {
+  const std::time_t t = static_cast<std::time_t>(ms_since_epoch / 1000);
+  const int ms = static_cast<int>(ms_since_epoch % 1000);
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+                tm.tm_min, tm.tm_sec, ms);
   return buf;
 }
-}  // namespace
 
 void set_level(Level level) { g_level = static_cast<int>(level); }
 
@@ -197,7 +194,11 @@ void write(Level level, std::string_view event, nlohmann::json fields) {
   Format format = static_cast<Format>(g_format.load());
   if (format == Format::kAuto)
     format = stderr_is_terminal() ? Format::kText : Format::kJson;
-  std::string s = render(format, level, event, fields, timestamp());
+  std::string s = render(
+      format, level, event, fields,
+      utc_timestamp(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count()));
   s += '\n';
   // One write() per line keeps lines whole when several threads log.
   [[maybe_unused]] auto n = ::write(2, s.data(), s.size());

@@ -11,6 +11,7 @@
 // a registered secret (the expanded credential values) has it replaced too.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -36,6 +37,10 @@ void add_secret(std::string_view value);
 // (kAuto counts as kJson), without the newline.
 std::string render(Format format, Level level, std::string_view event,
                    const nlohmann::json& fields, std::string_view ts);
+
+// "2026-11-28T09:56:50.123Z": the time format of every line (and of every
+// time pacer sends elsewhere).
+std::string utc_timestamp(std::int64_t ms_since_epoch);
 
 void write(Level level, std::string_view event, nlohmann::json fields = {});
 

@@ -111,6 +111,9 @@ TEST_CASE(
   echo.upstream.push_back({"x-ratelimit/default/requests", 3.0, 100, 0.5});
   s.lanes.push_back(echo);
   s.lanes.push_back(lane("other"));
+  s.alerts.push_back({"echo", "usage_critical", "50/1s", true, 2});
+  s.alerts.push_back({"echo", "circuit_open", "", false, 1});
+  s.webhook = pacer::metrics::WebhookSample{7, 1, 2};
   const std::string text = render(s, s.published_ms + 1500);
 
   std::map<std::string, int> help, type;
@@ -192,6 +195,29 @@ TEST_CASE(
         1);
   CHECK(value_of(text, R"(pacer_circuit_state{api="echo",state="open"})") == 0);
   CHECK(value_of(text, R"(pacer_lane_paused{api="echo"})") == 0);
+  CHECK(
+      value_of(
+          text,
+          R"(pacer_alert{api="echo",alert="usage_critical",policy="50/1s"})") ==
+      1);
+  CHECK(value_of(text,
+                 R"(pacer_alert{api="echo",alert="circuit_open",policy=""})") ==
+        0);
+  CHECK(
+      value_of(
+          text,
+          R"(pacer_alerts_fired_total{api="echo",alert="usage_critical",policy="50/1s"})") ==
+      2);
+  CHECK(
+      value_of(text,
+               R"(pacer_alert_webhook_deliveries_total{result="delivered"})") ==
+      7);
+  CHECK(value_of(text,
+                 R"(pacer_alert_webhook_deliveries_total{result="failed"})") ==
+        1);
+  CHECK(value_of(text,
+                 R"(pacer_alert_webhook_deliveries_total{result="dropped"})") ==
+        2);
   CHECK(text.back() == '\n');
 }
 

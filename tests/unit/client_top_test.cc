@@ -87,3 +87,31 @@ TEST_CASE(
   odd["lanes"][0]["states"] = "x";
   CHECK_NOTHROW(render_top(odd, &odd, 1000, kNow));
 }
+
+TEST_CASE("firing alerts are listed under the table, oldest first") {
+  json s = stats(0);
+  s["lanes"][0]["alerts"] = {
+      {{"alert", "rate_limited"},
+       {"severity", "warning"},
+       {"message", "echo: 12 answers rate limited (429) in 1m0s"},
+       {"since_ms", kNow - 5'000}},
+      {{"alert", "usage_critical"},
+       {"severity", "critical"},
+       {"message", "echo: 95% of 600/1m0s (570 of 600) used"},
+       {"since_ms", kNow - 90'000}}};
+  std::string frame = render_top(s, nullptr, 0, kNow);
+  INFO(frame);
+  const auto header = frame.find("\nALERTS\n");
+  REQUIRE(header != std::string::npos);
+  const auto critical = frame.find(
+      "critical  usage_critical  echo: 95% of 600/1m0s (570 of 600) used  "
+      "(for 1m30s)");
+  const auto warning = frame.find("warning  rate_limited  echo: 12 answers");
+  REQUIRE(critical != std::string::npos);
+  REQUIRE(warning != std::string::npos);
+  CHECK(header < critical);
+  CHECK(critical < warning);
+  // No alerts, no section.
+  CHECK(render_top(stats(0), nullptr, 0, kNow).find("ALERTS") ==
+        std::string::npos);
+}

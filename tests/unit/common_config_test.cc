@@ -590,3 +590,107 @@ TEST_CASE("[api.NAME.batch]: each bad key is refused with its line and key") {
   CHECK(batch(ok + "cost = \"per_call\"\n") ==
         p + "cost: must be \"request\" or \"per_item\"");
 }
+
+TEST_CASE("[alerts]: defaults, every key, per-API overrides") {
+  SUBCASE("defaults without an [alerts] table") {
+    auto r = parse_config(api_with(""), "pacer.toml");
+    REQUIRE(r.ok());
+    const auto& t = r->api("echo")->alerts;
+    CHECK(t.usage_warning == doctest::Approx(0.8));
+    CHECK(t.usage_critical == doctest::Approx(0.9));
+    CHECK(t.usage_min_window_ms == 60'000);
+    CHECK(t.rate_limited == 10);
+    CHECK(t.rate_limited_window_ms == 60'000);
+    CHECK(t.paused_ms == 60'000);
+    CHECK(t.circuit_open);
+    CHECK(t.dead_letters == 1);
+    CHECK(t.dead_window_ms == 300'000);
+    CHECK(t.unit_budget == doctest::Approx(0.05));
+    CHECK(t.clear_after_ms == 30'000);
+    CHECK(r->alerts.webhook.empty());
+  }
+  SUBCASE("[alerts] sets every API's base, [api.NAME.alerts] overrides it") {
+    auto r = parse_config(R"([alerts]
+webhook = "http://127.0.0.1:9000/hooks/abc"
+webhook_timeout = "2s"
+webhook_attempts = 3
+usage_warning = "70%"
+usage_critical = 0.95
+usage_min_window = "0s"
+rate_limited = 5
+rate_limited_window = "30s"
+paused_for = "10s"
+circuit_open = false
+dead_letters = 3
+dead_window = "1m"
+unit_budget = "10%"
+clear_after = "5s"
+
+[api.echo]
+base_url = "http://127.0.0.1:8080"
+
+[api.other]
+base_url = "http://127.0.0.1:8081"
+[api.other.alerts]
+usage_warning = false
+rate_limited = 0
+paused_for = false
+dead_letters = 20
+)",
+                          "pacer.toml");
+    REQUIRE(r.ok());
+    CHECK(r->alerts.webhook == "http://127.0.0.1:9000/hooks/abc");
+    CHECK(r->alerts.webhook_timeout_ms == 2000);
+    CHECK(r->alerts.webhook_attempts == 3);
+    const auto& e = r->api("echo")->alerts;
+    CHECK(e.usage_warning == doctest::Approx(0.7));
+    CHECK(e.usage_critical == doctest::Approx(0.95));
+    CHECK(e.usage_min_window_ms == 0);
+    CHECK(e.rate_limited == 5);
+    CHECK(e.rate_limited_window_ms == 30'000);
+    CHECK(e.paused_ms == 10'000);
+    CHECK_FALSE(e.circuit_open);
+    CHECK(e.dead_letters == 3);
+    CHECK(e.dead_window_ms == 60'000);
+    CHECK(e.unit_budget == doctest::Approx(0.1));
+    CHECK(e.clear_after_ms == 5'000);
+    const auto& o = r->api("other")->alerts;
+    CHECK(o.usage_warning == 0);
+    CHECK(o.usage_critical == doctest::Approx(0.95));  // from [alerts]
+    CHECK(o.rate_limited == 0);
+    CHECK(o.paused_ms == -1);
+    CHECK(o.dead_letters == 20);
+    CHECK_FALSE(o.circuit_open);
+  }
+  SUBCASE("bad values are refused with file, line and key") {
+    CHECK(refusal("[alerts]\nusage_warning = 1.5\n")
+              .find("pacer.toml:2: alerts.usage_warning: must be a share") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\nusage_warning = \"eighty\"\n")
+              .find("alerts.usage_warning: must be a share") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\nwebhook = \"ftp://x\"\n")
+              .find("pacer.toml:2: alerts.webhook: must be an http") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\nwebhook_attempts = 0\n")
+              .find("alerts.webhook_attempts: must be between 1 and 100") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\nrate_limited_window = \"0s\"\n")
+              .find("alerts.rate_limited_window: must be longer than 0s") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\nusage_warning = 0.95\n")
+              .find("alerts.usage_warning: must not be above usage_critical") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\ncircuit_open = 1\n")
+              .find("alerts.circuit_open: must be true or false") !=
+          std::string::npos);
+    CHECK(refusal("[alerts]\nusage = 0.5\n")
+              .find("pacer.toml:2: alerts.usage: unknown key") !=
+          std::string::npos);
+    CHECK(refusal(api_with("[api.echo.alerts]\nwebhook = \"http://x\"\n"))
+              .find("pacer.toml:4: api.echo.alerts.webhook: unknown key") !=
+          std::string::npos);
+    CHECK(refusal(api_with("alerts = 3\n"))
+              .find("api.echo.alerts: must be a table") != std::string::npos);
+  }
+}
