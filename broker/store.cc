@@ -8,8 +8,12 @@
 namespace pacer {
 namespace {
 
+// Written exactly as the partial indexes' predicates (schema/004), and as
+// OR chains: a constant IN list costs SQLite a temporary b-tree per run.
 constexpr std::string_view kReadyStates =
-    "state IN ('queued', 'retrying', 'waiting_quota')";
+    "(state = 'queued' OR state = 'retrying' OR state = 'waiting_quota')";
+constexpr std::string_view kFinishedStates =
+    "(state = 'succeeded' OR state = 'dead' OR state = 'canceled')";
 
 constexpr std::string_view kInfoColumns =
     "id, api, state, method, path, priority, cost, group_id, idempotency_key, "
@@ -31,6 +35,7 @@ enum Stmt : int {
   kFindKey,
   kReady,
   kNextDue,
+  kClaimRead,
   kClaim,
   kInsertAttempt,
   kEndJob,
@@ -101,7 +106,7 @@ std::string sql_for(int which) {
              " VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
              "?12,"
              " ?13, ?14, ?14)"
-             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+             " ON CONFLICT (idempotency_key) DO NOTHING";
     case kFindKey:
       return "SELECT id, priority, run_at, cost, batch_key FROM jobs WHERE "
              "idempotency_key = ?1";
@@ -133,14 +138,18 @@ std::string sql_for(int which) {
       return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
              " WHERE api = ?1 AND " +
              ready + " AND run_at > ?2";
+    // Claiming reads the job, then updates it: RETURNING would cost a
+    // temporary table opened and closed per job (measured: a fifth of the
+    // broker's time in bench/e2e_throughput.sh).
+    case kClaimRead:
+      return "SELECT dispatches + 1, attempts, max_attempts, method, path,"
+             " headers, body, timeout_ms, cost, quota_deadline, priority"
+             " FROM jobs WHERE id = ?1 AND " +
+             ready;
     case kClaim:
-      return "UPDATE jobs SET state = 'running', dispatches = dispatches + 1,"
+      return "UPDATE jobs SET state = 'running', dispatches = ?4,"
              " lease_until = ?2 + timeout_ms, updated_at = ?3"
-             " WHERE id = ?1 AND " +
-             ready +
-             " RETURNING dispatches, attempts, max_attempts, method, path, "
-             "headers,"
-             " body, timeout_ms, cost, quota_deadline, priority";
+             " WHERE id = ?1";
     case kInsertAttempt:
       return "INSERT INTO attempts (job_id, n, api, cost, worker, started_at,"
              " batch_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -168,15 +177,15 @@ std::string sql_for(int which) {
     case kCancel:
       return "UPDATE jobs SET state = 'canceled', lease_until = NULL,"
              " updated_at = ?2, finished_at = ?2, last_outcome = 'canceled'"
-             " WHERE id = ?1 AND state NOT IN ('succeeded', 'dead', "
-             "'canceled')";
+             " WHERE id = ?1 AND NOT " +
+             std::string(kFinishedStates);
     case kStateOf:
       return "SELECT state FROM jobs WHERE id = ?1";
     case kPurgeJobs:
       return "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY "
-             "jobs_finished"
-             " WHERE state IN ('succeeded', 'dead', 'canceled') AND "
-             "finished_at < ?1"
+             "jobs_finished WHERE " +
+             std::string(kFinishedStates) +
+             " AND finished_at < ?1"
              " ORDER BY finished_at LIMIT ?2) RETURNING id";
     case kPurgeAttempts:
       return "DELETE FROM attempts WHERE job_id = ?1";
@@ -356,11 +365,12 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
   else
     s.bind(11, group);
   s.bind(12, max_attempts).bind(13, timeout_ms).bind(14, now);
-  if (s.step()) {
-    r.id = s.i64(0);
-    s.reset();
+  // No RETURNING (a temporary table per row): the new rowid, or no change
+  // when the key exists.
+  s.exec();
+  if (db_.changes() == 1) {
+    r.id = db_.last_insert_rowid();
   } else {
-    s.reset();
     auto& f = stmt(kFindKey);
     f.bind(1, spec.key);
     if (!f.step()) {
@@ -444,8 +454,8 @@ std::optional<Millis> Store::next_due(const std::string& api, Millis now) {
 std::optional<Claimed> Store::claim(JobId id, const std::string& api,
                                     const std::string& worker, Millis now,
                                     Millis lease_grace_ms, std::int64_t batch) {
-  auto& s = stmt(kClaim);
-  s.bind(1, id).bind(2, now + lease_grace_ms).bind(3, now);
+  auto& s = stmt(kClaimRead);
+  s.bind(1, id);
   if (!s.step()) {
     s.reset();
     return std::nullopt;
@@ -464,6 +474,12 @@ std::optional<Claimed> Store::claim(JobId id, const std::string& api,
   c.quota_deadline = s.opt_i64(9);
   c.priority = s.i64(10);
   s.reset();
+  stmt(kClaim)
+      .bind(1, id)
+      .bind(2, now + lease_grace_ms)
+      .bind(3, now)
+      .bind(4, c.attempt)
+      .exec();
   auto& a = stmt(kInsertAttempt);
   a.bind(1, id)
       .bind(2, c.attempt)
