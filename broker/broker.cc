@@ -1624,8 +1624,15 @@ void Broker::observe(Millis now) {
     // Counting in memory where states change would need the old state of
     // every claim, cancel and purge; one grouped count is simpler and
     // exact. It scans the jobs table, so it is spaced to stay under ~1% of
-    // the loop's time however large the table grows.
-    job_counts_ = store_->state_counts();
+    // the loop's time however large the table grows. Without metrics only
+    // the dead letters' alert needs a count: the dead jobs' index has it.
+    if (metrics_) {
+      job_counts_ = store_->state_counts();
+    } else {
+      job_counts_.clear();
+      for (const auto& [api, n] : store_->dead_counts())
+        job_counts_[api]["dead"] = n;
+    }
     const Millis took = clock_.now_ms() - now;
     next_job_count_ = now + std::max(kJobCountMs, 100 * took);
   }

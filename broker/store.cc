@@ -53,6 +53,7 @@ enum Stmt : int {
   kProgressGroup,
   kProgressAll,
   kStateCounts,
+  kDeadCounts,
   kDeadList,
   kDeadPage,
   kDeadOne,
@@ -208,6 +209,9 @@ std::string sql_for(int which) {
       return "SELECT state, COUNT(*) FROM jobs GROUP BY state";
     case kStateCounts:
       return "SELECT api, state, COUNT(*) FROM jobs GROUP BY api, state";
+    case kDeadCounts:
+      return "SELECT api, COUNT(*) FROM jobs INDEXED BY jobs_dead"
+             " WHERE state = 'dead' GROUP BY api";
     case kDeadList:
       return dead_filter_sql(kDeadColumns);
     case kDeadPage:
@@ -777,6 +781,14 @@ Store::state_counts() {
   std::map<std::string, std::map<std::string, std::int64_t>> out;
   auto& s = stmt(kStateCounts);
   while (s.step()) out[s.text(0)][s.text(1)] = s.i64(2);
+  s.reset();
+  return out;
+}
+
+std::map<std::string, std::int64_t> Store::dead_counts() {
+  std::map<std::string, std::int64_t> out;
+  auto& s = stmt(kDeadCounts);
+  while (s.step()) out[s.text(0)] = s.i64(1);
   s.reset();
   return out;
 }

@@ -190,6 +190,8 @@ class Store {
   Progress progress_all();
   // api -> state -> count
   std::map<std::string, std::map<std::string, std::int64_t>> state_counts();
+  // Dead jobs per API, from the dead letters' index (it reads only them).
+  std::map<std::string, std::int64_t> dead_counts();
 
   // Per-lane state that survives a restart (pauses, learned limits, the
   // server's last counts), as the broker's QuotaState persists it.

@@ -844,6 +844,8 @@ TEST_CASE(
       Counts{{"echo",
               {{"succeeded", 1}, {"running", 1}, {"canceled", 1}, {"dead", 1}}},
              {"other", {{"queued", 1}}}});
+  // The dead letters' count agrees, per API, without the other states.
+  CHECK(s.dead_counts() == std::map<std::string, std::int64_t>{{"echo", 1}});
 }
 
 TEST_CASE("rollback_to_savepoint undoes one submission and nothing before it") {
