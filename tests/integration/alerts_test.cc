@@ -312,4 +312,10 @@ TEST_CASE("a webhook that is down costs nothing: jobs run, alerts still log") {
   };
   CHECK(logged(R"("event":"alert")"));
   CHECK(logged("alert_webhook_gave_up"));
+  // Without metrics the broker counts only dead jobs: enough for their alert.
+  set_mock(f, {{"limit", nullptr}, {"fail_status", 422}});
+  auto dead = f.submit_echo(2, "dead");
+  REQUIRE(f.wait_done(dead, 60s));
+  CHECK(f.progress(dead)["dead"] == 2);
+  CHECK(logged(R"("alert":"dead_letters")"));
 }
