@@ -12,6 +12,7 @@
 #include "client/cli.h"
 #include "client/format.h"
 #include "tests/support/process.h"
+#include "tests/unit/client_cli_runner.h"
 #include "tests/unit/client_fake_broker.h"
 
 using namespace pacer;
@@ -24,36 +25,6 @@ namespace {
 
 constexpr Millis kNow = 1'764'286'000'000;
 constexpr Millis kRfcExample = 1'764'286'862'000;  // 2025-11-27T23:41:02Z
-
-struct Run {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-struct Env {
-  testing::TempDir dir;
-  std::string config;
-  Env() {
-    // An explicit empty config keeps $PACER_CONFIG and ./pacer.toml out of it.
-    dir.write("pacer.toml", "");
-    config = dir.file("pacer.toml");
-  }
-  Run pacer(const std::string& endpoint, std::vector<std::string> args) {
-    std::vector<std::string> argv = {"pacer",  "--config",  config, "--broker",
-                                     endpoint, "--timeout", "5s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<const char*> ptrs;
-    for (const auto& a : argv) ptrs.push_back(a.c_str());
-    std::ostringstream out, err;
-    client::Io io{out, err, false};
-    Run r;
-    r.code = client::run_cli(static_cast<int>(ptrs.size()), ptrs.data(), io);
-    r.out = out.str();
-    r.err = err.str();
-    return r;
-  }
-};
 
 Millis wall_now() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -159,7 +130,6 @@ TEST_CASE("shorten cuts long cells at code points and ends them with ...") {
 }
 
 TEST_CASE("dead list prints a table; --json asks for every attempt") {
-  Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
     if (m.command != Command::kDeadList)
       return {testing::error_to(m, "malformed", "unexpected")};
@@ -169,7 +139,7 @@ TEST_CASE("dead list prints a table; --json asks for every attempt") {
     return {testing::reply_to(
         m, {{"jobs", {dead_job(3), second}}, {"next", nullptr}})};
   });
-  auto r = env.pacer(broker.endpoint(), {"dead", "list"});
+  auto r = testing::run_pacer(broker.endpoint(), {"dead", "list"});
   CHECK(r.code == 0);
   CHECK(r.err.empty());
   CAPTURE(r.out);
@@ -189,9 +159,9 @@ TEST_CASE("dead list prints a table; --json asks for every attempt") {
   CHECK_FALSE(sent[0].body.contains("class"));
 
   Millis before = wall_now();
-  auto j =
-      env.pacer(broker.endpoint(), {"dead", "list", "--api", "echo", "--class",
-                                    "transient", "--since", "2h", "--json"});
+  auto j = testing::run_pacer(broker.endpoint(),
+                              {"dead", "list", "--api", "echo", "--class",
+                               "transient", "--since", "2h", "--json"});
   Millis after = wall_now();
   CHECK(j.code == 0);
   auto arr = nlohmann::json::parse(j.out);
@@ -208,7 +178,6 @@ TEST_CASE("dead list prints a table; --json asks for every attempt") {
 }
 
 TEST_CASE("dead list follows pages up to --limit") {
-  Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
     std::int64_t after = m.body.value("after", std::int64_t{0});
     std::int64_t limit =
@@ -221,13 +190,14 @@ TEST_CASE("dead list follows pages up to --limit") {
     if (after + limit < 5) body["next"] = after + limit;
     return {testing::reply_to(m, body)};
   });
-  auto all =
-      env.pacer(broker.endpoint(), {"dead", "list", "--limit", "0", "--json"});
+  auto all = testing::run_pacer(broker.endpoint(),
+                                {"dead", "list", "--limit", "0", "--json"});
   CHECK(all.code == 0);
   CHECK(nlohmann::json::parse(all.out).size() == 5);
   CHECK(broker.count(Command::kDeadList) == 3);
 
-  auto some = env.pacer(broker.endpoint(), {"dead", "list", "--limit", "3"});
+  auto some =
+      testing::run_pacer(broker.endpoint(), {"dead", "list", "--limit", "3"});
   CHECK(some.code == 0);
   int lines = 0;
   for (char c : some.out) lines += c == '\n';
@@ -238,46 +208,46 @@ TEST_CASE("dead list follows pages up to --limit") {
 }
 
 TEST_CASE("bad dead-letter arguments are usage errors; nothing is sent") {
-  Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
     return {testing::error_to(m, "malformed", "unexpected")};
   });
   auto ep = broker.endpoint();
-  auto no_sub = env.pacer(ep, {"dead"});
+  auto no_sub = testing::run_pacer(ep, {"dead"});
   CHECK(no_sub.code == 2);
   CHECK(no_sub.err.rfind("pacer: ", 0) == 0);
 
-  auto bare = env.pacer(ep, {"dead", "replay"});
+  auto bare = testing::run_pacer(ep, {"dead", "replay"});
   CHECK(bare.code == 2);
   CHECK(bare.err ==
         "pacer: dead replay needs job ids, a filter (--api, --class, --since) "
         "or --all (every dead job)\n");
-  auto dry = env.pacer(ep, {"dead", "replay", "--dry-run"});
+  auto dry = testing::run_pacer(ep, {"dead", "replay", "--dry-run"});
   CHECK(dry.code == 2);
-  auto both = env.pacer(ep, {"dead", "replay", "4", "--all"});
+  auto both = testing::run_pacer(ep, {"dead", "replay", "4", "--all"});
   CHECK(both.code == 2);
   CHECK(both.err == "pacer: give job ids, or --all and/or filters, not both\n");
-  auto ids_filter = env.pacer(ep, {"dead", "replay", "4", "--api", "echo"});
+  auto ids_filter =
+      testing::run_pacer(ep, {"dead", "replay", "4", "--api", "echo"});
   CHECK(ids_filter.code == 2);
-  auto bad_id = env.pacer(ep, {"dead", "replay", "four"});
+  auto bad_id = testing::run_pacer(ep, {"dead", "replay", "four"});
   CHECK(bad_id.code == 2);
   auto bad_class =
-      env.pacer(ep, {"dead", "replay", "--all", "--class", "fatal"});
+      testing::run_pacer(ep, {"dead", "replay", "--all", "--class", "fatal"});
   CHECK(bad_class.code == 2);
   CHECK(bad_class.err.find("--class 'fatal' is not a failure class") !=
         std::string::npos);
-  auto bad_since = env.pacer(ep, {"dead", "list", "--since", "last week"});
+  auto bad_since =
+      testing::run_pacer(ep, {"dead", "list", "--since", "last week"});
   CHECK(bad_since.code == 2);
   CHECK(bad_since.err.rfind("pacer: --since 'last week'", 0) == 0);
-  auto bad_limit = env.pacer(ep, {"dead", "list", "--limit", "-1"});
+  auto bad_limit = testing::run_pacer(ep, {"dead", "list", "--limit", "-1"});
   CHECK(bad_limit.code == 2);
-  auto no_id = env.pacer(ep, {"dead", "show"});
+  auto no_id = testing::run_pacer(ep, {"dead", "show"});
   CHECK(no_id.code == 2);
   CHECK(broker.received().empty());
 }
 
 TEST_CASE("dead show prints the job and every attempt; not dead exits 1") {
-  Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
     if (m.command == Command::kStatus) {
       auto jobs = nlohmann::json::array();
@@ -310,7 +280,7 @@ TEST_CASE("dead show prints the job and every attempt; not dead exits 1") {
                             {"error", "attempts exhausted (2): HTTP 503"}}};
     return {testing::reply_to(m, {{"jobs", {job}}, {"not_dead", {}}})};
   });
-  auto r = env.pacer(broker.endpoint(), {"dead", "show", "7"});
+  auto r = testing::run_pacer(broker.endpoint(), {"dead", "show", "7"});
   CHECK(r.code == 0);
   CAPTURE(r.out);
   CHECK(r.out.rfind("job 7 (echo): dead since ", 0) == 0);
@@ -329,23 +299,23 @@ TEST_CASE("dead show prints the job and every attempt; not dead exits 1") {
   CHECK(sent[0].body["ids"] == nlohmann::json{7});
   CHECK(sent[0].body["attempts"] == true);
 
-  auto j = env.pacer(broker.endpoint(), {"dead", "show", "7", "--json"});
+  auto j =
+      testing::run_pacer(broker.endpoint(), {"dead", "show", "7", "--json"});
   CHECK(j.code == 0);
   auto job = nlohmann::json::parse(j.out);
   CHECK(job["id"] == 7);
   CHECK(job["attempt_rows"].size() == 2);
 
-  auto done = env.pacer(broker.endpoint(), {"dead", "show", "8"});
+  auto done = testing::run_pacer(broker.endpoint(), {"dead", "show", "8"});
   CHECK(done.code == 1);
   CHECK(done.out.empty());
   CHECK(done.err == "pacer: job 8 is succeeded, not dead\n");
-  auto unknown = env.pacer(broker.endpoint(), {"dead", "show", "9"});
+  auto unknown = testing::run_pacer(broker.endpoint(), {"dead", "show", "9"});
   CHECK(unknown.code == 1);
   CHECK(unknown.err == "pacer: unknown job id: 9\n");
 }
 
 TEST_CASE("dead replay --all steps through the broker's cursor") {
-  Env env;
   // Seven dead jobs, ids 1..7; each step moves at most three.
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
     std::int64_t after = m.body.value("after", std::int64_t{0});
@@ -365,7 +335,7 @@ TEST_CASE("dead replay --all steps through the broker's cursor") {
     if (ids.size() == 3) body["next"] = ids.back();
     return {testing::reply_to(m, body)};
   });
-  auto r = env.pacer(broker.endpoint(), {"dead", "replay", "--all"});
+  auto r = testing::run_pacer(broker.endpoint(), {"dead", "replay", "--all"});
   CHECK(r.code == 0);
   CHECK(r.out == "moved 7 jobs back to queued\n");
   CHECK(r.err.empty());
@@ -378,8 +348,9 @@ TEST_CASE("dead replay --all steps through the broker's cursor") {
   CHECK(sent[2].body["after"] == 6);
 
   // A filter alone implies --all over what matches.
-  auto dry = env.pacer(broker.endpoint(), {"dead", "replay", "--class",
-                                           "permanent", "--dry-run", "--json"});
+  auto dry = testing::run_pacer(
+      broker.endpoint(),
+      {"dead", "replay", "--class", "permanent", "--dry-run", "--json"});
   CHECK(dry.code == 0);
   auto out = nlohmann::json::parse(dry.out);
   CHECK(out["dry_run"] == true);
@@ -392,14 +363,13 @@ TEST_CASE("dead replay --all steps through the broker's cursor") {
   CHECK(sent[3].body["all"] == true);
   CHECK(sent[3].body["dry_run"] == true);
 
-  auto text = env.pacer(broker.endpoint(),
-                        {"dead", "replay", "--api", "echo", "--dry-run"});
+  auto text = testing::run_pacer(
+      broker.endpoint(), {"dead", "replay", "--api", "echo", "--dry-run"});
   CHECK(text.code == 0);
   CHECK(text.out == "would move 7 jobs back to queued\n");
 }
 
 TEST_CASE("dead replay by id: unique ids, not-dead ones named, exit 1") {
-  Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
     auto moved = nlohmann::json::array();
     auto not_dead = nlohmann::json::array();
@@ -413,11 +383,12 @@ TEST_CASE("dead replay by id: unique ids, not-dead ones named, exit 1") {
                                   {"next", nullptr},
                                   {"dry_run", false}})};
   });
-  auto ok = env.pacer(broker.endpoint(), {"dead", "replay", "1"});
+  auto ok = testing::run_pacer(broker.endpoint(), {"dead", "replay", "1"});
   CHECK(ok.code == 0);
   CHECK(ok.out == "moved 1 job back to queued\n");
 
-  auto r = env.pacer(broker.endpoint(), {"dead", "replay", "1", "2", "2", "3"});
+  auto r = testing::run_pacer(broker.endpoint(),
+                              {"dead", "replay", "1", "2", "2", "3"});
   CHECK(r.code == 1);
   CHECK(r.out == "moved 2 jobs back to queued\nnot dead: 3\n");
   auto sent = of(broker, Command::kDeadReplay);
@@ -426,7 +397,8 @@ TEST_CASE("dead replay by id: unique ids, not-dead ones named, exit 1") {
   CHECK(sent[1].body["dry_run"] == false);
   CHECK_FALSE(sent[1].body.contains("all"));
 
-  auto j = env.pacer(broker.endpoint(), {"dead", "replay", "2", "9", "--json"});
+  auto j = testing::run_pacer(broker.endpoint(),
+                              {"dead", "replay", "2", "9", "--json"});
   CHECK(j.code == 1);
   auto out = nlohmann::json::parse(j.out);
   CHECK(out["moved"] == 1);
@@ -435,7 +407,6 @@ TEST_CASE("dead replay by id: unique ids, not-dead ones named, exit 1") {
 }
 
 TEST_CASE("a replay refused part way says how many jobs had moved") {
-  Env env;
   std::atomic<int> calls{0};
   FakeBroker broker([&](const protocol::Message& m) -> std::vector<Frames> {
     if (calls++ > 0)
@@ -447,7 +418,7 @@ TEST_CASE("a replay refused part way says how many jobs had moved") {
                                   {"next", 3},
                                   {"dry_run", false}})};
   });
-  auto r = env.pacer(broker.endpoint(), {"dead", "replay", "--all"});
+  auto r = testing::run_pacer(broker.endpoint(), {"dead", "replay", "--all"});
   CHECK(r.code == 1);
   CHECK(r.out.empty());
   CHECK(r.err ==

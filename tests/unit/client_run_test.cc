@@ -11,6 +11,7 @@
 #include "client/run.h"
 #include "client/sha256.h"
 #include "tests/support/process.h"
+#include "tests/unit/client_cli_runner.h"
 #include "tests/unit/client_fake_broker.h"
 
 using namespace pacer;
@@ -290,24 +291,10 @@ struct EchoBroker {
   }
 };
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-Run pacer_run(const std::string& endpoint, std::vector<std::string> args) {
-  std::vector<std::string> argv = {"pacer",     "--broker", endpoint,
-                                   "--timeout", "5s",       "run"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<const char*> ptrs;
-  for (const auto& a : argv) ptrs.push_back(a.c_str());
-  std::ostringstream out, err;
-  Io io{out, err, false};
-  Run r;
-  r.code = run_cli(static_cast<int>(ptrs.size()), ptrs.data(), io);
-  r.out = out.str();
-  r.err = err.str();
-  return r;
+testing::CliRun pacer_run(const std::string& endpoint,
+                          std::vector<std::string> args) {
+  args.insert(args.begin(), "run");
+  return testing::run_pacer(endpoint, args);
 }
 
 std::string slurp(const std::string& path) {
