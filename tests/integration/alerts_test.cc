@@ -56,8 +56,7 @@ class Receiver {
   }
   ~Receiver() {
     // stop() does nothing until listening has begun.
-    while (!server_.is_running())
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    wait_until([this] { return server_.is_running(); }, 10s, 1ms);
     server_.stop();
     thread_.join();
   }

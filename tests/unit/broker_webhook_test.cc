@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "broker/webhook.h"
+#include "tests/support/process.h"
 
 using nlohmann::json;
 using pacer::WebhookSender;
@@ -123,12 +124,8 @@ class Receiver {
 bool wait_counts(
     const WebhookSender& sender,
     const std::function<bool(const WebhookSender::Counts&)>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while (!done(sender.counts())) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll interval
-  }
-  return true;
+  return pacer::testing::wait_until([&] { return done(sender.counts()); },
+                                    kPatience, std::chrono::milliseconds(1));
 }
 
 WebhookSender::Options options_for(const Receiver& r) {
