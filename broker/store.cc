@@ -144,9 +144,10 @@ std::string sql_for(int which) {
       return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
              " WHERE api = ?1 AND " +
              ready + " AND run_at > ?2";
-    // Claiming reads the job, then updates it: RETURNING would cost a
-    // temporary table opened and closed per job (measured: a fifth of the
-    // broker's time in bench/e2e_throughput.sh).
+    // Claiming reads the job, then updates it (the read's state test guards
+    // the update: one connection, one transaction): RETURNING would cost a
+    // temporary table opened and closed per job, part of the sixth of the
+    // broker's time temporary b-trees took in bench/e2e_throughput.sh.
     case kClaimRead:
       return "SELECT dispatches + 1, attempts, max_attempts, method, path,"
              " headers, body, timeout_ms, cost, quota_deadline, priority"
