@@ -1,6 +1,11 @@
 #include "worker/http_executor.h"
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstring>
 
 namespace pacer::worker {
@@ -53,6 +58,9 @@ HttpExecutor::HttpExecutor(const Options& options) : options_(options) {}
 Result<std::unique_ptr<HttpExecutor>> HttpExecutor::create(
     const Options& options) {
   std::unique_ptr<HttpExecutor> ex(new HttpExecutor(options));
+  ex->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (ex->epoll_fd_ < 0)
+    return Error{std::string("epoll_create1: ") + std::strerror(errno)};
   ex->multi_ = curl_multi_init();
   if (!ex->multi_) return Error{"curl_multi_init failed"};
   const long conns = std::max(1, options.max_connections);
@@ -80,17 +88,31 @@ HttpExecutor::~HttpExecutor() {
   transfers_.clear();
   for (CURL* easy : idle_) curl_easy_cleanup(easy);
   if (multi_) curl_multi_cleanup(multi_);
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
 }
 
 int HttpExecutor::socket_callback(CURL*, curl_socket_t fd, int what, void* self,
                                   void*) {
   auto* ex = static_cast<HttpExecutor*>(self);
   if (what == CURL_POLL_REMOVE) {
-    ex->sockets_.erase(fd);
-  } else {
-    ex->sockets_[fd] = what;
+    // curl may already have closed it (then the kernel dropped it too).
+    if (ex->sockets_.erase(fd))
+      epoll_ctl(ex->epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    return 0;
   }
-  return 0;
+  epoll_event ev{};
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
+  ev.data.fd = fd;
+  auto [it, fresh] = ex->sockets_.insert_or_assign(fd, what);
+  int rc =
+      epoll_ctl(ex->epoll_fd_, fresh ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+  // A descriptor number curl reused after closing the old one unannounced.
+  if (rc != 0 && errno == ENOENT)
+    rc = epoll_ctl(ex->epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  else if (rc != 0 && errno == EEXIST)
+    rc = epoll_ctl(ex->epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+  return rc == 0 ? 0 : -1;  // -1 makes curl fail the transfer, not hang
 }
 
 int HttpExecutor::timer_callback(CURLM*, long timeout_ms, void* self) {
@@ -190,9 +212,21 @@ void HttpExecutor::start(HttpRequest request) {
   transfers_.emplace(easy, std::move(t));
 }
 
-void HttpExecutor::on_socket(curl_socket_t fd, int select_bits) {
-  int still_running = 0;
-  curl_multi_socket_action(multi_, fd, select_bits, &still_running);
+void HttpExecutor::on_ready() {
+  std::array<epoll_event, 64> events;
+  int n =
+      epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 0);
+  for (int i = 0; i < n; ++i) {
+    const std::uint32_t e = events[i].events;
+    int bits = 0;
+    if (e & EPOLLIN) bits |= CURL_CSELECT_IN;
+    if (e & EPOLLOUT) bits |= CURL_CSELECT_OUT;
+    if (e & (EPOLLERR | EPOLLHUP)) bits |= CURL_CSELECT_ERR;
+    // A socket an earlier action in this loop closed is unknown to curl,
+    // which then does nothing with it.
+    int still_running = 0;
+    curl_multi_socket_action(multi_, events[i].data.fd, bits, &still_running);
+  }
   collect_done();
 }
 

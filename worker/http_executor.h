@@ -42,12 +42,15 @@ class HttpExecutor {
   void start(HttpRequest request);
   std::size_t running() const { return transfers_.size(); }
 
-  // The sockets curl wants watched: fd -> CURL_POLL_IN / OUT / INOUT.
-  const std::map<curl_socket_t, int>& sockets() const { return sockets_; }
+  // One descriptor standing for every socket curl wants watched (an epoll
+  // set): readable when at least one of them is ready. The event loop polls
+  // it beside its own descriptors and calls on_ready() when it is readable,
+  // so a turn costs the same with 1 or 10,000 transfers running.
+  int poll_fd() const { return epoll_fd_; }
+  // Runs curl on every watched socket that is ready now (never blocks).
+  void on_ready();
   // When curl wants on_timer(), if at all.
   std::optional<TimePoint> deadline() const { return deadline_; }
-  // Readiness of one socket (CURL_CSELECT_IN / OUT / ERR bits).
-  void on_socket(curl_socket_t fd, int select_bits);
   // Runs curl's timeout processing if its deadline has passed.
   void on_timer(TimePoint now);
 
@@ -78,7 +81,8 @@ class HttpExecutor {
   CURLM* multi_ = nullptr;
   std::vector<CURL*> idle_;  // reset easy handles ready for reuse
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> transfers_;
-  std::map<curl_socket_t, int> sockets_;
+  int epoll_fd_ = -1;
+  std::map<curl_socket_t, int> sockets_;  // watched: fd -> CURL_POLL_*
   std::optional<TimePoint> deadline_;
   std::vector<JobResult> completed_;
 };

@@ -21,6 +21,15 @@ using protocol::Message;
 constexpr Millis kBackoffBaseMs = 100;
 constexpr Millis kBackoffCapMs = 5'000;
 constexpr int kMaxMessagesPerTurn = 1'000;
+// A turn starts at most this many transfers and handles at most 64 ready
+// sockets (HttpExecutor::on_ready), so results go out while later work is
+// still being started, instead of the broker and this worker taking turns
+// at whole windows of jobs.
+constexpr int kMaxStartsPerTurn = 32;
+// Results wait at most this long for company, so the broker gets fewer,
+// bigger RESULTS messages (one commit answers many) at a negligible delay
+// next to any real API's latency.
+constexpr auto kResultsLinger = std::chrono::milliseconds(2);
 // RESULTS bodies stay well under the broker's 64 MiB receive limit.
 constexpr std::size_t kMaxResultsBytes = 48u << 20;
 
@@ -288,7 +297,8 @@ Result<HttpRequest> Worker::batch_request(const nlohmann::json& j) const {
 void Worker::start_pending() {
   // Transfers of an earlier session still count: never more than
   // `concurrency` at once.
-  while (!pending_.empty() &&
+  int started = 0;
+  while (!pending_.empty() && started++ < kMaxStartsPerTurn &&
          executor_->running() <
              static_cast<std::size_t>(options_.concurrency)) {
     executor_->start(std::move(pending_.front()));
@@ -303,11 +313,22 @@ void Worker::flush(TimePoint now, bool even_unanswered) {
   for (const auto& r : outbox_)
     if (r.session == session_) --session_outstanding_;
   std::size_t count = outbox_.size();
+  outbox_since_ = TimePoint{};
   auto bodies = pack_results(std::exchange(outbox_, {}), kMaxResultsBytes);
   for (auto& body : bodies) {
     if (!send(Message{Command::kResults, std::move(body)}, now))
       log::error("results_lost", {{"count", count}});
   }
+}
+
+bool Worker::results_due(TimePoint now) const {
+  if (outbox_.empty()) return false;
+  // Nothing else is coming, or we are going: no reason to wait.
+  if (stopping_ || (executor_->running() == 0 && pending_.empty())) return true;
+  // A quarter of the credit (at most 32) makes a message worth sending.
+  const auto enough =
+      static_cast<std::size_t>(std::clamp(options_.concurrency / 4, 1, 32));
+  return outbox_.size() >= enough || now - outbox_since_ >= kResultsLinger;
 }
 
 void Worker::on_stop_request(TimePoint now) {
@@ -362,6 +383,9 @@ std::optional<Worker::TimePoint> Worker::next_deadline() const {
     consider(reconnect_at_);
   }
   if (stopping_) consider(shutdown_deadline_);
+  // Only when flush() could send them: no spinning while disconnected.
+  if (socket_ && peer_seen_ && !outbox_.empty() && outbox_since_ != TimePoint{})
+    consider(outbox_since_ + kResultsLinger);
   return next;
 }
 
@@ -375,7 +399,6 @@ int Worker::run() {
                         {"version", PACER_VERSION}});
   reconnect_at_ = Clock::now();
   std::vector<zmq::pollitem_t> items;
-  std::vector<curl_socket_t> curl_fds;
   while (true) {
     TimePoint now = Clock::now();
     if (!socket_ && !stopping_ && now >= reconnect_at_) {
@@ -388,21 +411,15 @@ int Worker::run() {
     }
 
     items.clear();
-    curl_fds.clear();
     items.push_back({nullptr, options_.stop_fd, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, executor_->poll_fd(), ZMQ_POLLIN, 0});
     const std::size_t zmq_index = items.size();
     if (socket_) items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
-    const std::size_t curl_index = items.size();
-    for (const auto& [fd, what] : executor_->sockets()) {
-      short events = 0;
-      if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= ZMQ_POLLIN;
-      if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-        events |= ZMQ_POLLOUT;
-      items.push_back({nullptr, fd, events, 0});
-      curl_fds.push_back(fd);
-    }
     long timeout = -1;
-    if (auto deadline = next_deadline()) {
+    if (!pending_.empty() &&
+        executor_->running() < static_cast<std::size_t>(options_.concurrency))
+      timeout = 0;
+    else if (auto deadline = next_deadline()) {
       auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now);
       timeout = std::max<long>(0, static_cast<long>(left.count()));
     }
@@ -419,15 +436,9 @@ int Worker::run() {
       [[maybe_unused]] auto n = ::read(options_.stop_fd, buf, sizeof buf);
       on_stop_request(now);
     }
-    for (std::size_t i = curl_index; i < items.size(); ++i) {
-      int bits = 0;
-      if (items[i].revents & ZMQ_POLLIN) bits |= CURL_CSELECT_IN;
-      if (items[i].revents & ZMQ_POLLOUT) bits |= CURL_CSELECT_OUT;
-      if (items[i].revents & ZMQ_POLLERR) bits |= CURL_CSELECT_ERR;
-      if (bits) executor_->on_socket(curl_fds[i - curl_index], bits);
-    }
+    if (items[1].revents & ZMQ_POLLIN) executor_->on_ready();
     executor_->on_timer(now);
-    if (socket_ && zmq_index < curl_index &&
+    if (socket_ && zmq_index < items.size() &&
         (items[zmq_index].revents & ZMQ_POLLIN))
       receive(now);
     if (exit_code_) return *exit_code_;
@@ -459,7 +470,8 @@ int Worker::run() {
       drop_connection(now, "no message from the broker for " +
                                std::to_string(liveness_window().count()) +
                                " ms");
-    flush(now);  // everything finished this turn: one RESULTS message
+    if (!outbox_.empty() && outbox_since_ == TimePoint{}) outbox_since_ = now;
+    if (results_due(now)) flush(now);
     if (socket_ && now - last_send_ >= std::chrono::milliseconds(heartbeat_ms_))
       send(Message{Command::kHeartbeat, nullptr}, now);
 

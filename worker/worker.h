@@ -1,6 +1,7 @@
 // Worker: the pacer-worker event loop and its broker session. One thread
-// polls, with zmq_poll, the DEALER to the broker, every socket curl watches
-// (through HttpExecutor) and a stop fd (signalfd); timers are poll timeouts,
+// polls, with zmq_poll, the DEALER to the broker, the sockets curl watches
+// (one epoll descriptor, through HttpExecutor) and a stop fd (signalfd);
+// timers are poll timeouts,
 // never sleeps. It owns the ZeroMQ context and socket (recreated on every
 // reconnect), the executor, the jobs waiting for a transfer slot and the
 // outbox of results not yet sent. Not thread-safe: run() owns the thread.
@@ -71,6 +72,8 @@ class Worker {
   void refuse(JobResult answer, Outcome outcome, std::string error);
   void start_pending();
   void flush(TimePoint now, bool even_unanswered = false);
+  // Whether the outbox goes to the broker now (see run()).
+  bool results_due(TimePoint now) const;
   void on_stop_request(TimePoint now);
   int finish();
   void protocol_error(const std::string& code, const std::string& message,
@@ -96,6 +99,7 @@ class Worker {
 
   std::deque<HttpRequest> pending_;  // accepted, waiting for a transfer slot
   std::vector<JobResult> outbox_;    // not yet sent
+  TimePoint outbox_since_{};         // when the oldest of them was added
 
   bool stopping_ = false;
   TimePoint shutdown_deadline_{};
