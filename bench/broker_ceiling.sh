@@ -20,7 +20,6 @@ for ((i = 1; i <= WORKERS; i++)); do
 done
 echo_jobs "$JOBS" >"$WORK/jobs.jsonl"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ticks0=$(cpu_ticks "$BROKER_PID")
 start=$(date +%s.%N)
 group=$("$BIN/client/pacer" submit --file "$WORK/jobs.jsonl")
@@ -30,10 +29,8 @@ end=$(date +%s.%N)
 ticks=$(( $(cpu_ticks "$BROKER_PID") - ticks0 ))
 
 total=$(echo "$end - $start" | bc -l)
-hz=$(getconf CLK_TCK)
 printf 'jobs=%d workers=%d capacity=%d\n' "$JOBS" "$WORKERS" "$CAP"
 printf 'submit %.2f s, submit-to-succeeded %.2f s: %.0f jobs/s\n' \
   "$(echo "$submitted - $start" | bc -l)" "$total" "$(echo "$JOBS / $total" | bc -l)"
-printf 'broker CPU %.2f s: %.1f us per job\n' "$(echo "$ticks / $hz" | bc -l)" \
-  "$(echo "$ticks * 1000000 / $hz / $JOBS" | bc -l)"
+printf 'broker CPU %s us per job\n' "$(us_per_job "$ticks" "$JOBS")"
 printf 'broker peak RSS %d KiB\n' "$(peak_rss_kb "$BROKER_PID")"

@@ -33,6 +33,7 @@ http {
 CONF
   nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
   FLEET_PIDS+=($!)
+  NGINX_PID=$!
   for _ in $(seq 100); do curl -sf -X POST "http://127.0.0.1:$port/v1/echo" >/dev/null && break; sleep 0.05; done
   base="http://127.0.0.1:$port"
 else
@@ -44,16 +45,34 @@ write_config "$base" "concurrency = 0"
 start_broker
 start_workers "$WORKERS" "$CONC"
 echo_jobs "$JOBS" >"$WORK/jobs.jsonl"
+if [ "$TARGET" = nginx ]; then
+  server_pids=($(pgrep -P "$NGINX_PID"))  # its worker process
+else
+  server_pids=("$MOCK_PID")
+fi
 
+# CPU per job of each part: where the two cores go.
+broker0=$(cpu_ticks "$BROKER_PID")
+workers0=$(cpu_ticks "${WORKER_PIDS[@]}")
+server0=$(cpu_ticks "${server_pids[@]}")
+TIMEFORMAT='%U %S'
 start=$(date +%s.%N)
-group=$("$BIN/client/pacer" submit --file "$WORK/jobs.jsonl")
+{ time group=$("$BIN/client/pacer" submit --file "$WORK/jobs.jsonl"); } 2>"$WORK/submit.time"
 submitted=$(date +%s.%N)
-"$BIN/client/pacer" wait --group "$group" --timeout-wait 30min >/dev/null
+{ time "$BIN/client/pacer" wait --group "$group" --timeout-wait 30min >/dev/null; } 2>"$WORK/wait.time"
 end=$(date +%s.%N)
+broker=$(($(cpu_ticks "$BROKER_PID") - broker0))
+workers=$(($(cpu_ticks "${WORKER_PIDS[@]}") - workers0))
+server=$(($(cpu_ticks "${server_pids[@]}") - server0))
+client_s=$(cat "$WORK/submit.time" "$WORK/wait.time" | awk '{ s += $1 + $2 } END { print s }')
+client=$(echo "$client_s * $(getconf CLK_TCK)" | bc -l)
 
 total=$(echo "$end - $start" | bc -l)
 printf 'target=%s jobs=%d workers=%d concurrency=%d\n' "$TARGET" "$JOBS" "$WORKERS" "$CONC"
 printf 'submit %.2f s, submit-to-succeeded %.2f s: %.0f jobs/s\n' \
   "$(echo "$submitted - $start" | bc -l)" "$total" "$(echo "$JOBS / $total" | bc -l)"
+printf 'CPU per job: broker %s us, workers %s us, %s %s us, client %s us\n' \
+  "$(us_per_job "$broker" "$JOBS")" "$(us_per_job "$workers" "$JOBS")" \
+  "$TARGET" "$(us_per_job "$server" "$JOBS")" "$(us_per_job "$client" "$JOBS")"
 printf 'broker peak RSS %d KiB\n' "$(peak_rss_kb "$BROKER_PID")"
 "$BIN/client/pacer" stats --json | jq -c '.states'

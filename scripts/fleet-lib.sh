@@ -28,9 +28,10 @@ wait_for() {  # FILE TEXT SECONDS
   done
 }
 
-start_mock() {  # ARGS... ; sets MOCK_PORT
+start_mock() {  # ARGS... ; sets MOCK_PORT and MOCK_PID
   "$BIN/tests/mock_api/pacer-mock-api" --port 0 "$@" >"$WORK/mock.out" 2>"$WORK/mock.err" &
   FLEET_PIDS+=($!)
+  MOCK_PID=$!
   wait_for "$WORK/mock.out" "listening on" 20
   MOCK_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/mock.out")
 }
@@ -56,17 +57,29 @@ start_broker() {  # sets BROKER_PID
   wait_for "$WORK/broker.log" '"event":"listening"' 30
 }
 
-start_workers() {  # COUNT CONCURRENCY
+start_workers() {  # COUNT CONCURRENCY ; sets WORKER_PIDS
   local i
+  WORKER_PIDS=()
   for ((i = 1; i <= $1; i++)); do
     "$BIN/worker/pacer-worker" --id "worker-$i" --concurrency "$2" >"$WORK/worker$i.log" 2>&1 &
     FLEET_PIDS+=($!)
+    WORKER_PIDS+=($!)
   done
   for ((i = 1; i <= $1; i++)); do wait_for "$WORK/worker$i.log" '"event":"connected"' 30; done
 }
 
 echo_jobs() {  # COUNT > file
   awk -v n="$1" 'BEGIN { for (i = 1; i <= n; i++) printf "{\"api\":\"echo\",\"method\":\"POST\",\"path\":\"/v1/echo\",\"body\":{\"n\":%d}}\n", i }'
+}
+
+cpu_ticks() {  # PID... : their user + system CPU time so far, in clock ticks
+  local p sum=0
+  for p in "$@"; do sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done
+  echo "$sum"
+}
+
+us_per_job() {  # TICKS JOBS : CPU microseconds per job
+  echo "$1 * 1000000 / $(getconf CLK_TCK) / $2" | bc -l | xargs printf '%.1f'
 }
 
 peak_rss_kb() {  # PID
