@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string_view>
+#include <utility>
 
 #include "schema_migrations.h"
 
@@ -71,6 +72,7 @@ enum Stmt : int {
   kDeleteBatch,
   kBatchStarts,
   kPurgeBatches,
+  kGroupOf,
   kCount,
 };
 
@@ -137,6 +139,8 @@ std::string sql_for(int which) {
     case kBatchStarts:
       return "SELECT started_at, units, requests FROM batches"
              " WHERE api = ?1 AND started_at > ?2 ORDER BY started_at";
+    case kGroupOf:
+      return "SELECT group_id FROM jobs WHERE id = ?1";
     case kPurgeBatches:
       return "DELETE FROM batches WHERE id IN (SELECT id FROM batches"
              " WHERE started_at < ?1 LIMIT ?2)";
@@ -182,10 +186,11 @@ std::string sql_for(int which) {
              " WHERE api = ?1 AND started_at > ?2 AND batch_id IS NULL"
              " ORDER BY started_at";
     case kCancel:
+      // RETURNING costs a temporary table, which a rare cancel can afford.
       return "UPDATE jobs SET state = 'canceled', lease_until = NULL,"
              " updated_at = ?2, finished_at = ?2, last_outcome = 'canceled'"
              " WHERE id = ?1 AND NOT " +
-             std::string(kFinishedStates);
+             std::string(kFinishedStates) + " RETURNING group_id";
     case kStateOf:
       return "SELECT state FROM jobs WHERE id = ?1";
     case kPurgeJobs:
@@ -193,7 +198,7 @@ std::string sql_for(int which) {
              "jobs_finished WHERE " +
              std::string(kFinishedStates) +
              " AND finished_at < ?1"
-             " ORDER BY finished_at LIMIT ?2) RETURNING id";
+             " ORDER BY finished_at LIMIT ?2) RETURNING id, group_id, state";
     case kPurgeAttempts:
       return "DELETE FROM attempts WHERE job_id = ?1";
     case kReadyApis:
@@ -233,7 +238,7 @@ std::string sql_for(int which) {
              " quota_deadline = NULL, run_at = ?2, finished_at = NULL,"
              " lease_until = NULL, updated_at = ?2"
              " WHERE id = ?1 AND state = 'dead' RETURNING priority, run_at, "
-             "cost, batch_key";
+             "cost, batch_key, group_id";
   }
   return "";
 }
@@ -335,14 +340,87 @@ void Store::commit() {
 void Store::rollback() {
   if (!in_tx_) return;
   in_tx_ = false;
+  // The tallies counted what is now undone: count afresh when next asked.
+  tallies_.clear();
+  all_tally_.reset();
   db_.exec("ROLLBACK");
 }
 
-void Store::savepoint() { db_.exec("SAVEPOINT submit"); }
-void Store::release() { db_.exec("RELEASE submit"); }
+void Store::savepoint() {
+  db_.exec("SAVEPOINT submit");
+  in_savepoint_ = true;
+  savepoint_changes_.clear();
+}
+void Store::release() {
+  db_.exec("RELEASE submit");
+  in_savepoint_ = false;
+  savepoint_changes_.clear();
+}
 void Store::rollback_to_savepoint() {
   db_.exec("ROLLBACK TO submit");
   db_.exec("RELEASE submit");
+  in_savepoint_ = false;
+  auto undo = std::exchange(savepoint_changes_, {});
+  for (auto it = undo.rbegin(); it != undo.rend(); ++it)
+    tally(it->group, it->column, -it->delta);
+}
+
+// ---------------------------------------------------------------- tallies
+
+namespace {
+
+// At most this many groups keep a tally; the least recently read one makes
+// room (it is counted afresh if asked again).
+constexpr std::size_t kMaxTallies = 1000;
+
+std::int64_t& column_of(Progress& p, int column) {
+  switch (column) {
+    case 1:
+      return p.succeeded;
+    case 2:
+      return p.dead;
+    case 3:
+      return p.canceled;
+    default:
+      return p.total;
+  }
+}
+
+Progress with_pending(Progress p) {
+  p.pending = p.total - p.succeeded - p.dead - p.canceled;
+  return p;
+}
+
+}  // namespace
+
+void Store::tally(const std::optional<std::string>& group, Column c,
+                  int delta) {
+  const int column = static_cast<int>(c);
+  if (all_tally_) column_of(*all_tally_, column) += delta;
+  if (group) {
+    if (auto it = tallies_.find(*group); it != tallies_.end())
+      column_of(it->second.counts, column) += delta;
+  }
+  if (in_savepoint_) savepoint_changes_.push_back({group, c, delta});
+}
+
+void Store::tally_final(const std::optional<std::string>& group,
+                        std::string_view state, int delta) {
+  if (state == to_string(JobState::kSucceeded))
+    tally(group, Column::kSucceeded, delta);
+  else if (state == to_string(JobState::kDead))
+    tally(group, Column::kDead, delta);
+  else if (state == to_string(JobState::kCanceled))
+    tally(group, Column::kCanceled, delta);
+}
+
+std::optional<std::string> Store::group_of(JobId id) {
+  auto& s = stmt(kGroupOf);
+  s.bind(1, id);
+  std::optional<std::string> g;
+  if (s.step() && !s.is_null(0)) g = s.text(0);
+  s.reset();
+  return g;
 }
 
 Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
@@ -381,6 +459,9 @@ Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
   s.exec();
   if (db_.changes() == 1) {
     r.id = db_.last_insert_rowid();
+    if (tallying())
+      tally(group.empty() ? std::nullopt : std::optional<std::string>(group),
+            Column::kTotal, 1);
   } else {
     auto& f = stmt(kFindKey);
     f.bind(1, spec.key);
@@ -534,6 +615,8 @@ bool Store::end_attempt(const AttemptEnd& e, Millis now) {
   s.bind(13, e.quota_deadline);
   s.exec();
   if (db_.changes() != 1) return false;
+  if (is_final(e.next) && tallying())
+    tally_final(group_of(e.id), to_string(e.next), 1);
   auto& a = stmt(kEndAttempt);
   a.bind(1, e.id).bind(2, e.attempt).bind(3, now).bind(4, to_string(e.outcome));
   if (e.status)
@@ -593,8 +676,12 @@ std::vector<Start> Store::attempt_starts(const std::string& api, Millis since) {
 bool Store::cancel(JobId id, Millis now) {
   auto& s = stmt(kCancel);
   s.bind(1, id).bind(2, now);
-  s.exec();
-  return db_.changes() == 1;
+  const bool canceled = s.step();
+  std::optional<std::string> group;
+  if (canceled && !s.is_null(0)) group = s.text(0);
+  s.reset();
+  if (canceled) tally(group, Column::kCanceled, 1);
+  return canceled;
 }
 
 std::optional<JobState> Store::state_of(JobId id) {
@@ -610,7 +697,15 @@ std::int64_t Store::purge_finished(Millis before, int limit) {
   std::vector<JobId> ids;
   auto& s = stmt(kPurgeJobs);
   s.bind(1, before).bind(2, limit);
-  while (s.step()) ids.push_back(s.i64(0));
+  while (s.step()) {
+    ids.push_back(s.i64(0));
+    if (tallying()) {
+      std::optional<std::string> group;
+      if (!s.is_null(1)) group = s.text(1);
+      tally_final(group, s.text(2), -1);
+      tally(group, Column::kTotal, -1);
+    }
+  }
   s.reset();
   auto& a = stmt(kPurgeAttempts);
   for (JobId id : ids) {
@@ -784,12 +879,28 @@ Progress progress_of(sqlite::Statement& s) {
 }  // namespace
 
 Progress Store::progress_group(const std::string& group) {
+  if (auto it = tallies_.find(group); it != tallies_.end()) {
+    it->second.used = ++tally_tick_;
+    return with_pending(it->second.counts);
+  }
   auto& s = stmt(kProgressGroup);
   s.bind(1, group);
-  return progress_of(s);
+  Progress p = progress_of(s);
+  if (tallies_.size() >= kMaxTallies) {
+    auto oldest = std::min_element(tallies_.begin(), tallies_.end(),
+                                   [](const auto& a, const auto& b) {
+                                     return a.second.used < b.second.used;
+                                   });
+    tallies_.erase(oldest);
+  }
+  tallies_[group] = Tally{p, ++tally_tick_};
+  return p;
 }
 
-Progress Store::progress_all() { return progress_of(stmt(kProgressAll)); }
+Progress Store::progress_all() {
+  if (!all_tally_) all_tally_ = progress_of(stmt(kProgressAll));
+  return with_pending(*all_tally_);
+}
 
 std::map<std::string, std::map<std::string, std::int64_t>>
 Store::state_counts() {
@@ -908,10 +1019,14 @@ std::optional<ReadyEntry> Store::requeue_dead(JobId id, Millis now) {
   auto& s = stmt(kRequeueDead);
   s.bind(1, id).bind(2, now);
   std::optional<ReadyEntry> r;
-  if (s.step())
+  std::optional<std::string> group;
+  if (s.step()) {
     r = ready_entry(id, s.i64(0), s.i64(1), s.i64(2),
                     s.is_null(3) ? std::string() : s.text(3));
+    if (!s.is_null(4)) group = s.text(4);
+  }
   s.reset();
+  if (r) tally(group, Column::kDead, -1);
   return r;
 }
 

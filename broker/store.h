@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "broker/sqlite.h"
@@ -186,6 +188,9 @@ class Store {
   std::optional<nlohmann::json> job_result(JobId id);
   nlohmann::json list(const ListFilter& f);
   Progress progress_ids(const std::vector<JobId>& ids);
+  // A group's counts (and all jobs'): the first call counts the rows, later
+  // ones read a tally every change of a job's state or existence keeps up to
+  // date, so polling a group of a million jobs does not stall the broker.
   Progress progress_group(const std::string& group);
   Progress progress_all();
   // api -> state -> count
@@ -224,9 +229,34 @@ class Store {
   nlohmann::json dead_row(sqlite::Statement& s, bool with_attempts);
   nlohmann::json attempt_rows(JobId id);
 
+  // --- progress tallies (progress_group / progress_all) ---
+  // One change to the counts: +1 / -1 in one column of a group's tally.
+  enum class Column { kTotal, kSucceeded, kDead, kCanceled };
+  struct Tally {
+    Progress counts;         // pending is derived on read
+    std::uint64_t used = 0;  // for eviction: the last read, as a tick
+  };
+  bool tallying() const { return all_tally_ || !tallies_.empty(); }
+  // Applies one change to the group's tally (if kept) and to all jobs'.
+  void tally(const std::optional<std::string>& group, Column c, int delta);
+  void tally_final(const std::optional<std::string>& group,
+                   std::string_view state, int delta);
+  std::optional<std::string> group_of(JobId id);
+
   sqlite::Database db_;
   std::vector<std::unique_ptr<sqlite::Statement>> stmts_;
   bool in_tx_ = false;
+  std::unordered_map<std::string, Tally> tallies_;
+  std::optional<Progress> all_tally_;
+  std::uint64_t tally_tick_ = 0;
+  // Changes made since savepoint(), undone by rollback_to_savepoint().
+  struct Change {
+    std::optional<std::string> group;
+    Column column;
+    int delta;
+  };
+  bool in_savepoint_ = false;
+  std::vector<Change> savepoint_changes_;
 };
 
 }  // namespace pacer

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -846,6 +847,105 @@ TEST_CASE(
              {"other", {{"queued", 1}}}});
   // The dead letters' count agrees, per API, without the other states.
   CHECK(s.dead_counts() == std::map<std::string, std::int64_t>{{"echo", 1}});
+}
+
+TEST_CASE(
+    "progress tallies agree with a fresh count through every kind of change") {
+  // After the first PROGRESS of a group (and of all jobs), the store answers
+  // from tallies it keeps up to date; a second Store on the file counts the
+  // rows afresh. They must agree after any sequence of inserts, claims, ends
+  // (final or not), cancels, purges, dead replays, and submissions rolled
+  // back to their savepoint.
+  TempDir dir;
+  const std::string path = dir.file("pacer.db");
+  Store s(path, false);
+  const std::vector<std::string> groups = {"g0", "g1", "g2", ""};
+  std::mt19937 rng(20261128);
+  auto pick = [&](std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+  };
+  std::vector<JobId> ids;
+  Millis now = t0;
+  auto agree = [&](const std::string& when) {
+    CAPTURE(when);
+    Store fresh(path, false);
+    for (const auto& g : {"g0", "g1", "g2", "unused"}) {
+      CAPTURE(g);
+      auto kept = s.progress_group(g);
+      auto counted = fresh.progress_group(g);
+      CHECK(kept.total == counted.total);
+      CHECK(kept.succeeded == counted.succeeded);
+      CHECK(kept.dead == counted.dead);
+      CHECK(kept.canceled == counted.canceled);
+      CHECK(kept.pending == counted.pending);
+    }
+    auto kept = s.progress_all();
+    auto counted = fresh.progress_all();
+    CHECK(kept.total == counted.total);
+    CHECK(kept.succeeded == counted.succeeded);
+    CHECK(kept.dead == counted.dead);
+    CHECK(kept.canceled == counted.canceled);
+    CHECK(kept.pending == counted.pending);
+  };
+  // Some jobs before the first count, so the tallies start from a scan.
+  for (int i = 0; i < 20; ++i)
+    ids.push_back(insert(s, {}, now, groups[pick(groups.size())]));
+  agree("first count");
+  for (int round = 0; round < 40; ++round) {
+    s.begin();
+    for (int op = 0; op < 25; ++op) {
+      now += 10;
+      const JobId id = ids[pick(ids.size())];
+      switch (pick(7)) {
+        case 0:
+          ids.push_back(insert(s, {}, now, groups[pick(groups.size())]));
+          break;
+        case 1:
+        case 2: {  // claim and end: succeeded, dead or back to retrying
+          auto c = s.claim(id, "echo", "w", now, 1000);
+          if (!c) break;
+          static const JobState next[] = {JobState::kSucceeded, JobState::kDead,
+                                          JobState::kRetrying};
+          JobState n = next[pick(3)];
+          auto e = end_of(id, c->attempt, n,
+                          n == JobState::kSucceeded ? Outcome::kSuccess
+                                                    : Outcome::kTransient);
+          e.run_at = now;
+          REQUIRE(s.end_attempt(e, now));
+          break;
+        }
+        case 3:  // a claim left running, sometimes canceled
+          if (s.claim(id, "echo", "w", now, 1000) && pick(2) == 0)
+            REQUIRE(s.cancel(id, now));
+          break;
+        case 4:
+          s.cancel(id, now);
+          break;
+        case 5:
+          s.requeue_dead(id, now);
+          break;
+        case 6:
+          s.purge_finished(now - 200, static_cast<int>(pick(4)));
+          break;
+      }
+    }
+    // A submission that fails halfway is undone, tallies included.
+    s.savepoint();
+    for (int i = 0; i < 3; ++i) insert(s, {}, now, groups[pick(groups.size())]);
+    if (pick(2) == 0) {
+      s.rollback_to_savepoint();
+    } else {
+      s.release();
+    }
+    s.commit();
+    agree("round " + std::to_string(round));
+  }
+  // A rolled-back turn leaves no trace in them either.
+  s.begin();
+  insert(s, {}, now, "g0");
+  CHECK(s.progress_group("g0").total > 0);
+  s.rollback();
+  agree("after a rollback");
 }
 
 TEST_CASE("rollback_to_savepoint undoes one submission and nothing before it") {
