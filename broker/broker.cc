@@ -1226,8 +1226,20 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
   return {{"ids", ids}, {"group", group}, {"duplicates", duplicates}};
 }
 
+const std::map<std::string, std::map<std::string, std::int64_t>>&
+Broker::stats_counts(Millis now) {
+  if (!stats_counted_at_ ||
+      now - *stats_counted_at_ >= 20 * stats_count_took_) {
+    const Millis start = clock_.now_ms();
+    stats_counts_ = store_->state_counts();
+    stats_count_took_ = clock_.now_ms() - start;
+    stats_counted_at_ = now;
+  }
+  return stats_counts_;
+}
+
 json Broker::stats(Millis now) {
-  auto counts = store_->state_counts();
+  const auto& counts = stats_counts(now);
   json lanes = json::array();
   json totals = json::object();
   for (auto& [api, states] : counts)
