@@ -415,12 +415,16 @@ void Store::tally_final(const std::optional<std::string>& group,
 }
 
 std::optional<std::string> Store::group_of(JobId id) {
-  auto& s = stmt(kGroupOf);
+  return text_of(kGroupOf, id);
+}
+
+std::optional<std::string> Store::text_of(int which, JobId id) {
+  auto& s = stmt(which);
   s.bind(1, id);
-  std::optional<std::string> g;
-  if (s.step() && !s.is_null(0)) g = s.text(0);
+  std::optional<std::string> r;
+  if (s.step() && !s.is_null(0)) r = s.text(0);
   s.reset();
-  return g;
+  return r;
 }
 
 Inserted Store::insert_job(const JobSpec& spec, const std::string& group,
@@ -499,12 +503,7 @@ std::vector<ReadyEntry> Store::ready(
 }
 
 std::optional<std::string> Store::body_of(JobId id) {
-  auto& s = stmt(kBodyOf);
-  s.bind(1, id);
-  std::optional<std::string> r;
-  if (s.step() && !s.is_null(0)) r = s.text(0);
-  s.reset();
-  return r;
+  return text_of(kBodyOf, id);
 }
 
 std::int64_t Store::insert_batch(const std::string& api,

@@ -242,6 +242,9 @@ class Store {
   void tally_final(const std::optional<std::string>& group,
                    std::string_view state, int delta);
   std::optional<std::string> group_of(JobId id);
+  // The one text column statement `which` reads for job `id` (nullopt: no
+  // such job, or NULL).
+  std::optional<std::string> text_of(int which, JobId id);
 
   sqlite::Database db_;
   std::vector<std::unique_ptr<sqlite::Statement>> stmts_;
