@@ -82,7 +82,20 @@ std::optional<std::int64_t> Statement::opt_i64(int col) const {
   return i64(col);
 }
 
+namespace {
+// SQLite's allocation statistics take a process-wide mutex on every malloc
+// and free (about 3% of the broker's time under load; 12% fewer
+// instructions per job life in pacer-bench-store without them), and nothing
+// in pacer reads them. Only possible before SQLite initializes, so done
+// before the first open; a later call would fail harmlessly.
+void configure_sqlite_once() {
+  static const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)rc;
+}
+}  // namespace
+
 Database::Database(const std::string& path) {
+  configure_sqlite_once();
   int rc = sqlite3_open_v2(
       path.c_str(), &db_,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
