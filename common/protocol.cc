@@ -110,22 +110,19 @@ Decoded decode(const std::vector<zmq::message_t>& frames) {
   return d;
 }
 
-std::vector<zmq::message_t> encode(const Message& m) {
+namespace {
+
+std::vector<zmq::message_t> frames_of(Command c, const std::string* body) {
   std::vector<zmq::message_t> frames;
   frames.emplace_back(kHeader.data(), kHeader.size());
-  auto byte = static_cast<std::uint8_t>(m.command);
+  auto byte = static_cast<std::uint8_t>(c);
   frames.emplace_back(&byte, 1);
-  if (!m.body.is_null()) {
-    std::string s =
-        m.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    frames.emplace_back(s.data(), s.size());
-  }
+  if (body) frames.emplace_back(body->data(), body->size());
   return frames;
 }
 
-bool send(zmq::socket_t& socket, const Message& m,
-          const std::string* routing_id, bool dontwait) {
-  auto frames = encode(m);
+bool send_frames(zmq::socket_t& socket, std::vector<zmq::message_t> frames,
+                 const std::string* routing_id, bool dontwait) {
   const auto last_flags =
       dontwait ? zmq::send_flags::dontwait : zmq::send_flags::none;
   const auto more = last_flags | zmq::send_flags::sndmore;
@@ -145,6 +142,25 @@ bool send(zmq::socket_t& socket, const Message& m,
     return false;  // EHOSTUNREACH with ROUTER_MANDATORY, or a closed context
   }
   return true;
+}
+
+}  // namespace
+
+std::vector<zmq::message_t> encode(const Message& m) {
+  if (m.body.is_null()) return frames_of(m.command, nullptr);
+  std::string s =
+      m.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return frames_of(m.command, &s);
+}
+
+bool send(zmq::socket_t& socket, const Message& m,
+          const std::string* routing_id, bool dontwait) {
+  return send_frames(socket, encode(m), routing_id, dontwait);
+}
+
+bool send_text(zmq::socket_t& socket, Command command, const std::string& body,
+               const std::string* routing_id, bool dontwait) {
+  return send_frames(socket, frames_of(command, &body), routing_id, dontwait);
 }
 
 std::optional<std::vector<zmq::message_t>> recv_frames(

@@ -76,6 +76,11 @@ std::vector<zmq::message_t> encode(const Message& m);
 bool send(zmq::socket_t& socket, const Message& m,
           const std::string* routing_id = nullptr, bool dontwait = true);
 
+// The same for a body already written as JSON text (a JSON object; see
+// common/json_text.h), which the receiver decodes like any other.
+bool send_text(zmq::socket_t& socket, Command command, const std::string& body,
+               const std::string* routing_id = nullptr, bool dontwait = true);
+
 // Receives one whole multipart message without blocking; empty when none.
 // With `with_routing_id`, the first frame is split off into `routing_id`.
 std::optional<std::vector<zmq::message_t>> recv_frames(zmq::socket_t& socket,

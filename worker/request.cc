@@ -10,6 +10,7 @@
 #include <memory>
 #include <tuple>
 
+#include "common/json_text.h"
 #include "common/ratelimit.h"
 
 namespace pacer::worker {
@@ -268,40 +269,84 @@ std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j) {
   return std::make_pair(*id, *attempt);
 }
 
-nlohmann::json JobResult::to_json() const {
-  nlohmann::json j = {{"outcome", std::string(to_string(outcome))},
-                      {"status", status},
-                      {"error", error},
-                      {"headers", headers},
-                      {"started_ms", started_ms},
-                      {"duration_ms", duration_ms},
-                      {"observation", observation}};
+void JobResult::write_json(std::string& out) const {
+  namespace jt = json_text;
+  out += "{\"outcome\":";
+  jt::append_string(out, to_string(outcome));
+  out += ",\"status\":";
+  jt::append_number(out, std::int64_t{status});
+  out += ",\"error\":";
+  jt::append_string(out, error);
+  out += ",\"headers\":{";
+  bool first = true;
+  for (const auto& [k, v] : headers) {
+    if (!std::exchange(first, false)) out += ',';
+    jt::append_key(out, k);
+    jt::append_string(out, v);
+  }
+  out += "},\"started_ms\":";
+  jt::append_number(out, std::int64_t{started_ms});
+  out += ",\"duration_ms\":";
+  jt::append_number(out, duration_ms);
+  out += ",\"observation\":";
+  out += observation.dump(-1, ' ', false,
+                          nlohmann::json::error_handler_t::replace);
   if (batch) {
-    j["batch"] = *batch;
+    out += ",\"batch\":";
+    jt::append_number(out, *batch);
   } else {
-    j["id"] = id;
-    j["attempt"] = attempt;
+    out += ",\"id\":";
+    jt::append_number(out, std::int64_t{id});
+    out += ",\"attempt\":";
+    jt::append_number(out, attempt);
   }
   if (members) {
     // The members' shares replace the call's body.
-    auto& out = j["members"] = nlohmann::json::array();
+    out += ",\"members\":[";
+    first = true;
     for (const auto& m : *members) {
-      nlohmann::json e = {{"id", m.member.id},
-                          {"attempt", m.member.attempt},
-                          {"ok", m.item.ok},
-                          {"body", m.item.body},
-                          {"body_truncated", m.body_truncated}};
-      if (!m.item.ok) e["error"] = m.item.error;
-      if (m.item.status) e["status"] = *m.item.status;
-      out.push_back(std::move(e));
+      if (!std::exchange(first, false)) out += ',';
+      out += "{\"id\":";
+      jt::append_number(out, std::int64_t{m.member.id});
+      out += ",\"attempt\":";
+      jt::append_number(out, std::int64_t{m.member.attempt});
+      out += m.item.ok ? ",\"ok\":true" : ",\"ok\":false";
+      out += ",\"body\":";
+      jt::append_string(out, m.item.body);
+      out += m.body_truncated ? ",\"body_truncated\":true"
+                              : ",\"body_truncated\":false";
+      if (!m.item.ok) {
+        out += ",\"error\":";
+        jt::append_string(out, m.item.error);
+      }
+      if (m.item.status) {
+        out += ",\"status\":";
+        jt::append_number(out, std::int64_t{*m.item.status});
+      }
+      out += '}';
     }
+    out += ']';
   } else {
-    if (split_error) j["split_error"] = *split_error;
-    j["body"] = body;
-    j["body_truncated"] = body_truncated;
+    if (split_error) {
+      out += ",\"split_error\":";
+      jt::append_string(out, *split_error);
+    }
+    out += ",\"body\":";
+    jt::append_string(out, body);
+    out += body_truncated ? ",\"body_truncated\":true"
+                          : ",\"body_truncated\":false";
   }
-  if (actual_cost) j["actual_cost"] = *actual_cost;
-  return j;
+  if (actual_cost) {
+    out += ",\"actual_cost\":";
+    jt::append_number(out, *actual_cost);
+  }
+  out += '}';
+}
+
+nlohmann::json JobResult::to_json() const {
+  std::string text;
+  write_json(text);
+  return nlohmann::json::parse(text);
 }
 
 std::optional<double> read_actual_cost(std::string_view body,
@@ -680,47 +725,30 @@ void settle_batch(JobResult& r, const BatchCall& call,
   }
 }
 
-std::vector<nlohmann::json> pack_results(std::vector<JobResult> results,
-                                         std::size_t max_bytes) {
-  std::vector<nlohmann::json> bodies;
-  if (results.empty()) return bodies;
-  // JSON escaping at most sextuples a byte (\u00XX), so a small enough raw
-  // size needs no exact measure.
-  std::size_t worst = 64;
+std::vector<std::string> pack_results(const std::vector<JobResult>& results,
+                                      std::size_t max_bytes) {
+  std::vector<std::string> bodies;
+  static constexpr std::string_view kOpen = "{\"results\":[";
+  static constexpr std::string_view kClose = "]}";
+  std::string body(kOpen);
+  std::string one;
   for (const auto& r : results) {
-    worst += 6 * (r.body.size() + r.error.size()) + 512;
-    for (const auto& [k, v] : r.headers) worst += 6 * (k.size() + v.size()) + 8;
-    // Observation strings are printable ASCII: its dump is its wire size.
-    if (!r.observation.is_null()) worst += r.observation.dump().size() + 16;
-    if (r.split_error) worst += 6 * r.split_error->size() + 16;
-    if (r.members) {
-      for (const auto& m : *r.members)
-        worst += 6 * (m.item.body.size() + m.item.error.size()) + 128;
+    one.clear();
+    r.write_json(one);
+    const bool empty = body.size() == kOpen.size();
+    // A single result over the limit still goes, in a body of its own.
+    if (!empty && body.size() + 1 + one.size() + kClose.size() > max_bytes) {
+      body += kClose;
+      bodies.push_back(std::move(body));
+      body.assign(kOpen);
     }
+    if (body.size() != kOpen.size()) body += ',';
+    body += one;
   }
-  if (worst <= max_bytes) {
-    nlohmann::json arr = nlohmann::json::array();
-    for (auto& r : results) arr.push_back(r.to_json());
-    bodies.push_back({{"results", std::move(arr)}});
-    return bodies;
+  if (body.size() != kOpen.size()) {
+    body += kClose;
+    bodies.push_back(std::move(body));
   }
-  nlohmann::json arr = nlohmann::json::array();
-  std::size_t bytes = 16;
-  for (auto& r : results) {
-    nlohmann::json j = r.to_json();
-    std::size_t n =
-        j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-            .size() +
-        1;
-    if (!arr.empty() && bytes + n > max_bytes) {
-      bodies.push_back({{"results", std::move(arr)}});
-      arr = nlohmann::json::array();
-      bytes = 16;
-    }
-    arr.push_back(std::move(j));
-    bytes += n;
-  }
-  if (!arr.empty()) bodies.push_back({{"results", std::move(arr)}});
   return bodies;
 }
 

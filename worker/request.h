@@ -116,6 +116,9 @@ struct JobResult {
   std::optional<std::vector<MemberResult>> members;
   std::optional<std::string> split_error;
 
+  // Appends the Result's JSON text (schema/wire_protocol.md "RESULTS").
+  void write_json(std::string& out) const;
+  // The same, read back as a document (for tests and logs).
   nlohmann::json to_json() const;
 };
 
@@ -280,9 +283,10 @@ JobResult refusal(const HttpRequest& request, Outcome outcome,
 void settle_batch(JobResult& r, const BatchCall& call,
                   std::size_t max_body_bytes);
 
-// Splits results into RESULTS bodies ({"results": [...]}) whose JSON text
-// stays under `max_bytes`. One body unless the results are huge.
-std::vector<nlohmann::json> pack_results(std::vector<JobResult> results,
-                                         std::size_t max_bytes);
+// Splits results into RESULTS bodies ({"results": [...]}, as JSON text)
+// that stay under `max_bytes`; a single result larger than that goes in a
+// body of its own. One body unless the results are huge.
+std::vector<std::string> pack_results(const std::vector<JobResult>& results,
+                                      std::size_t max_bytes);
 
 }  // namespace pacer::worker

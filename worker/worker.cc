@@ -123,9 +123,19 @@ void Worker::drop_connection(TimePoint now, const std::string& reason) {
 
 bool Worker::send(const Message& m, TimePoint now) {
   if (!socket_) return false;
-  if (!protocol::send(*socket_, m)) {
+  return sent(m.command, protocol::send(*socket_, m), now);
+}
+
+bool Worker::send_text(Command command, const std::string& body,
+                       TimePoint now) {
+  if (!socket_) return false;
+  return sent(command, protocol::send_text(*socket_, command, body), now);
+}
+
+bool Worker::sent(Command command, bool ok, TimePoint now) {
+  if (!ok) {
     log::warn("send_failed",
-              {{"command", std::string(protocol::to_string(m.command))}});
+              {{"command", std::string(protocol::to_string(command))}});
     return false;
   }
   last_send_ = now;
@@ -315,8 +325,8 @@ void Worker::flush(TimePoint now, bool even_unanswered) {
   std::size_t count = outbox_.size();
   outbox_since_ = TimePoint{};
   auto bodies = pack_results(std::exchange(outbox_, {}), kMaxResultsBytes);
-  for (auto& body : bodies) {
-    if (!send(Message{Command::kResults, std::move(body)}, now))
+  for (const auto& body : bodies) {
+    if (!send_text(Command::kResults, body, now))
       log::error("results_lost", {{"count", count}});
   }
 }

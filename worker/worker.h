@@ -60,6 +60,11 @@ class Worker {
   void connect(TimePoint now);
   void drop_connection(TimePoint now, const std::string& reason);
   bool send(const protocol::Message& m, TimePoint now);
+  // A message whose body is already JSON text (RESULTS).
+  bool send_text(protocol::Command command, const std::string& body,
+                 TimePoint now);
+  // Logs a failed send; notes the time of a good one.
+  bool sent(protocol::Command command, bool ok, TimePoint now);
   void receive(TimePoint now);
   void handle(protocol::Message m, TimePoint now);
   void handle_jobs(const nlohmann::json& body, TimePoint now);

@@ -330,10 +330,23 @@ TEST_CASE("ROUTER and DEALER exchange messages over loopback TCP") {
   CHECK(h.message->command == Command::kHeartbeat);
   CHECK(h.message->body.is_null());
 
+  // A body written as JSON text arrives as the same message would.
+  const std::string results = R"({"results":[{"id":7,"attempt":1}]})";
+  REQUIRE(pacer::protocol::send_text(dealer, Command::kResults, results));
+  REQUIRE(readable(router));
+  in = pacer::protocol::recv_frames(router, true, &rid);
+  REQUIRE(in.has_value());
+  CHECK(rid == "worker-1");
+  Decoded r = decode(*in);
+  REQUIRE(r.message.has_value());
+  CHECK(r.message->command == Command::kResults);
+  CHECK(r.message->body == json::parse(results));
+
   // ROUTER_MANDATORY: a send to a peer that is not connected fails as a
   // value, it does not throw and does not vanish silently.
   std::string ghost = "nobody";
   CHECK_FALSE(pacer::protocol::send(router, welcome, &ghost));
+  CHECK_FALSE(pacer::protocol::send_text(router, Command::kJobs, "{}", &ghost));
 }
 
 TEST_CASE("recv_frames keeps message boundaries after an oversized message") {

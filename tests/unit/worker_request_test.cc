@@ -478,7 +478,7 @@ TEST_CASE("JobResult wire form and pack_results") {
   std::vector<JobResult> small(100, r);
   auto one = pack_results(small, 48u << 20);
   REQUIRE(one.size() == 1);
-  CHECK(one[0]["results"].size() == 100);
+  CHECK(nlohmann::json::parse(one[0])["results"].size() == 100);
 
   JobResult big = r;
   big.body = std::string(4000, 'x');
@@ -486,12 +486,18 @@ TEST_CASE("JobResult wire form and pack_results") {
   auto split = pack_results(many, 10'000);
   std::size_t total = 0;
   for (const auto& body : split) {
-    CHECK(body.dump().size() <= 10'000);
-    total += body["results"].size();
+    CHECK(body.size() <= 10'000);
+    total += nlohmann::json::parse(body)["results"].size();
   }
   CHECK(split.size() > 1);
   CHECK(total == 10);
   CHECK(pack_results({}, 100).empty());
+  // One result over the limit still goes, alone.
+  JobResult huge = r;
+  huge.body = std::string(20'000, 'y');
+  auto alone = pack_results({r, huge, r}, 10'000);
+  REQUIRE(alone.size() == 3);
+  CHECK(nlohmann::json::parse(alone[1])["results"][0]["body"] == huge.body);
 }
 
 TEST_CASE("the real cost is read from the response by JSON pointer") {
