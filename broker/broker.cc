@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "common/batch.h"
+#include "common/json_text.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -1369,14 +1370,7 @@ void Broker::dispatch(Millis now) {
     }
     ++rr_;
   }
-  for (auto& [rid, w] : workers_) {
-    if (w.pending_jobs.empty()) continue;
-    outbox_.push_back(
-        {&workers_sock_, rid,
-         Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
-    w.pending_jobs = json::array();
-    w.pending_bytes = 0;
-  }
+  for (auto& [rid, w] : workers_) send_jobs(w);
 }
 
 bool Broker::end_unsendable(const ReadyEntry& e, const Claimed& c, bool never,
@@ -1406,19 +1400,25 @@ bool Broker::end_unsendable(const ReadyEntry& e, const Claimed& c, bool never,
   return true;
 }
 
-void Broker::queue_job(WorkerRec& w, json job, std::size_t bytes) {
-  // A JOBS message stays far below the peers' 64 MiB receive limit (bodies
-  // may grow when escaped).
-  if (w.pending_bytes + bytes > kMaxJobsMessageBytes &&
-      !w.pending_jobs.empty()) {
-    outbox_.push_back(
-        {&workers_sock_, w.routing_id,
-         Message{Command::kJobs, {{"jobs", std::move(w.pending_jobs)}}}});
-    w.pending_jobs = json::array();
-    w.pending_bytes = 0;
-  }
-  w.pending_bytes += bytes;
-  w.pending_jobs.push_back(std::move(job));
+void Broker::queue_job(WorkerRec& w, const std::string& entry) {
+  // A JOBS message stays far below the peers' 64 MiB receive limit.
+  if (!w.pending_jobs.empty() &&
+      w.pending_jobs.size() + entry.size() > kMaxJobsMessageBytes)
+    send_jobs(w);
+  if (!w.pending_jobs.empty()) w.pending_jobs += ',';
+  w.pending_jobs += entry;
+}
+
+void Broker::send_jobs(WorkerRec& w) {
+  if (w.pending_jobs.empty()) return;
+  Outgoing o{
+      &workers_sock_, w.routing_id, Message{Command::kJobs, nullptr}, {}};
+  o.text.reserve(w.pending_jobs.size() + 11);
+  o.text += "{\"jobs\":[";
+  o.text += w.pending_jobs;
+  o.text += "]}";
+  outbox_.push_back(std::move(o));
+  w.pending_jobs.clear();
 }
 
 void Broker::note_start(Lane& l, std::int64_t units, std::int64_t requests,
@@ -1460,19 +1460,45 @@ void Broker::dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w,
   f.batch_key = e.batch_key;
   in_flight_[e.id] = std::move(f);
   w.outstanding[e.id] = claimed->attempt;
-  json job = {{"id", e.id},
-              {"attempt", claimed->attempt},
-              {"api", l.name()},
-              {"method", claimed->method},
-              {"path", claimed->path},
-              {"timeout_ms", claimed->timeout_ms}};
-  if (!claimed->headers_json.empty())
-    job["headers"] = json::parse(claimed->headers_json, nullptr, false);
-  std::size_t bytes = 256 + claimed->path.size() +
-                      claimed->headers_json.size() +
-                      (claimed->body ? claimed->body->size() * 2 : 0);
-  if (claimed->body) job["body"] = *claimed->body;
-  queue_job(w, std::move(job), bytes);
+  queue_job(w, job_entry(e.id, l.name(), *claimed));
+}
+
+std::string Broker::job_entry(JobId id, const std::string& api,
+                              const Claimed& c) {
+  namespace jt = json_text;
+  std::string out;
+  out.reserve(128 + c.path.size() + c.headers_json.size() +
+              (c.body ? c.body->size() : 0));
+  out += "{\"id\":";
+  jt::append_number(out, std::int64_t{id});
+  out += ",\"attempt\":";
+  jt::append_number(out, std::int64_t{c.attempt});
+  out += ",\"api\":";
+  jt::append_string(out, api);
+  out += ",\"method\":";
+  jt::append_string(out, c.method);
+  out += ",\"path\":";
+  jt::append_string(out, c.path);
+  out += ",\"timeout_ms\":";
+  jt::append_number(out, std::int64_t{c.timeout_ms});
+  // The headers are stored as the JSON text of an object, written by this
+  // broker at SUBMIT; checked (without building a document) before they
+  // are spliced in, so a damaged row cannot make the whole message
+  // unreadable.
+  if (!c.headers_json.empty()) {
+    if (json::accept(c.headers_json)) {
+      out += ",\"headers\":";
+      out += c.headers_json;
+    } else {
+      log::warn("bad_stored_headers", {{"job", id}});
+    }
+  }
+  if (c.body) {
+    out += ",\"body\":";
+    jt::append_string(out, *c.body);
+  }
+  out += '}';
+  return out;
 }
 
 void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
@@ -1516,7 +1542,6 @@ void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
   // The call carries only the headers every member has with the same value.
   std::optional<json> common;
   json out_members = json::array();
-  std::size_t bytes = 512;
   for (auto& [e, c] : members) {
     InFlight f = in_flight_for(l, c, w.routing_id, now);
     f.mark = b.mark;
@@ -1541,11 +1566,7 @@ void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
       }
     }
     json m = {{"id", e.id}, {"attempt", c.attempt}};
-    if (c.body) {
-      bytes += c.body->size() * 2;
-      m["body"] = *c.body;
-    }
-    bytes += 64;
+    if (c.body) m["body"] = *c.body;
     out_members.push_back(std::move(m));
   }
   batches_[batch] = std::move(b);
@@ -1558,7 +1579,7 @@ void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
               {"spec", batch_spec_json(cfg)},
               {"members", std::move(out_members)}};
   if (common && !common->empty()) job["headers"] = std::move(*common);
-  queue_job(w, std::move(job), bytes);
+  queue_job(w, job.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 void Broker::timers(Millis now) {
@@ -1569,7 +1590,7 @@ void Broker::timers(Millis now) {
       expired.push_back(rid);
     else if (now - w.last_sent >= hb)
       outbox_.push_back(
-          {&workers_sock_, rid, Message{Command::kHeartbeat, nullptr}});
+          {&workers_sock_, rid, Message{Command::kHeartbeat, nullptr}, {}});
   }
   for (auto& rid : expired)
     forget_worker(
@@ -1701,14 +1722,17 @@ void Broker::notify(const alerts::Event& e) {
 }
 
 void Broker::reply(zmq::socket_t& s, const std::string& rid, Message m) {
-  outbox_.push_back({&s, rid, std::move(m)});
+  outbox_.push_back({&s, rid, std::move(m), {}});
 }
 
 void Broker::flush() {
   Millis now = clock_.now_ms();
   std::vector<std::string> unreachable;
   for (auto& o : outbox_) {
-    bool ok = protocol::send(*o.socket, o.message, &o.routing_id);
+    bool ok = o.text.empty()
+                  ? protocol::send(*o.socket, o.message, &o.routing_id)
+                  : protocol::send_text(*o.socket, o.message.command, o.text,
+                                        &o.routing_id);
     if (o.socket == &workers_sock_) {
       auto it = workers_.find(o.routing_id);
       if (it == workers_.end()) continue;

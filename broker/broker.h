@@ -59,8 +59,9 @@ class Broker {
     std::set<std::int64_t> batches;    // batch jobs sent to it
     Millis last_seen = 0;
     Millis last_sent = 0;
-    nlohmann::json pending_jobs = nlohmann::json::array();
-    std::size_t pending_bytes = 0;
+    // The JOBS entries of this turn not yet sent: their JSON text, joined
+    // by commas (written directly, not built as documents).
+    std::string pending_jobs;
     bool serves(const std::string& api) const {
       return apis.empty() || apis.count(api) > 0;
     }
@@ -113,6 +114,7 @@ class Broker {
     zmq::socket_t* socket;
     std::string routing_id;
     protocol::Message message;
+    std::string text;  // when set, the body as JSON text (message.body null)
   };
 
   void recover();
@@ -183,6 +185,9 @@ class Broker {
   void release(const std::string& api, ReadyEntry e, Millis now,
                const std::optional<std::string>* body = nullptr);
   void dispatch(Millis now);
+  // A single job's JOBS entry, written as JSON text.
+  static std::string job_entry(JobId id, const std::string& api,
+                               const Claimed& c);
   void dispatch_one(Lane& l, const ReadyEntry& e, WorkerRec& w, bool never,
                     Millis now);
   void dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
@@ -191,7 +196,10 @@ class Broker {
   // quota wait is over, it cannot go in a batch); false if it may be sent.
   bool end_unsendable(const ReadyEntry& e, const Claimed& c, bool never,
                       Millis now);
-  void queue_job(WorkerRec& w, nlohmann::json job, std::size_t bytes);
+  // Adds one JOBS entry (its JSON text) to what the worker is sent this
+  // turn; send_jobs moves them to the outbox as one message.
+  void queue_job(WorkerRec& w, const std::string& entry);
+  void send_jobs(WorkerRec& w);
   void note_start(Lane& l, std::int64_t units, std::int64_t requests,
                   std::int64_t items, bool batch, Millis now);
   InFlight in_flight_for(const Lane& l, const Claimed& c,
