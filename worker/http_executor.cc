@@ -104,7 +104,7 @@ int HttpExecutor::socket_callback(CURL*, curl_socket_t fd, int what, void* self,
   if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
   if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
   ev.data.fd = fd;
-  auto [it, fresh] = ex->sockets_.insert_or_assign(fd, what);
+  const bool fresh = ex->sockets_.insert(fd).second;
   int rc =
       epoll_ctl(ex->epoll_fd_, fresh ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
   // A descriptor number curl reused after closing the old one unannounced.

@@ -11,9 +11,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -82,7 +82,7 @@ class HttpExecutor {
   std::vector<CURL*> idle_;  // reset easy handles ready for reuse
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> transfers_;
   int epoll_fd_ = -1;
-  std::map<curl_socket_t, int> sockets_;  // watched: fd -> CURL_POLL_*
+  std::set<curl_socket_t> sockets_;  // in the epoll set
   std::optional<TimePoint> deadline_;
   std::vector<JobResult> completed_;
 };
