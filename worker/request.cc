@@ -731,24 +731,24 @@ std::vector<std::string> pack_results(const std::vector<JobResult>& results,
   static constexpr std::string_view kOpen = "{\"results\":[";
   static constexpr std::string_view kClose = "]}";
   std::string body(kOpen);
+  auto has_entries = [&] { return body.size() > kOpen.size(); };
+  auto close = [&] {
+    body += kClose;
+    bodies.push_back(std::move(body));
+    body.assign(kOpen);
+  };
   std::string one;
   for (const auto& r : results) {
     one.clear();
     r.write_json(one);
-    const bool empty = body.size() == kOpen.size();
     // A single result over the limit still goes, in a body of its own.
-    if (!empty && body.size() + 1 + one.size() + kClose.size() > max_bytes) {
-      body += kClose;
-      bodies.push_back(std::move(body));
-      body.assign(kOpen);
-    }
-    if (body.size() != kOpen.size()) body += ',';
+    if (has_entries() &&
+        body.size() + 1 + one.size() + kClose.size() > max_bytes)
+      close();
+    if (has_entries()) body += ',';
     body += one;
   }
-  if (body.size() != kOpen.size()) {
-    body += kClose;
-    bodies.push_back(std::move(body));
-  }
+  if (has_entries()) close();
   return bodies;
 }
 

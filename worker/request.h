@@ -118,7 +118,7 @@ struct JobResult {
 
   // Appends the Result's JSON text (schema/wire_protocol.md "RESULTS").
   void write_json(std::string& out) const;
-  // The same, read back as a document (for tests and logs).
+  // The same text read back as a document (what the broker will see).
   nlohmann::json to_json() const;
 };
 
