@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "broker/broker.h"
 #include "common/config.h"
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   CLI::App app{"pacer-broker: durable, rate-limit-aware job broker"};
   std::string config_path, db, worker_ep, client_ep, level = "info", retention,
                                                      format = "auto";
+  std::optional<std::string> metrics_address;
   app.add_option("-c,--config", config_path, "configuration file (TOML)");
   app.add_option("--db", db,
                  "SQLite database file (overrides broker.database)");
@@ -36,6 +38,9 @@ int main(int argc, char** argv) {
   app.add_option("--client-endpoint", client_ep, "ZeroMQ endpoint for clients");
   app.add_option("--retention", retention,
                  "keep finished jobs this long (e.g. 7d)");
+  app.add_option("--metrics-address", metrics_address,
+                 "HOST:PORT to serve Prometheus metrics on, \"\" for none "
+                 "(overrides broker.metrics_address)");
   app.add_option("--log-level", level, "debug, info, warn or error");
   app.add_option("--log-format", format,
                  "auto (text on a terminal, else JSON lines), json or text");
@@ -81,6 +86,15 @@ int main(int argc, char** argv) {
   if (!db.empty()) config.broker.database = db;
   if (!worker_ep.empty()) config.broker.worker_endpoint = worker_ep;
   if (!client_ep.empty()) config.broker.client_endpoint = client_ep;
+  if (metrics_address) {
+    if (!metrics_address->empty()) {
+      if (auto hp = pacer::parse_host_port(*metrics_address); !hp) {
+        std::cerr << "pacer-broker: --metrics-address: " << hp.error() << "\n";
+        return 2;
+      }
+    }
+    config.broker.metrics_address = *metrics_address;
+  }
   if (!retention.empty()) {
     auto r = pacer::parse_duration(retention);
     if (!r) {

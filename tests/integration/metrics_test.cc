@@ -307,3 +307,56 @@ TEST_CASE("a malformed metrics address is refused at load, naming the key") {
   CHECK(broker.err().find("broker.metrics_address: must be HOST:PORT") !=
         std::string::npos);
 }
+
+TEST_CASE("--metrics-address overrides the file's, and is checked the same") {
+  HeldPort held;  // the file's address cannot be bound
+  Fleet f({.broker_toml = metrics_toml(held.port())});
+
+  SUBCASE("a usable address on the command line is served") {
+    const int port = pacer::testing::free_port();
+    Process broker({binary("pacer-broker"), "--config", f.config_path(),
+                    "--metrics-address", "127.0.0.1:" + std::to_string(port)},
+                   f.dir().path(), "broker-flag");
+    std::optional<Scrape> s;
+    const bool served = wait_until(
+        [&] {
+          s = scrape(port);
+          return s.has_value();
+        },
+        20s);
+    INFO(broker.err());
+    REQUIRE(served);
+    CHECK(s->status == 200);
+    CHECK(s->samples.count("pacer_workers_connected") == 1);
+    CHECK(broker.stop() == 0);
+  }
+
+  SUBCASE("an empty one turns metrics off") {
+    Process broker({binary("pacer-broker"), "--config", f.config_path(),
+                    "--metrics-address", ""},
+                   f.dir().path(), "broker-off");
+    // Answering clients, not stopped by the held port, is the proof.
+    const bool answering = wait_until(
+        [&] {
+          return f.request(Command::kStats, json::object(), 1s).has_value();
+        },
+        20s);
+    INFO(broker.err());
+    REQUIRE(answering);
+    CHECK(broker.running());
+    CHECK(broker.stop() == 0);
+  }
+
+  SUBCASE("a malformed one is refused before anything starts") {
+    Process broker({binary("pacer-broker"), "--config", f.config_path(),
+                    "--metrics-address", "9464"},
+                   f.dir().path(), "broker-bad-flag");
+    auto code = broker.wait(20s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 2);
+    INFO(broker.err());
+    CHECK(broker.err().find("pacer-broker: --metrics-address: must be "
+                            "HOST:PORT like \"127.0.0.1:9464\" (got '9464')") !=
+          std::string::npos);
+  }
+}
