@@ -1,5 +1,9 @@
 #include "broker/sqlite.h"
 
+#include <chrono>
+
+#include "common/log.h"
+
 namespace pacer::sqlite {
 
 static void check(sqlite3* db, int rc, std::string_view what) {
@@ -126,5 +130,68 @@ std::int64_t Database::last_insert_rowid() const {
   return sqlite3_last_insert_rowid(db_);
 }
 int Database::changes() const { return sqlite3_changes(db_); }
+
+Checkpointer::Checkpointer(const std::string& path, bool synchronous_full)
+    : db_(path) {
+  // The checkpoint's fsyncs follow the connection that runs it.
+  db_.exec(synchronous_full ? "PRAGMA synchronous = FULL"
+                            : "PRAGMA synchronous = NORMAL");
+  // Never checkpoint from this connection's own commits (it makes none).
+  sqlite3_wal_autocheckpoint(db_.handle(), 0);
+  thread_ = std::thread([this] { run(); });
+}
+
+Checkpointer::~Checkpointer() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+void Checkpointer::request() {
+  {
+    std::lock_guard lock(mu_);
+    if (wanted_) return;
+    wanted_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Checkpointer::run() {
+  auto last_warned = std::chrono::steady_clock::time_point{};
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return wanted_ || stop_; });
+      if (stop_) return;
+      wanted_ = false;
+    }
+    // Chase the writer a few times: each pass copies only what the last
+    // one left, and the WAL can start over only once a pass has copied
+    // everything before the writer's next transaction begins.
+    for (int pass = 0; pass < 4; ++pass) {
+      int log_frames = 0;
+      int copied = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(db_.handle(), nullptr,
+                                               SQLITE_CHECKPOINT_PASSIVE,
+                                               &log_frames, &copied);
+      if (rc != SQLITE_OK) {
+        // SQLITE_BUSY: another checkpoint is running (the writer's own,
+        // when the WAL outgrew what this thread keeps up with).
+        const auto now = std::chrono::steady_clock::now();
+        if (rc != SQLITE_BUSY && now - last_warned > std::chrono::minutes(1)) {
+          last_warned = now;
+          log::warn("checkpoint_failed",
+                    {{"error", sqlite3_errmsg(db_.handle())}});
+        }
+        break;
+      }
+      passes_.fetch_add(1);
+      if (copied >= log_frames) break;
+    }
+  }
+}
 
 }  // namespace pacer::sqlite

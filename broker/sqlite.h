@@ -6,11 +6,15 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace pacer::sqlite {
 
@@ -74,6 +78,37 @@ class Database {
 
  private:
   sqlite3* db_ = nullptr;
+};
+
+// Checkpoints a WAL database from a thread of its own, on a connection of
+// its own: copying the WAL's pages into the database file, and the fsyncs
+// around it, happen beside the connection that commits instead of inside
+// one of its commits. Wake it with request(); it checkpoints (PASSIVE: never
+// waits for the writer) until the WAL is copied or the writer has appended
+// more, then sleeps again. The writer's next transaction starts the WAL
+// from the top once all of it has been copied.
+class Checkpointer {
+ public:
+  Checkpointer(const std::string& path, bool synchronous_full);
+  ~Checkpointer();  // stops and joins the thread
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Asks for a checkpoint; never blocks.
+  void request();
+  // Checkpoint passes completed so far.
+  std::uint64_t passes() const { return passes_.load(); }
+
+ private:
+  void run();
+
+  Database db_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool wanted_ = false;
+  bool stop_ = false;
+  std::atomic<std::uint64_t> passes_{0};
+  std::thread thread_;  // last: started once everything else exists
 };
 
 }  // namespace pacer::sqlite

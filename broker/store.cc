@@ -268,18 +268,43 @@ void add_progress(Progress& p, const std::string& state, std::int64_t n) {
 
 }  // namespace
 
-Store::Store(const std::string& path, bool synchronous_full) : db_(path) {
+Store::Store(const std::string& path, bool synchronous_full, WalPolicy wal)
+    : db_(path), wal_(wal) {
   db_.exec("PRAGMA journal_mode = WAL");
   db_.exec(synchronous_full ? "PRAGMA synchronous = FULL"
                             : "PRAGMA synchronous = NORMAL");
   db_.exec("PRAGMA foreign_keys = ON");
   // Bounded page cache: SQLite is the queue, memory is not (8 MiB).
   db_.exec("PRAGMA cache_size = -8192");
-  // Checkpoint in bigger steps than the default so the WAL is not rewritten
-  // every 1000 pages under load.
-  db_.exec("PRAGMA wal_autocheckpoint = 4000");
   migrate();
+  // Checkpoints leave the commit path: a thread copies the WAL into the
+  // database file beside the broker's loop (SQLite's autocheckpoint would do
+  // it, and its fsyncs, inside one commit in every few thousand pages,
+  // stalling dispatch meanwhile). This hook replaces the autocheckpoint.
+  if (wal_.background_pages > 0)
+    checkpointer_ =
+        std::make_unique<sqlite::Checkpointer>(path, synchronous_full);
+  sqlite3_wal_hook(db_.handle(), &Store::on_wal_commit, this);
   stmts_.resize(kCount);
+}
+
+int Store::on_wal_commit(void* self, sqlite3* db, const char* name, int pages) {
+  auto* store = static_cast<Store*>(self);
+  const WalPolicy& p = store->wal_;
+  if (store->checkpointer_ && pages >= p.background_pages)
+    store->checkpointer_->request();
+  if (pages >= p.inline_pages) {
+    // What SQLite's autocheckpoint does. SQLITE_BUSY (the thread is in a
+    // checkpoint, so the WAL is being copied) is no error.
+    const int rc = sqlite3_wal_checkpoint_v2(
+        db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    (void)rc;
+  }
+  return SQLITE_OK;
+}
+
+std::uint64_t Store::background_checkpoints() const {
+  return checkpointer_ ? checkpointer_->passes() : 0;
 }
 
 Store::~Store() {

@@ -126,17 +126,31 @@ struct DeadRef {
   std::string api;
 };
 
+// When the WAL is checkpointed (its pages copied into the database file so
+// that it can start over). Tests shrink these.
+struct WalPolicy {
+  // A thread of the store's own checkpoints once the WAL holds this many
+  // pages (0: no such thread; the committing connection does it all).
+  int background_pages = 4000;
+  // The committing connection checkpoints in its commit, as SQLite's own
+  // autocheckpoint does, once the WAL holds this many pages: the bound on
+  // the WAL's size should the thread fall behind.
+  int inline_pages = 16000;
+};
+
 class Store {
  public:
   // Opens (creating if needed) and migrates. `synchronous_full` trades
   // throughput for power-loss durability (NORMAL loses nothing on a crash of
   // the process).
-  Store(const std::string& path, bool synchronous_full);
+  Store(const std::string& path, bool synchronous_full, WalPolicy wal = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
   int schema_version();
+  // Checkpoint passes the background thread has completed.
+  std::uint64_t background_checkpoints() const;
 
   void begin();
   void commit();
@@ -246,7 +260,13 @@ class Store {
   // such job, or NULL).
   std::optional<std::string> text_of(int which, JobId id);
 
+  static int on_wal_commit(void* self, sqlite3* db, const char* name,
+                           int pages);
+
   sqlite::Database db_;
+  WalPolicy wal_;
+  // After db_: stopped before the connection it checkpoints for closes.
+  std::unique_ptr<sqlite::Checkpointer> checkpointer_;
   std::vector<std::unique_ptr<sqlite::Statement>> stmts_;
   bool in_tx_ = false;
   std::unordered_map<std::string, Tally> tallies_;

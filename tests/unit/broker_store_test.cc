@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -31,6 +32,7 @@ using pacer::ReadyEntry;
 using pacer::Store;
 using pacer::sqlite::StoreError;
 using pacer::testing::TempDir;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -1152,4 +1154,64 @@ TEST_CASE("the hot queries use their partial indexes, not a table scan") {
   CHECK(starts_plan.find("INDEX attempts_started (api=? AND started_at>?)") !=
         std::string::npos);
   CHECK(starts_plan.find("TEMP B-TREE") == std::string::npos);
+}
+
+namespace {
+
+// Writes `jobs` jobs with bodies of `body_bytes`, `per_tx` to a transaction.
+void write_jobs(Store& s, int jobs, int per_tx, std::size_t body_bytes) {
+  const std::string body(body_bytes, 'x');
+  for (int i = 0; i < jobs; i += per_tx) {
+    s.begin();
+    for (int k = 0; k < per_tx && i + k < jobs; ++k)
+      insert(s, {{"body", body + std::to_string(i + k)}});
+    s.commit();
+  }
+}
+
+std::uintmax_t size_of(const std::string& path) {
+  std::error_code ec;
+  auto n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : n;
+}
+
+}  // namespace
+
+TEST_CASE("a thread of the store's own checkpoints the WAL into the file") {
+  TempDir dir;
+  const std::string path = dir.file("pacer.db");
+  pacer::WalPolicy wal;
+  wal.background_pages = 50;
+  wal.inline_pages = 1'000'000;  // the committing connection never does
+  Store s(path, false, wal);
+  const auto before = size_of(path);
+  // About 4 MiB of bodies: the database file can only grow by that much
+  // through a checkpoint, and only the thread checkpoints here.
+  write_jobs(s, 2000, 50, 2000);
+  CHECK(pacer::testing::wait_until(
+      [&] { return size_of(path) > before + 3'000'000; }, 20s));
+  CHECK(s.background_checkpoints() > 0);
+  // Everything committed is readable from another connection afterwards.
+  RawDb raw(path);
+  CHECK(raw.scalar("SELECT COUNT(*) FROM jobs") == 2000);
+}
+
+TEST_CASE("the WAL stays bounded when the committing connection checkpoints") {
+  TempDir dir;
+  const std::string path = dir.file("pacer.db");
+  pacer::WalPolicy wal;
+  wal.background_pages = 0;  // no thread: every checkpoint is inline
+  wal.inline_pages = 200;
+  {
+    Store s(path, false, wal);
+    write_jobs(s, 2000, 50, 2000);  // ~1,000 pages of WAL without checkpoints
+    // A WAL starts over from its top after a complete checkpoint, so its
+    // file is no longer than the most it ever held: the bound plus one
+    // transaction (~30 pages of 4 KiB) and the header.
+    CHECK(size_of(path + "-wal") < 300u * 4120u);
+    CHECK(size_of(path) > 3'000'000u);
+    CHECK(s.background_checkpoints() == 0);
+  }
+  RawDb raw(path);
+  CHECK(raw.scalar("SELECT COUNT(*) FROM jobs") == 2000);
 }
