@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <stdexcept>
@@ -47,11 +48,9 @@ std::string lower(std::string s) {
 
 // Seconds form of Retry-After only; the full header parser arrives with the
 // quota feedback loop.
-std::optional<Millis> retry_after_ms(const json& headers) {
-  if (!headers.is_object()) return std::nullopt;
-  auto it = headers.find("retry-after");
-  if (it == headers.end() || !it->is_string()) return std::nullopt;
-  const std::string& v = it->get_ref<const std::string&>();
+std::optional<Millis> retry_after_ms(const std::optional<std::string>& header) {
+  if (!header) return std::nullopt;
+  const std::string& v = *header;
   if (v.empty() || v.size() > 9 || !std::all_of(v.begin(), v.end(), [](char c) {
         return std::isdigit(static_cast<unsigned char>(c));
       }))
@@ -309,7 +308,16 @@ Millis Broker::next_wakeup(Millis now) {
 void Broker::on_worker_message(const std::string& rid,
                                std::vector<zmq::message_t>& frames,
                                Millis now) {
-  auto decoded = protocol::decode(frames);
+  // RESULTS, one per job run, are read without building a document.
+  auto decoded = protocol::decode(frames, Command::kResults);
+  std::vector<protocol::WireResult> results;
+  if (decoded.message && decoded.message->command == Command::kResults) {
+    auto parsed = protocol::parse_results(decoded.raw_body);
+    if (parsed)
+      results = std::move(*parsed);
+    else
+      decoded.error = protocol::DecodeError{"malformed", parsed.error(), {}};
+  }
   if (decoded.error) {
     auto& err = *decoded.error;
     if (err.code == "foreign") {
@@ -329,7 +337,7 @@ void Broker::on_worker_message(const std::string& rid,
     return;
   }
   try {
-    handle_worker(rid, *decoded.message, now);
+    handle_worker(rid, *decoded.message, results, now);
   } catch (const json::exception& e) {
     // Every field is read defensively; this is the backstop that keeps one
     // odd message from taking the broker down.
@@ -337,7 +345,9 @@ void Broker::on_worker_message(const std::string& rid,
   }
 }
 
-void Broker::handle_worker(const std::string& rid, Message& m, Millis now) {
+void Broker::handle_worker(const std::string& rid, Message& m,
+                           std::vector<protocol::WireResult>& results,
+                           Millis now) {
   if (m.command == Command::kReady) {
     on_ready(rid, m.body, now);
     return;
@@ -349,13 +359,10 @@ void Broker::handle_worker(const std::string& rid, Message& m, Millis now) {
     case Command::kHeartbeat:
       break;
     case Command::kResults:
-      if (w) {
-        on_results(*w, m.body, now);
-      } else if (m.body.contains("results") && m.body["results"].is_array()) {
-        // A worker from before a restart: its answers are still good when
-        // their attempt is current (fencing). Credit is not tracked for it.
-        for (auto& r : m.body["results"]) apply_result(r, nullptr, now);
-      }
+      // From a worker from before a restart too: its answers are still
+      // good when their attempt is current (fencing). Credit is not
+      // tracked for it.
+      for (auto& r : results) apply_result(r, w, now);
       break;
     case Command::kDisconnect:
       if (w) forget_worker(rid, "worker disconnected", now);
@@ -423,29 +430,18 @@ void Broker::on_ready(const std::string& rid, const json& body, Millis now) {
                  {"liveness", config_.broker.liveness}}});
 }
 
-void Broker::on_results(WorkerRec& w, const json& body, Millis now) {
-  auto it = body.find("results");
-  if (it == body.end() || !it->is_array()) {
-    reply(workers_sock_, w.routing_id,
-          protocol::make_error("malformed",
-                               "RESULTS: 'results' must be an array"));
-    return;
-  }
-  for (auto& r : *it) apply_result(r, &w, now);
-}
-
-void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
-  if (r.is_object() && r.contains("batch")) {
+void Broker::apply_result(protocol::WireResult& r, WorkerRec* w, Millis now) {
+  if (r.is_object && r.has_batch) {
     apply_batch_result(r, w, now);
     return;
   }
-  if (!r.is_object() || !r.contains("id") || !r["id"].is_number_integer() ||
-      !r.contains("attempt") || !r["attempt"].is_number_integer()) {
+  if (!r.is_object || !r.id || !r.attempt || *r.attempt < INT_MIN ||
+      *r.attempt > INT_MAX) {
     log::warn("malformed_result", {{"worker", w ? w->name : "?"}});
     return;
   }
-  JobId id = r["id"].get<JobId>();
-  int attempt = r["attempt"].get<int>();
+  JobId id = *r.id;
+  int attempt = static_cast<int>(*r.attempt);
   if (w) {
     auto o = w->outstanding.find(id);
     if (o != w->outstanding.end() && o->second == attempt)
@@ -468,13 +464,13 @@ void Broker::apply_result(const json& r, WorkerRec* w, Millis now) {
   auto lane_paused =
       note_answer(l, job.api, a, job.mark, job.cost, job.started, now);
   AttemptEnd end = answer_end(id, attempt, a, now);
-  if (auto b = r.find("body"); b != r.end() && b->is_string())
-    end.body = b->get<std::string>();
-  end_job(job, end, lane_paused, a.server_floor, now);
+  end.body = std::move(r.body);
+  end_job(job, std::move(end), lane_paused, a.server_floor, now);
 }
 
-void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
-  const std::int64_t batch = field(r, "batch", std::int64_t{0});
+void Broker::apply_batch_result(protocol::WireResult& r, WorkerRec* w,
+                                Millis now) {
+  const std::int64_t batch = r.batch.value_or(0);
   if (w) w->batches.erase(batch);
   auto bf = batches_.find(batch);
   if (batch <= 0 || bf == batches_.end()) {
@@ -492,15 +488,11 @@ void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
   auto lane_paused = note_answer(l, b.api, a, b.mark, b.units, b.started, now);
 
   // Each member's share, by job id, when the response was split.
-  std::map<JobId, const json*> shares;
-  const json* members = nullptr;
-  if (auto m = r.find("members"); m != r.end() && m->is_array()) {
-    members = &*m;
-    for (const auto& s : *m)
-      if (s.is_object() && s.contains("id") && s["id"].is_number_integer())
-        shares[s["id"].get<JobId>()] = &s;
-  }
-  const std::string split_error = field(r, "split_error", std::string());
+  std::map<JobId, const protocol::WireMember*> shares;
+  if (r.has_members)
+    for (const auto& s : r.members)
+      if (s.is_object && s.id) shares[*s.id] = &s;
+  const std::string split_error = r.split_error.value_or(std::string());
   for (JobId id : b.members) {
     auto f = in_flight_.find(id);
     if (f == in_flight_.end() || f->second.batch != batch) continue;
@@ -509,57 +501,53 @@ void Broker::apply_batch_result(const json& r, WorkerRec* w, Millis now) {
     AttemptEnd end = answer_end(id, job.attempt, a, now);
     if (a.outcome == Outcome::kSuccess) {
       auto s = shares.find(id);
-      if (s == shares.end() || field(*s->second, "attempt", 0) != job.attempt) {
+      if (s == shares.end() || s->second->attempt != job.attempt) {
         // The call succeeded but this member got no usable share: not the
         // job's fault, so it is retried (and dead once its attempts are
         // used, with the message).
         end.outcome = Outcome::kTransient;
-        end.error =
-            !split_error.empty()
-                ? "batch response: " + split_error
-                : (members ? "batch response: no result for this member"
-                           : "batch response: the worker sent no members");
-        if (auto body = r.find("body"); body != r.end() && body->is_string())
-          end.body = body->get<std::string>();
+        end.error = !split_error.empty()
+                        ? "batch response: " + split_error
+                        : (r.has_members
+                               ? "batch response: no result for this member"
+                               : "batch response: the worker sent no members");
+        end.body = r.body;
       } else {
-        const json& share = *s->second;
-        if (auto body = share.find("body");
-            body != share.end() && body->is_string())
-          end.body = body->get<std::string>();
-        if (!field(share, "ok", false)) {
+        const protocol::WireMember& share = *s->second;
+        end.body = share.body;
+        if (!share.ok.value_or(false)) {
           // A failed item: its own status when it has one, else retried.
-          const int st = field(share, "status", 0);
+          const std::int64_t st = share.status.value_or(0);
           end.outcome = st >= 100 && st <= 999 ? classify_status(st)
                                                : Outcome::kTransient;
           if (end.outcome == Outcome::kSuccess)
             end.outcome = Outcome::kTransient;
-          if (st >= 100 && st <= 999) end.status = st;
+          if (st >= 100 && st <= 999) end.status = static_cast<int>(st);
           end.error = "batch item failed: " +
-                      field(share, "error", std::string("no error given"));
+                      share.error.value_or(std::string("no error given"));
         }
       }
-    } else if (auto body = r.find("body");
-               body != r.end() && body->is_string()) {
-      end.body = body->get<std::string>();
+    } else {
+      end.body = r.body;
     }
     end_job(job, end, lane_paused, a.server_floor, now);
   }
 }
 
-Broker::Answer Broker::read_answer(const json& r, const ApiConfig* api) const {
+Broker::Answer Broker::read_answer(protocol::WireResult& r,
+                                   const ApiConfig* api) const {
   Answer a;
-  a.status = field(r, "status", 0);
-  if (a.status < 0 || a.status > 999) a.status = 0;
-  if (auto o = r.find("observation"); o != r.end() && !o->is_null()) {
-    a.obs = Observation::from_json(*o);
-    a.observation_json = o->dump();
+  const std::int64_t status = r.status.value_or(0);
+  a.status = status < 0 || status > 999 ? 0 : static_cast<int>(status);
+  if (!r.observation.is_null()) {
+    a.obs = Observation::from_json(r.observation);
+    a.observation_json = r.observation.dump();
   }
-  if (auto h = r.find("headers"); h != r.end() && h->is_object())
-    a.headers = *h;
+  a.headers_json = std::move(r.headers_json);
   if (!a.obs) {
     // A worker that sent no observation: Retry-After in seconds is the
     // least it can tell.
-    if (auto ra = retry_after_ms(a.headers)) {
+    if (auto ra = retry_after_ms(r.retry_after)) {
       a.obs.emplace();
       a.obs->retry_after_ms = ra;
     }
@@ -578,16 +566,15 @@ Broker::Answer Broker::read_answer(const json& r, const ApiConfig* api) const {
     } else if (verdict == "quota_exhausted") {
       a.outcome = Outcome::kPermanent;
     }
-  } else if (auto o =
-                 parse_outcome(field(r, "outcome", std::string("transient")))) {
+  } else if (auto o = parse_outcome(r.outcome.value_or("transient"))) {
     a.outcome = *o == Outcome::kSuccess ? Outcome::kTransient : *o;
   }
-  a.error = field(r, "error", std::string());
+  a.error = r.error.value_or(std::string());
   if (a.error.empty() && a.outcome != Outcome::kSuccess)
     a.error = "HTTP " + std::to_string(a.status);
-  a.duration_ms = field(r, "duration_ms", 0.0);
-  if (auto ac = r.find("actual_cost"); ac != r.end() && ac->is_number()) {
-    double v = ac->get<double>();
+  a.duration_ms = r.duration_ms.value_or(0.0);
+  if (r.actual_cost) {
+    double v = *r.actual_cost;
     if (std::isfinite(v) && v >= 0 && v < 1e15) a.actual_cost = v;
   }
   a.server_floor = a.obs && a.obs->retry_after_ms ? *a.obs->retry_after_ms : 0;
@@ -634,7 +621,7 @@ AttemptEnd Broker::answer_end(JobId id, int attempt, const Answer& a,
   end.outcome = a.outcome;
   end.status = a.status;
   end.error = a.error;
-  if (!a.headers.empty()) end.headers_json = a.headers.dump();
+  end.headers_json = a.headers_json;
   end.duration_ms = a.duration_ms;
   end.observation_json = a.observation_json;
   end.run_at = now;

@@ -29,6 +29,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/protocol.h"
+#include "common/results_body.h"
 
 namespace pacer {
 
@@ -104,7 +105,7 @@ class Broker {
     Outcome outcome = Outcome::kTransient;
     std::optional<Observation> obs;
     std::string observation_json;
-    nlohmann::json headers = nlohmann::json::object();
+    std::string headers_json;  // empty: none
     std::string error;
     double duration_ms = 0;
     std::optional<double> actual_cost;
@@ -123,12 +124,14 @@ class Broker {
 
   void on_worker_message(const std::string& rid,
                          std::vector<zmq::message_t>& frames, Millis now);
-  void handle_worker(const std::string& rid, protocol::Message& m, Millis now);
+  // `results`: a RESULTS message's entries (read by parse_results).
+  void handle_worker(const std::string& rid, protocol::Message& m,
+                     std::vector<protocol::WireResult>& results, Millis now);
   void on_ready(const std::string& rid, const nlohmann::json& body, Millis now);
-  void on_results(WorkerRec& w, const nlohmann::json& body, Millis now);
-  void apply_result(const nlohmann::json& r, WorkerRec* w, Millis now);
-  void apply_batch_result(const nlohmann::json& r, WorkerRec* w, Millis now);
-  Answer read_answer(const nlohmann::json& r, const ApiConfig* api) const;
+  // These take what they keep (bodies, headers) out of `r`.
+  void apply_result(protocol::WireResult& r, WorkerRec* w, Millis now);
+  void apply_batch_result(protocol::WireResult& r, WorkerRec* w, Millis now);
+  Answer read_answer(protocol::WireResult& r, const ApiConfig* api) const;
   // Counts an answer for the metrics and feeds it to the lane's quota state
   // (and corrects unit limits by the stated cost); returns the end of the
   // lane's pause if it paused.

@@ -55,9 +55,9 @@ namespace {
 bool body_optional(Command c) {
   return c == Command::kHeartbeat || c == Command::kDisconnect;
 }
-}  // namespace
 
-Decoded decode(const std::vector<zmq::message_t>& frames) {
+Decoded decode_frames(const std::vector<zmq::message_t>& frames,
+                      std::optional<Command> raw) {
   Decoded d;
   auto fail = [&](std::string code, std::string msg) {
     d.error = DecodeError{std::move(code), std::move(msg), std::nullopt};
@@ -93,7 +93,10 @@ Decoded decode(const std::vector<zmq::message_t>& frames) {
   }
   Message m;
   m.command = static_cast<Command>(byte);
-  if (frames.size() == 3 && frames[2].size() > 0) {
+  if (frames.size() == 3 && frames[2].size() > 0 && m.command == raw) {
+    d.raw_body = std::string_view(static_cast<const char*>(frames[2].data()),
+                                  frames[2].size());
+  } else if (frames.size() == 3 && frames[2].size() > 0) {
     const char* p = static_cast<const char*>(frames[2].data());
     m.body = nlohmann::json::parse(p, p + frames[2].size(), nullptr, false);
     if (m.body.is_discarded())
@@ -108,6 +111,16 @@ Decoded decode(const std::vector<zmq::message_t>& frames) {
   }
   d.message = std::move(m);
   return d;
+}
+
+}  // namespace
+
+Decoded decode(const std::vector<zmq::message_t>& frames) {
+  return decode_frames(frames, std::nullopt);
+}
+
+Decoded decode(const std::vector<zmq::message_t>& frames, Command raw) {
+  return decode_frames(frames, raw);
 }
 
 namespace {

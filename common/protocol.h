@@ -64,8 +64,15 @@ struct DecodeError {
 struct Decoded {
   std::optional<Message> message;
   std::optional<DecodeError> error;
+  // With decode(frames, raw) for a `raw` message: its body frame, unparsed
+  // (the message's body is then null). Views `frames`.
+  std::string_view raw_body;
 };
 Decoded decode(const std::vector<zmq::message_t>& frames);
+// The same, except that the body of a message whose command is `raw` is
+// left as text for a reader of its own (common/results_body.h); that it is
+// there is still checked.
+Decoded decode(const std::vector<zmq::message_t>& frames, Command raw);
 
 // Encodes header, command and (if not null) the body as JSON.
 std::vector<zmq::message_t> encode(const Message& m);

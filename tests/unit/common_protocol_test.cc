@@ -7,11 +7,14 @@
 #include <chrono>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
 #include "common/protocol.h"
+#include "common/results_body.h"
 #include "tests/support/process.h"
 
 using nlohmann::json;
@@ -384,4 +387,309 @@ TEST_CASE("recv_frames keeps message boundaries after an oversized message") {
   REQUIRE(ok.message.has_value());
   CHECK(ok.message->command == Command::kStats);
   CHECK(ok.message->body == json{{"req", "s"}});
+}
+
+// ------------------------------------------------- RESULTS read without a DOM
+
+namespace {
+
+using pacer::protocol::parse_results;
+using pacer::protocol::WireMember;
+using pacer::protocol::WireResult;
+
+// What the broker read from a RESULTS entry when it built a document: each
+// field only when it has the protocol's type. parse_results must agree.
+WireResult reference_entry(const json& r) {
+  WireResult w;
+  if (!r.is_object()) return w;
+  w.is_object = true;
+  auto int_of = [](const json& o, const char* k) {
+    std::optional<std::int64_t> v;
+    if (auto it = o.find(k); it != o.end() && it->is_number_integer())
+      v = it->get<std::int64_t>();
+    return v;
+  };
+  auto string_of = [](const json& o, const char* k) {
+    std::optional<std::string> v;
+    if (auto it = o.find(k); it != o.end() && it->is_string())
+      v = it->get<std::string>();
+    return v;
+  };
+  auto number_of = [](const json& o, const char* k) {
+    std::optional<double> v;
+    if (auto it = o.find(k); it != o.end() && it->is_number())
+      v = it->get<double>();
+    return v;
+  };
+  w.has_batch = r.contains("batch");
+  w.batch = int_of(r, "batch");
+  w.id = int_of(r, "id");
+  w.attempt = int_of(r, "attempt");
+  w.status = int_of(r, "status");
+  w.outcome = string_of(r, "outcome");
+  w.error = string_of(r, "error");
+  w.body = string_of(r, "body");
+  w.split_error = string_of(r, "split_error");
+  w.duration_ms = number_of(r, "duration_ms");
+  w.actual_cost = number_of(r, "actual_cost");
+  if (auto h = r.find("headers"); h != r.end() && h->is_object()) {
+    if (!h->empty()) w.headers_json = h->dump();
+    w.retry_after = string_of(*h, "retry-after");
+  }
+  if (auto o = r.find("observation"); o != r.end()) w.observation = *o;
+  if (auto m = r.find("members"); m != r.end() && m->is_array()) {
+    w.has_members = true;
+    for (const auto& s : *m) {
+      WireMember x;
+      if (s.is_object()) {
+        x.is_object = true;
+        x.id = int_of(s, "id");
+        x.attempt = int_of(s, "attempt");
+        x.status = int_of(s, "status");
+        x.body = string_of(s, "body");
+        x.error = string_of(s, "error");
+        if (auto ok = s.find("ok"); ok != s.end() && ok->is_boolean())
+          x.ok = ok->get<bool>();
+      }
+      w.members.push_back(std::move(x));
+    }
+  }
+  return w;
+}
+
+template <typename T>
+json opt(const std::optional<T>& v) {
+  return v ? json(*v) : json("<unset>");
+}
+
+// Every field as one document, so a difference shows which one.
+json describe(const WireResult& w) {
+  json members = json::array();
+  for (const auto& m : w.members)
+    members.push_back({{"is_object", m.is_object},
+                       {"id", opt(m.id)},
+                       {"attempt", opt(m.attempt)},
+                       {"ok", opt(m.ok)},
+                       {"status", opt(m.status)},
+                       {"body", opt(m.body)},
+                       {"error", opt(m.error)}});
+  return {{"is_object", w.is_object},
+          {"has_batch", w.has_batch},
+          {"batch", opt(w.batch)},
+          {"id", opt(w.id)},
+          {"attempt", opt(w.attempt)},
+          {"status", opt(w.status)},
+          {"outcome", opt(w.outcome)},
+          {"error", opt(w.error)},
+          {"body", opt(w.body)},
+          {"split_error", opt(w.split_error)},
+          {"duration_ms", opt(w.duration_ms)},
+          {"actual_cost", opt(w.actual_cost)},
+          {"headers_json", w.headers_json},
+          {"retry_after", opt(w.retry_after)},
+          {"observation", w.observation},
+          {"has_members", w.has_members},
+          {"members", members}};
+}
+
+json describe_all(const std::vector<WireResult>& v) {
+  json out = json::array();
+  for (const auto& w : v) out.push_back(describe(w));
+  return out;
+}
+
+// parse_results(text) against the reference reading of the same text.
+void check_agrees(const std::string& text) {
+  auto parsed = parse_results(text);
+  REQUIRE_MESSAGE(parsed.ok(), text << ": " << parsed.error());
+  const json doc = json::parse(text);
+  std::vector<WireResult> want;
+  for (const auto& r : doc["results"]) want.push_back(reference_entry(r));
+  CHECK_MESSAGE(describe_all(*parsed) == describe_all(want), text);
+}
+
+class RandomValues {
+ public:
+  explicit RandomValues(std::uint64_t seed) : rng_(seed) {}
+  int pick(int n) {
+    return static_cast<int>(rng_() % static_cast<unsigned>(n));
+  }
+  std::string text() {
+    static const std::vector<std::string> parts = {"a",
+                                                   "Z",
+                                                   "0",
+                                                   " ",
+                                                   "\"",
+                                                   "\\",
+                                                   "/",
+                                                   "\n",
+                                                   "\t",
+                                                   std::string(1, '\x01'),
+                                                   "\xc3\xa9",
+                                                   "\xe2\x82\xac",
+                                                   "\xf0\x9f\x98\x80",
+                                                   "retry-after",
+                                                   "{}"};
+    std::string s;
+    for (int n = pick(6); n > 0; --n) s += parts[pick(parts.size())];
+    return s;
+  }
+  // Any JSON value, nested up to `depth`.
+  json value(int depth) {
+    switch (pick(depth > 0 ? 9 : 7)) {
+      case 0:
+        return nullptr;
+      case 1:
+        return pick(2) == 0;
+      case 2:
+        return static_cast<std::int64_t>(rng_() % 2000) - 1000;
+      case 3:
+        return std::uint64_t{18'000'000'000'000'000'000u};
+      case 4:
+        return (static_cast<double>(rng_() % 100000) - 500) / 7.0;
+      case 5:
+      case 6:
+        return text();
+      case 7: {
+        json a = json::array();
+        for (int n = pick(4); n > 0; --n) a.push_back(value(depth - 1));
+        return a;
+      }
+      default: {
+        json o = json::object();
+        for (int n = pick(4); n > 0; --n) o[text()] = value(depth - 1);
+        return o;
+      }
+    }
+  }
+  // A value of the protocol's type for `key` most of the time.
+  json field(const std::string& key) {
+    if (pick(5) == 0) return value(2);
+    if (key == "id" || key == "attempt" || key == "status" || key == "batch")
+      return static_cast<std::int64_t>(rng_() % 1000);
+    if (key == "duration_ms" || key == "actual_cost")
+      return pick(2) ? json(12.5) : json(std::int64_t{7});
+    if (key == "ok") return pick(2) == 0;
+    if (key == "headers") {
+      json h = json::object();
+      for (int n = pick(5); n > 0; --n)
+        h[pick(3) == 0 ? "retry-after" : text()] =
+            pick(6) ? json(text()) : value(1);
+      return h;
+    }
+    if (key == "observation") return pick(2) ? json(nullptr) : value(3);
+    if (key == "members") {
+      json m = json::array();
+      for (int n = pick(4); n > 0; --n) m.push_back(entry(true));
+      return m;
+    }
+    return text();
+  }
+  json entry(bool member) {
+    if (pick(8) == 0) return value(1);
+    static const std::vector<std::string> keys = {
+        "id",          "attempt", "status",      "outcome",
+        "error",       "body",    "split_error", "duration_ms",
+        "actual_cost", "headers", "observation", "members",
+        "batch",       "ok",      "started_ms",  "body_truncated",
+        "unknown"};
+    json e = json::object();
+    for (int n = pick(10); n > 0; --n) {
+      const std::string& k = keys[pick(keys.size())];
+      if (member && (k == "members" || k == "headers")) continue;
+      e[k] = field(k);
+    }
+    return e;
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+TEST_CASE("parse_results reads what a document of the same text holds") {
+  // A worker's usual result and a batch result, as the protocol writes them.
+  check_agrees(R"({"results":[{"id":42,"attempt":3,"outcome":"success",
+    "status":200,"error":"","headers":{"date":"x","content-type":"a/b"},
+    "body":"{\"n\":1}","body_truncated":false,"started_ms":1764286000123,
+    "duration_ms":12.5,"observation":null}]})");
+  check_agrees(R"({"results":[{"batch":17,"outcome":"success","status":200,
+    "error":"","headers":{"retry-after":"3"},"observation":{"verdict":"ok",
+    "limits":[{"limit":10,"remaining":9}]},"started_ms":1,"duration_ms":41.0,
+    "actual_cost":120,"members":[{"id":42,"attempt":3,"ok":true,
+    "body":"{\"echo\":1}","body_truncated":false},{"id":43,"attempt":1,
+    "ok":false,"body":"{}","error":"x","status":500}, 7]}]})");
+  // Entries that are not objects, fields of the wrong type, unknown fields,
+  // top-level fields besides "results".
+  check_agrees(R"({"v":[1,{"results":2}],"results":[1,"x",null,[],{},
+    {"id":"1","attempt":1.5,"status":null,"headers":[],"members":{},
+    "observation":7,"x":{"id":5,"results":[]}}],"w":{}})");
+
+  RandomValues random(20261128);
+  for (int i = 0; i < 3000; ++i) {
+    json body = json::object();
+    json results = json::array();
+    for (int n = random.pick(5); n > 0; --n)
+      results.push_back(random.entry(false));
+    body["results"] = results;
+    if (random.pick(4) == 0) body["extra"] = random.value(2);
+    check_agrees(body.dump());
+    check_agrees(body.dump(1));
+  }
+}
+
+TEST_CASE("parse_results keeps the last of repeated keys, as a document does") {
+  check_agrees(R"({"results":[{"id":1,"id":2,"body":"a","body":7,
+    "headers":{"b":"1","a":"2","b":"3","retry-after":"5","retry-after":1},
+    "status":200,"status":"x","observation":{"a":1},"observation":null}]})");
+  check_agrees(R"({"results":[{"id":1}],"results":[{"id":2},{"attempt":3}]})");
+  // A later value of the wrong type unsets the field, a container too.
+  check_agrees(R"({"results":[{"id":1,"id":[],"batch":2,"batch":{},
+    "error":"e","error":{"a":1},"members":[{"id":1,"id":{},"ok":true,
+    "ok":[true]}],"duration_ms":1,"duration_ms":[2]}]})");
+  check_agrees(R"({"results":[{"headers":{"a":"1"},"headers":{"b":"2"},
+    "members":[{"id":1}],"members":[{"id":2,"ok":true,"ok":1}]}]})");
+  // Headers come out sorted and compact whatever their order on the wire.
+  auto r = parse_results(
+      R"({"results":[{"headers":{"z":"1","a":{"x":[1,2.5]},"m":true}}]})");
+  REQUIRE(r.ok());
+  CHECK((*r)[0].headers_json == R"({"a":{"x":[1,2.5]},"m":true,"z":"1"})");
+}
+
+TEST_CASE("parse_results refuses what is not a RESULTS body") {
+  auto error_of = [](const std::string& text) {
+    auto r = parse_results(text);
+    return r.ok() ? std::string("ok") : r.error();
+  };
+  CHECK(error_of("") == "RESULTS: the body is not valid JSON");
+  CHECK(error_of(R"({"results":[{"id":1})") ==
+        "RESULTS: the body is not valid JSON");
+  CHECK(error_of(R"({"results":[{"id":1}]} x)") ==
+        "RESULTS: the body is not valid JSON");
+  CHECK(error_of("\"\xff\"") == "RESULTS: the body is not valid JSON");
+  CHECK(error_of("[]") == "RESULTS: the body must be a JSON object");
+  CHECK(error_of("5") == "RESULTS: the body must be a JSON object");
+  CHECK(error_of("{}") == "RESULTS: 'results' must be an array");
+  CHECK(error_of(R"({"results":{}})") == "RESULTS: 'results' must be an array");
+  CHECK(error_of(R"({"results":[],"results":3})") ==
+        "RESULTS: 'results' must be an array");
+  CHECK(error_of(R"({"results":[]})") == "ok");
+}
+
+TEST_CASE("decode leaves the body of the raw command unparsed") {
+  auto f = frames({"PACER1", std::string(1, '\x05'), R"({"results":[]})"});
+  Decoded d = decode(f, Command::kResults);
+  REQUIRE(d.message);
+  CHECK(d.message->body.is_null());
+  CHECK(d.raw_body == R"({"results":[]})");
+  // Another command is parsed as ever; a missing body is still refused.
+  auto g = frames({"PACER1", std::string(1, '\x03'), R"({"a":1})"});
+  Decoded e = decode(g, Command::kResults);
+  REQUIRE(e.message);
+  CHECK(e.message->body == json{{"a", 1}});
+  auto h = frames({"PACER1", std::string(1, '\x05')});
+  Decoded none = decode(h, Command::kResults);
+  REQUIRE(none.error);
+  CHECK(none.error->message == "RESULTS: a body is required");
 }
