@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 PACKAGES=(build-essential cmake ninja-build pkg-config
   libzmq3-dev cppzmq-dev libsqlite3-dev nlohmann-json3-dev libcurl4-openssl-dev
   libssl-dev
-  doctest-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev
+  doctest-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev libsimdjson-dev
   bc curl jq sqlite3)
 # Only the benchmarks need nginx (a fast upstream to measure against).
 BENCH_PACKAGES=(nginx-light)

@@ -1,6 +1,9 @@
 #include "common/results_body.h"
 
+#include <simdjson.h>
+
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "common/json_text.h"
@@ -10,367 +13,216 @@ namespace pacer::protocol {
 namespace {
 
 using json = nlohmann::json;
+using simdjson::dom::element;
+using simdjson::dom::element_type;
 
-// Builds a document for one value (an observation, or a header's value that
-// is not a string), event by event.
-class DomBuilder {
- public:
-  void start() {
-    root_ = nullptr;
-    stack_.clear();
-  }
-  void value(json v) { *slot() = std::move(v); }
-  void open(json v) {
-    json* s = slot();
-    *s = std::move(v);
-    stack_.push_back(s);
-  }
-  void key(std::string k) { key_ = std::move(k); }
-  // Closes the innermost container; true when that was the root.
-  bool close() {
-    stack_.pop_back();
-    return stack_.empty();
-  }
-  json take() { return std::move(root_); }
+// Bodies up to this size reuse the thread's parser (which keeps its buffers
+// as large as the largest body it parsed); larger ones get a parser of
+// their own, freed with it.
+constexpr std::size_t kReusedParserBytes = 4u << 20;
 
- private:
-  // Where the next value goes. The containers on the stack stay where they
-  // are: a parent gains no element while a child of it is open.
-  json* slot() {
-    if (stack_.empty()) return &root_;
-    json* top = stack_.back();
-    if (top->is_array()) {
-      top->push_back(nullptr);
-      return &top->back();
+// The element as an array or object, as a named value: a range-for over
+// the value inside a temporary simdjson_result would outlive it. Callers
+// check the element's type first.
+simdjson::dom::array array_of(element e) {
+  simdjson::dom::array a;
+  [[maybe_unused]] auto error = e.get_array().get(a);
+  return a;
+}
+simdjson::dom::object object_of(element e) {
+  simdjson::dom::object o;
+  [[maybe_unused]] auto error = e.get_object().get(o);
+  return o;
+}
+
+// An element as a document (an observation, or a header's value that is
+// not a string).
+json to_document(element e) {
+  switch (e.type()) {
+    case element_type::ARRAY: {
+      json a = json::array();
+      for (element x : array_of(e)) a.push_back(to_document(x));
+      return a;
     }
-    return &(*top)[key_];
-  }
-
-  json root_;
-  std::vector<json*> stack_;
-  std::string key_;
-};
-
-class ResultsReader {
- public:
-  using number_integer_t = json::number_integer_t;
-  using number_unsigned_t = json::number_unsigned_t;
-  using number_float_t = json::number_float_t;
-  using string_t = json::string_t;
-  using binary_t = json::binary_t;
-
-  std::vector<WireResult> results;
-  bool top_is_object = false;
-  bool results_is_array = false;
-
-  bool null() { return scalar(nullptr); }
-  bool boolean(bool v) { return scalar(v); }
-  bool number_integer(number_integer_t v) { return scalar(v); }
-  bool number_unsigned(number_unsigned_t v) { return scalar(v); }
-  bool number_float(number_float_t v, const string_t&) { return scalar(v); }
-  bool string(string_t& v) { return scalar(std::move(v)); }
-  bool binary(binary_t&) { return false; }  // not in JSON text
-
-  bool start_object(std::size_t) { return open(true); }
-  bool end_object() { return close(); }
-  bool start_array(std::size_t) { return open(false); }
-  bool end_array() { return close(); }
-
-  bool key(string_t& k) {
-    if (ctx_.back() == Ctx::kDom)
-      dom_.key(std::move(k));
-    else if (ctx_.back() != Ctx::kSkip)
-      key_ = std::move(k);
-    return true;
-  }
-
-  bool parse_error(std::size_t, const std::string&,
-                   const nlohmann::detail::exception&) {
-    return false;
-  }
-
- private:
-  // What the innermost open container is.
-  enum class Ctx {
-    kTop,      // the body
-    kResults,  // the "results" array
-    kResult,   // one result
-    kHeaders,  // its "headers"
-    kMembers,  // its "members"
-    kMember,   // one member
-    kDom,      // inside a value kept as a document
-    kSkip,     // inside a value nothing is read from
-  };
-  // Which document is being built, and where it goes when done.
-  enum class DomFor { kObservation, kHeader };
-
-  WireResult& result() { return results.back(); }
-
-  static bool as_int(const json& v, std::optional<std::int64_t>& out) {
-    if (v.is_number_integer()) out = v.get<std::int64_t>();
-    return true;
-  }
-  static bool as_string(json& v, std::optional<std::string>& out) {
-    if (v.is_string()) out = std::move(v.get_ref<std::string&>());
-    return true;
-  }
-  static bool as_number(const json& v, std::optional<double>& out) {
-    if (v.is_number()) out = v.get<double>();
-    return true;
-  }
-
-  template <typename T>
-  bool scalar(T&& raw) {
-    if (ctx_.empty()) return true;  // a body that is not an object
-    switch (ctx_.back()) {
-      case Ctx::kTop:
-        if (key_ == "results") results_is_array = false;
-        return true;
-      case Ctx::kResults:
-        results.emplace_back();  // not an object
-        return true;
-      case Ctx::kResult:
-        return result_field(json(std::forward<T>(raw)));
-      case Ctx::kHeaders: {
-        json v(std::forward<T>(raw));
-        std::string text;
-        if (v.is_string())
-          json_text::append_string(text, v.get_ref<const std::string&>());
-        else
-          text = v.dump();
-        if (key_ == "retry-after") {
-          if (v.is_string())
-            result().retry_after = std::move(v.get_ref<std::string&>());
-          else
-            result().retry_after.reset();
-        }
-        headers_.emplace_back(std::move(key_), std::move(text));
-        return true;
-      }
-      case Ctx::kMembers:
-        result().members.emplace_back();  // not an object
-        return true;
-      case Ctx::kMember:
-        return member_field(json(std::forward<T>(raw)));
-      case Ctx::kDom:
-        dom_.value(json(std::forward<T>(raw)));
-        return true;
-      case Ctx::kSkip:
-        return true;
+    case element_type::OBJECT: {
+      json o = json::object();
+      for (auto field : object_of(e))
+        o[std::string(field.key)] = to_document(field.value);
+      return o;
     }
-    return true;
+    case element_type::INT64:
+      return e.get_int64().value_unsafe();
+    case element_type::UINT64:
+      return e.get_uint64().value_unsafe();
+    case element_type::DOUBLE:
+      return e.get_double().value_unsafe();
+    case element_type::STRING:
+      return std::string(e.get_string().value_unsafe());
+    case element_type::BOOL:
+      return e.get_bool().value_unsafe();
+    case element_type::NULL_VALUE:
+      return nullptr;
   }
+  return nullptr;
+}
 
-  bool result_field(json v) {
-    WireResult& r = result();
-    if (key_ == "batch") {
-      r.has_batch = true;
-      r.batch.reset();
-      return as_int(v, r.batch);
-    }
-    if (key_ == "id") return reset_and(r.id, [&] { return as_int(v, r.id); });
-    if (key_ == "attempt")
-      return reset_and(r.attempt, [&] { return as_int(v, r.attempt); });
-    if (key_ == "status")
-      return reset_and(r.status, [&] { return as_int(v, r.status); });
-    if (key_ == "outcome")
-      return reset_and(r.outcome, [&] { return as_string(v, r.outcome); });
-    if (key_ == "error")
-      return reset_and(r.error, [&] { return as_string(v, r.error); });
-    if (key_ == "body")
-      return reset_and(r.body, [&] { return as_string(v, r.body); });
-    if (key_ == "split_error")
-      return reset_and(r.split_error,
-                       [&] { return as_string(v, r.split_error); });
-    if (key_ == "duration_ms")
-      return reset_and(r.duration_ms,
-                       [&] { return as_number(v, r.duration_ms); });
-    if (key_ == "actual_cost")
-      return reset_and(r.actual_cost,
-                       [&] { return as_number(v, r.actual_cost); });
-    if (key_ == "observation") {
-      r.observation = std::move(v);  // null stays null
-      return true;
-    }
-    if (key_ == "headers") {
-      // Not an object: as if absent.
-      r.headers_json.clear();
-      r.retry_after.reset();
-      return true;
-    }
-    if (key_ == "members") {
-      r.has_members = false;
-      r.members.clear();
-    }
-    return true;
+// The field setters: a value of another type leaves the field unset (a
+// repeated key replaces what the earlier one set, as in a document).
+void set_int(std::optional<std::int64_t>& out, element v) {
+  out.reset();
+  if (v.type() == element_type::INT64)
+    out = v.get_int64().value_unsafe();
+  else if (v.type() == element_type::UINT64)
+    out = static_cast<std::int64_t>(v.get_uint64().value_unsafe());
+}
+
+void set_string(std::optional<std::string>& out, element v) {
+  out.reset();
+  if (v.type() == element_type::STRING)
+    out = std::string(v.get_string().value_unsafe());
+}
+
+void set_number(std::optional<double>& out, element v) {
+  out.reset();
+  switch (v.type()) {
+    case element_type::INT64:
+      out = static_cast<double>(v.get_int64().value_unsafe());
+      break;
+    case element_type::UINT64:
+      out = static_cast<double>(v.get_uint64().value_unsafe());
+      break;
+    case element_type::DOUBLE:
+      out = v.get_double().value_unsafe();
+      break;
+    default:
+      break;
   }
+}
 
-  bool member_field(json v) {
-    WireMember& m = result().members.back();
-    if (key_ == "id") return reset_and(m.id, [&] { return as_int(v, m.id); });
-    if (key_ == "attempt")
-      return reset_and(m.attempt, [&] { return as_int(v, m.attempt); });
-    if (key_ == "status")
-      return reset_and(m.status, [&] { return as_int(v, m.status); });
-    if (key_ == "body")
-      return reset_and(m.body, [&] { return as_string(v, m.body); });
-    if (key_ == "error")
-      return reset_and(m.error, [&] { return as_string(v, m.error); });
-    if (key_ == "ok") {
+// The headers as a document's dump writes them: keys in order, the last of
+// a repeated key kept.
+void read_headers(WireResult& r, simdjson::dom::object headers) {
+  std::vector<std::pair<std::string_view, element>> fields;
+  for (auto field : headers) fields.emplace_back(field.key, field.value);
+  std::stable_sort(
+      fields.begin(), fields.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string& out = r.headers_json;
+  out.clear();
+  r.retry_after.reset();
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    if (i + 1 < fields.size() && fields[i + 1].first == fields[i].first)
+      continue;
+    out += out.empty() ? '{' : ',';
+    json_text::append_key(out, fields[i].first);
+    element v = fields[i].second;
+    if (v.type() == element_type::STRING) {
+      const std::string_view s = v.get_string().value_unsafe();
+      json_text::append_string(out, s);
+      if (fields[i].first == "retry-after") r.retry_after = std::string(s);
+    } else {
+      out += to_document(v).dump();
+    }
+  }
+  if (!out.empty()) out += '}';
+}
+
+WireMember read_member(element e) {
+  WireMember m;
+  if (e.type() != element_type::OBJECT) return m;
+  m.is_object = true;
+  for (auto field : object_of(e)) {
+    const std::string_view k = field.key;
+    if (k == "id") {
+      set_int(m.id, field.value);
+    } else if (k == "attempt") {
+      set_int(m.attempt, field.value);
+    } else if (k == "status") {
+      set_int(m.status, field.value);
+    } else if (k == "body") {
+      set_string(m.body, field.value);
+    } else if (k == "error") {
+      set_string(m.error, field.value);
+    } else if (k == "ok") {
       m.ok.reset();
-      if (v.is_boolean()) m.ok = v.get<bool>();
+      if (field.value.type() == element_type::BOOL)
+        m.ok = field.value.get_bool().value_unsafe();
     }
-    return true;
   }
+  return m;
+}
 
-  // A repeated key replaces what the earlier one set, even with a value of
-  // the wrong type (which then leaves the field unset).
-  template <typename T, typename F>
-  static bool reset_and(std::optional<T>& field, F set) {
-    field.reset();
-    return set();
-  }
-
-  bool open(bool object) {
-    if (ctx_.empty()) {
-      top_is_object = object;
-      ctx_.push_back(object ? Ctx::kTop : Ctx::kSkip);
-      return true;
-    }
-    Ctx next = Ctx::kSkip;
-    switch (ctx_.back()) {
-      case Ctx::kTop:
-        if (key_ == "results") {
-          results_is_array = !object;
-          results.clear();  // a repeated "results": the last one counts
-          if (!object) next = Ctx::kResults;
-        }
-        break;
-      case Ctx::kResults:
-        results.emplace_back();
-        if (object) {
-          result().is_object = true;
-          next = Ctx::kResult;
-        }
-        break;
-      case Ctx::kResult:
-        next = open_in_result(object);
-        break;
-      case Ctx::kHeaders:
-        // A header whose value is not a string: kept as written.
-        start_dom(DomFor::kHeader, object);
-        next = Ctx::kDom;
-        break;
-      case Ctx::kMembers:
-        result().members.emplace_back();
-        if (object) {
-          result().members.back().is_object = true;
-          next = Ctx::kMember;
-        }
-        break;
-      case Ctx::kMember:
-        member_field(nullptr);  // a container where a scalar belongs
-        break;
-      case Ctx::kDom:
-        dom_.open(object ? json::object() : json::array());
-        next = Ctx::kDom;
-        break;
-      case Ctx::kSkip:
-        break;
-    }
-    ctx_.push_back(next);
-    return true;
-  }
-
-  Ctx open_in_result(bool object) {
-    WireResult& r = result();
-    if (key_ == "headers") {
-      r.headers_json.clear();
-      r.retry_after.reset();
-      headers_.clear();
-      if (object) return Ctx::kHeaders;
-      return Ctx::kSkip;
-    }
-    if (key_ == "observation") {
-      start_dom(DomFor::kObservation, object);
-      return Ctx::kDom;
-    }
-    if (key_ == "members") {
-      r.members.clear();
-      r.has_members = !object;
-      return object ? Ctx::kSkip : Ctx::kMembers;
-    }
-    // Any other field: a container where the protocol has a scalar (or a
-    // field the broker does not read), so it reads as absent.
-    result_field(nullptr);
-    return Ctx::kSkip;
-  }
-
-  void start_dom(DomFor what, bool object) {
-    dom_for_ = what;
-    header_key_ = key_;
-    dom_.start();
-    dom_.open(object ? json::object() : json::array());
-  }
-
-  bool close() {
-    const Ctx done = ctx_.back();
-    ctx_.pop_back();
-    if (done == Ctx::kHeaders) {
-      write_headers();
-    } else if (done == Ctx::kDom && dom_.close()) {
-      if (dom_for_ == DomFor::kObservation) {
-        result().observation = dom_.take();
+WireResult read_result(element e) {
+  WireResult r;
+  if (e.type() != element_type::OBJECT) return r;
+  r.is_object = true;
+  for (auto field : object_of(e)) {
+    const std::string_view k = field.key;
+    element v = field.value;
+    if (k == "id") {
+      set_int(r.id, v);
+    } else if (k == "attempt") {
+      set_int(r.attempt, v);
+    } else if (k == "status") {
+      set_int(r.status, v);
+    } else if (k == "body") {
+      set_string(r.body, v);
+    } else if (k == "outcome") {
+      set_string(r.outcome, v);
+    } else if (k == "error") {
+      set_string(r.error, v);
+    } else if (k == "headers") {
+      if (v.type() == element_type::OBJECT) {
+        read_headers(r, object_of(v));
       } else {
-        if (header_key_ == "retry-after") result().retry_after.reset();
-        headers_.emplace_back(std::move(header_key_), dom_.take().dump());
+        r.headers_json.clear();
+        r.retry_after.reset();
       }
+    } else if (k == "duration_ms") {
+      set_number(r.duration_ms, v);
+    } else if (k == "observation") {
+      r.observation = to_document(v);  // null stays null
+    } else if (k == "batch") {
+      r.has_batch = true;
+      set_int(r.batch, v);
+    } else if (k == "actual_cost") {
+      set_number(r.actual_cost, v);
+    } else if (k == "split_error") {
+      set_string(r.split_error, v);
+    } else if (k == "members") {
+      r.members.clear();
+      r.has_members = v.type() == element_type::ARRAY;
+      if (r.has_members)
+        for (element m : array_of(v)) r.members.push_back(read_member(m));
     }
-    return true;
   }
-
-  // The headers as a document's dump writes them: keys in order, the last
-  // of a repeated key kept.
-  void write_headers() {
-    std::stable_sort(
-        headers_.begin(), headers_.end(),
-        [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::string& out = result().headers_json;
-    out.clear();
-    if (headers_.empty()) return;
-    out += '{';
-    for (std::size_t i = 0; i < headers_.size(); ++i) {
-      if (i + 1 < headers_.size() && headers_[i + 1].first == headers_[i].first)
-        continue;
-      if (out.size() > 1) out += ',';
-      json_text::append_key(out, headers_[i].first);
-      out += headers_[i].second;
-    }
-    out += '}';
-    headers_.clear();
-  }
-
-  std::vector<Ctx> ctx_;
-  std::string key_;
-  DomBuilder dom_;
-  DomFor dom_for_ = DomFor::kObservation;
-  std::string header_key_;
-  // The current result's headers: name and value as JSON text.
-  std::vector<std::pair<std::string, std::string>> headers_;
-};
+  return r;
+}
 
 }  // namespace
 
 Result<std::vector<WireResult>> parse_results(std::string_view body) {
-  ResultsReader reader;
-  const bool ok = json::sax_parse(body.begin(), body.end(), &reader,
-                                  nlohmann::detail::input_format_t::json, true);
-  if (!ok) return Error{"RESULTS: the body is not valid JSON"};
-  if (!reader.top_is_object)
+  thread_local simdjson::dom::parser reused;
+  std::unique_ptr<simdjson::dom::parser> own;
+  simdjson::dom::parser* parser = &reused;
+  if (body.size() > kReusedParserBytes) {
+    own = std::make_unique<simdjson::dom::parser>();
+    parser = own.get();
+  }
+  element doc;
+  if (parser->parse(body.data(), body.size()).get(doc) != simdjson::SUCCESS)
+    return Error{"RESULTS: the body is not valid JSON"};
+  if (doc.type() != element_type::OBJECT)
     return Error{"RESULTS: the body must be a JSON object"};
-  if (!reader.results_is_array)
+  // The last "results" counts, as in a document.
+  std::optional<element> results;
+  for (auto field : object_of(doc))
+    if (field.key == "results") results = field.value;
+  if (!results || results->type() != element_type::ARRAY)
     return Error{"RESULTS: 'results' must be an array"};
-  return std::move(reader.results);
+  std::vector<WireResult> out;
+  for (element e : array_of(*results)) out.push_back(read_result(e));
+  return out;
 }
 
 }  // namespace pacer::protocol

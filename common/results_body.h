@@ -1,11 +1,12 @@
 // Reading the body of a RESULTS message (schema/wire_protocol.md) straight
-// from its JSON text into plain structs, without building a document: the
-// broker decodes one result per job it runs, and building the document (a
-// map node and a string per field) and freeing it again took about a sixth
-// of its time. nlohmann::json's SAX parser does the lexing and validation;
-// only the fields the broker reads are kept, each only when it has the type
-// the protocol gives it (what a document lookup checking the type would
-// find: the last of repeated keys wins).
+// into plain structs, without building a nlohmann::json document: the broker
+// reads one result per job it runs, and building that document (a map node
+// and a string per field), reading it and freeing it took about a sixth of
+// its time; nlohmann's SAX parser alone still cost ~7 us per result, simdjson
+// ~0.5 us. simdjson parses and validates the text (UTF-8 included); only the
+// fields the broker reads are kept, each only when it has the type the
+// protocol gives it, the last of repeated keys winning: what the document
+// reading found.
 #pragma once
 
 #include <cstdint>
