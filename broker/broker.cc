@@ -158,6 +158,7 @@ void Broker::recover() {
     f.priority = r.priority;
     f.batch = r.batch;
     f.batch_key = r.batch_key;
+    f.group = r.group;
     if (r.batch != 0) {
       // Members of one call: one concurrency slot for the batch.
       auto [b, fresh] = batches_.try_emplace(r.batch);
@@ -673,6 +674,8 @@ void Broker::end_job(const InFlight& job, AttemptEnd end,
       break;
     }
   }
+  end.group_known = true;
+  end.group = job.group;
   if (!store_->end_attempt(end, now)) return;
   if (end.next == JobState::kRetrying || end.next == JobState::kWaitingQuota)
     release(job.api, ready_entry(end.id, job, end.run_at), now);
@@ -757,6 +760,8 @@ void Broker::end_lost(JobId id, const InFlight& job, const std::string& why,
     end.run_at = now + backoff_.next(used, api ? api->backoff_base_ms : 500,
                                      api ? api->backoff_cap_ms : 60'000);
   }
+  end.group_known = true;
+  end.group = job.group;
   if (!store_->end_attempt(end, now)) return;
   if (end.next == JobState::kRetrying)
     release(job.api, ready_entry(id, job, end.run_at), now);
@@ -1430,6 +1435,7 @@ Broker::InFlight Broker::in_flight_for(const Lane& l, const Claimed& c,
   f.quota_deadline = c.quota_deadline;
   f.priority = c.priority;
   f.started = now;
+  f.group = c.group;
   return f;
 }
 

@@ -88,6 +88,7 @@ class Broker {
     Millis started = 0;
     std::int64_t batch = 0;  // the batch it went in, 0 = sent alone
     std::string batch_key;
+    std::optional<std::string> group;
   };
   // A batch job in flight: one call, one credit, one concurrency slot, one
   // quota mark; its members are in in_flight_ with `batch` set.

@@ -154,8 +154,8 @@ std::string sql_for(int which) {
     // broker's time temporary b-trees took in bench/e2e_throughput.sh.
     case kClaimRead:
       return "SELECT dispatches + 1, attempts, max_attempts, method, path,"
-             " headers, body, timeout_ms, cost, quota_deadline, priority"
-             " FROM jobs WHERE id = ?1 AND " +
+             " headers, body, timeout_ms, cost, quota_deadline, priority,"
+             " group_id FROM jobs WHERE id = ?1 AND " +
              ready;
     case kClaim:
       return "UPDATE jobs SET state = 'running', dispatches = ?4,"
@@ -179,8 +179,8 @@ std::string sql_for(int which) {
       return "SELECT id, api, dispatches, attempts, max_attempts, cost, "
              "lease_until,"
              " quota_deadline, priority, (SELECT batch_id FROM attempts"
-             " WHERE job_id = jobs.id AND n = jobs.dispatches), batch_key"
-             " FROM jobs WHERE state = 'running'";
+             " WHERE job_id = jobs.id AND n = jobs.dispatches), batch_key,"
+             " group_id FROM jobs WHERE state = 'running'";
     case kStarts:
       return "SELECT started_at, cost FROM attempts"
              " WHERE api = ?1 AND started_at > ?2 AND batch_id IS NULL"
@@ -589,6 +589,7 @@ std::optional<Claimed> Store::claim(JobId id, const std::string& api,
   c.cost = s.i64(8);
   c.quota_deadline = s.opt_i64(9);
   c.priority = s.i64(10);
+  if (!s.is_null(11)) c.group = s.text(11);
   s.reset();
   stmt(kClaim)
       .bind(1, id)
@@ -640,7 +641,7 @@ bool Store::end_attempt(const AttemptEnd& e, Millis now) {
   s.exec();
   if (db_.changes() != 1) return false;
   if (is_final(e.next) && tallying())
-    tally_final(group_of(e.id), to_string(e.next), 1);
+    tally_final(e.group_known ? e.group : group_of(e.id), to_string(e.next), 1);
   auto& a = stmt(kEndAttempt);
   a.bind(1, e.id).bind(2, e.attempt).bind(3, now).bind(4, to_string(e.outcome));
   if (e.status)
@@ -676,6 +677,7 @@ std::vector<RunningJob> Store::running_jobs() {
     r.priority = s.i64(8);
     r.batch = s.is_null(9) ? 0 : s.i64(9);
     if (!s.is_null(10)) r.batch_key = s.text(10);
+    if (!s.is_null(11)) r.group = s.text(11);
     out.push_back(std::move(r));
   }
   s.reset();

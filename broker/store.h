@@ -56,6 +56,7 @@ struct Claimed {
   std::int64_t cost = 1;
   std::optional<Millis> quota_deadline;
   std::int64_t priority = 0;
+  std::optional<std::string> group;
 };
 
 // What the lane's limits were charged for one dispatch (a job on its own, or
@@ -82,6 +83,11 @@ struct AttemptEnd {
   std::optional<Millis> quota_deadline;
   double duration_ms = 0;
   std::string observation_json;
+  // The job's group, when the caller knows it: ending a job in a final
+  // state counts it in its group's progress, and the store need not read
+  // the group again.
+  bool group_known = false;
+  std::optional<std::string> group;
 };
 
 struct RunningJob {
@@ -96,6 +102,7 @@ struct RunningJob {
   std::int64_t priority = 0;
   std::int64_t batch = 0;  // the batch of its current attempt, 0 = none
   std::string batch_key;
+  std::optional<std::string> group;
 };
 
 struct ListFilter {

@@ -1215,3 +1215,40 @@ TEST_CASE("the WAL stays bounded when the committing connection checkpoints") {
   RawDb raw(path);
   CHECK(raw.scalar("SELECT COUNT(*) FROM jobs") == 2000);
 }
+
+TEST_CASE("claimed and running jobs carry their group, which ends count in") {
+  TempDir dir;
+  Store s(dir.file("pacer.db"), false);
+  const JobId a = insert(s, {}, t0, "g1");
+  const JobId b = insert(s, {}, t0, "g1");
+  const JobId c = insert(s, {}, t0);
+  // Start the tallies, then run the jobs.
+  CHECK(s.progress_group("g1").pending == 2);
+  auto ca = s.claim(a, "echo", "w", t0, 1000);
+  auto cb = s.claim(b, "echo", "w", t0, 1000);
+  auto cc = s.claim(c, "echo", "w", t0, 1000);
+  REQUIRE((ca && cb && cc));
+  CHECK(ca->group == "g1");
+  CHECK_FALSE(cc->group.has_value());
+  auto running = s.running_jobs();
+  REQUIRE(running.size() == 3);
+  for (const auto& r : running)
+    CHECK(r.group ==
+          (r.id == c ? std::nullopt : std::optional<std::string>("g1")));
+  // The group given with the end is the one counted; without it the store
+  // reads it.
+  auto ea = end_of(a, ca->attempt, JobState::kSucceeded, Outcome::kSuccess);
+  ea.group_known = true;
+  ea.group = ca->group;
+  REQUIRE(s.end_attempt(ea, t0 + 10));
+  REQUIRE(s.end_attempt(
+      end_of(b, cb->attempt, JobState::kDead, Outcome::kPermanent), t0 + 10));
+  auto ec = end_of(c, cc->attempt, JobState::kSucceeded, Outcome::kSuccess);
+  ec.group_known = true;
+  REQUIRE(s.end_attempt(ec, t0 + 10));
+  const auto g = s.progress_group("g1");
+  CHECK(g.succeeded == 1);
+  CHECK(g.dead == 1);
+  CHECK(g.pending == 0);
+  CHECK(s.progress_all().succeeded == 2);
+}
