@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -287,11 +288,20 @@ int submit_file(Session& s, const SubmitOptions& o) {
   const bool progress = s.io().err_is_tty && chunks.size() > 1;
   std::size_t submitted = 0;
   std::int64_t duplicates = 0;
+  // The next chunk's body is built on a second thread while the broker
+  // stores the current one (chunk_body reads `file` and `group` only).
+  auto build = [&](std::size_t c) {
+    return std::async(std::launch::async, [&file, &chunks, &group, c] {
+      return chunk_body(file, chunks[c], group);
+    });
+  };
+  std::future<nlohmann::json> next = build(0);
   for (std::size_t c = 0; c < chunks.size(); ++c) {
     const auto& chunk = chunks[c];
+    nlohmann::json body = next.get();
+    if (c + 1 < chunks.size()) next = build(c + 1);
     // Every job in a chunk has a key, so a resent chunk never duplicates.
-    Reply r = submit_with_retry(s, **broker, chunk_body(file, chunk, group),
-                                kSubmitTries,
+    Reply r = submit_with_retry(s, **broker, body, kSubmitTries,
                                 "chunk " + std::to_string(c + 1) + " of " +
                                     std::to_string(chunks.size()));
     if (!r.ok()) {

@@ -194,6 +194,27 @@ TEST_CASE("a refused job in a chunk is named by its line") {
             ":3: the broker refused the job: body too large for this API\n");
 }
 
+TEST_CASE("a refused first chunk stops the file while the next is built") {
+  Env env;
+  FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
+    if (m.command == Command::kApis)
+      return {testing::reply_to(m, {{"apis", {{{"name", "echo"}}}}})};
+    return {testing::error_to(m, "invalid", "no room", {{"index", 0}})};
+  });
+  std::string text;
+  for (int i = 0; i < 25'000; ++i) text += "{\"api\": \"echo\"}\n";
+  env.dir.write("jobs.jsonl", text);
+  auto path = env.dir.file("jobs.jsonl");
+  auto r = env.pacer(broker.endpoint(), {"submit", "--file", path});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err ==
+        "pacer: " + path + ":1: the broker refused the job: no room\n");
+  int submits = 0;
+  for (auto& m : broker.received())
+    if (m.command == Command::kSubmit) ++submits;
+  CHECK(submits == 1);
+}
+
 TEST_CASE("submit one job: prints the id, --json the id and duplicate flag") {
   Env env;
   FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
