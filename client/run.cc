@@ -310,6 +310,8 @@ class Runner {
   void show_progress(BrokerClient& broker, bool final);
   Reply call(BrokerClient& broker, Command c, const json& body);
   int stopped(int code, const std::string& why);
+  // stopped() after a failed request: interrupted when SIGINT came.
+  int failed(const std::string& why);
   int finish();
 
   Session& s_;
@@ -350,6 +352,13 @@ Reply Runner::call(BrokerClient& broker, Command c, const json& body) {
     if (r.status != Reply::Status::kTimeout) break;
   }
   return r;
+}
+
+int Runner::failed(const std::string& why) {
+  // A SIGINT between two requests makes call() give up without asking: the
+  // run was interrupted, and nothing failed.
+  if (sigint_.interrupted()) return stopped(kExitInterrupted, "interrupted");
+  return stopped(kExitError, why);
 }
 
 int Runner::stopped(int code, const std::string& why) {
@@ -496,11 +505,10 @@ int Runner::poll(BrokerClient& broker) {
   while (!outstanding_.empty()) {
     if (sigint_.interrupted()) return stopped(kExitInterrupted, "interrupted");
     auto done = finished(broker);
-    if (!done) return stopped(kExitError, done.error());
+    if (!done) return failed(done.error());
     for (JobId id : *done) {
       if (sigint_.interrupted()) break;
-      if (auto ok = fetch(broker, id); !ok)
-        return stopped(kExitError, ok.error());
+      if (auto ok = fetch(broker, id); !ok) return failed(ok.error());
     }
     if (outstanding_.empty()) break;
     show_progress(broker, false);
