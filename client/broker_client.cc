@@ -88,18 +88,38 @@ std::string BrokerClient::next_req() {
 }
 
 Reply BrokerClient::call(protocol::Command command, nlohmann::json body) {
-  Reply r;
   if (!body.is_object()) body = nlohmann::json::object();
   const std::string req = next_req();
   body["req"] = req;
+  return exchange(
+      command,
+      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), req);
+}
+
+Reply BrokerClient::call_text(protocol::Command command,
+                              std::string_view object) {
+  const std::string req = next_req();
+  std::string text = "{\"req\":" + nlohmann::json(req).dump();
+  // `object` is "{...}": its members follow the req, with a comma unless none.
+  std::string_view rest = object.substr(1);
+  if (rest.find_first_not_of(" \t\r\n") != std::string_view::npos &&
+      rest[rest.find_first_not_of(" \t\r\n")] != '}')
+    text += ',';
+  text += rest;
+  return exchange(command, text, req);
+}
+
+Reply BrokerClient::exchange(protocol::Command command, const std::string& text,
+                             const std::string& req) {
+  Reply r;
   try {
     if (!socket_) open_socket();
   } catch (const zmq::error_t& e) {
     r.error = "cannot open a socket to " + endpoint_ + ": " + e.what();
     return r;
   }
-  if (!protocol::send(*socket_, protocol::Message{command, std::move(body)},
-                      nullptr, /*dontwait=*/false)) {
+  if (!protocol::send_text(*socket_, command, text, nullptr,
+                           /*dontwait=*/false)) {
     r.status = Reply::Status::kTimeout;
     r.error = "broker not reachable at " + endpoint_ +
               " (could not send within " + describe_timeout(timeout_ms_) + ")";

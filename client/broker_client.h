@@ -14,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <zmq.hpp>
 
 #include "common/clock.h"
@@ -57,6 +58,9 @@ class BrokerClient {
   // Sends `command` with `body` plus a fresh "req" and waits up to the
   // timeout for the REPLY or ERROR that echoes it.
   Reply call(protocol::Command command, nlohmann::json body);
+  // The same for a body already written as JSON text: `object` must be one
+  // JSON object, "{...}" with nothing around it (the "req" goes in first).
+  Reply call_text(protocol::Command command, std::string_view object);
 
   // call() reduced to the reply body or one error line: "broker not
   // reachable at ENDPOINT (no reply within 10s)", the broker's ERROR message,
@@ -76,6 +80,9 @@ class BrokerClient {
   void open_socket();      // throws zmq::error_t for a bad endpoint
   void reopen() noexcept;  // open_socket(), leaving no socket on failure
   std::string next_req();
+  // Sends `text` (a whole body, "req" included) and waits for its answer.
+  Reply exchange(protocol::Command command, const std::string& text,
+                 const std::string& req);
 
   std::string endpoint_;
   Millis timeout_ms_;

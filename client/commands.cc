@@ -142,11 +142,11 @@ int Session::fail(int code, const std::string& message) {
 }
 
 Reply submit_with_retry(Session& s, BrokerClient& broker,
-                        const nlohmann::json& body, int tries,
+                        const std::string& body, int tries,
                         const std::string& what) {
   Reply r;
   for (int attempt = 1; attempt <= tries; ++attempt) {
-    r = broker.call(Command::kSubmit, body);
+    r = broker.call_text(Command::kSubmit, body);
     if (r.status != Reply::Status::kTimeout || attempt == tries) break;
     s.io().err << (s.io().err_is_tty ? clear_line() : "")
                << "pacer: " << r.error << "; sending " << what << " again (try "
@@ -225,8 +225,10 @@ int submit_one(Session& s, const SubmitOptions& o) {
   if (!broker) return s.fail(kExitError, broker.error());
   nlohmann::json body = {{"jobs", nlohmann::json::array({*job})}};
   // Only a job with an idempotency key is safe to send twice.
-  Reply r = submit_with_retry(s, **broker, body,
-                              o.key.empty() ? 1 : kSubmitTries, "the job");
+  Reply r = submit_with_retry(
+      s, **broker,
+      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+      o.key.empty() ? 1 : kSubmitTries, "the job");
   if (!r.ok()) return s.fail(exit_code_for(r), r.error);
   const auto& ids = array_field(r.body, "ids");
   if (ids.empty() || !ids[0].is_number_integer())
@@ -295,10 +297,10 @@ int submit_file(Session& s, const SubmitOptions& o) {
       return chunk_body(file, chunks[c], group);
     });
   };
-  std::future<nlohmann::json> next = build(0);
+  std::future<std::string> next = build(0);
   for (std::size_t c = 0; c < chunks.size(); ++c) {
     const auto& chunk = chunks[c];
-    nlohmann::json body = next.get();
+    std::string body = next.get();
     if (c + 1 < chunks.size()) next = build(c + 1);
     // Every job in a chunk has a key, so a resent chunk never duplicates.
     Reply r = submit_with_retry(s, **broker, body, kSubmitTries,

@@ -64,10 +64,11 @@ class Session {
 // well-formed request is an answer (1); everything else is an error (2).
 int exit_code_for(const Reply& reply);
 
-// Sends one SUBMIT, again after a timeout while tries remain (only for
-// bodies whose jobs all have idempotency keys), saying so on stderr.
+// Sends one SUBMIT (`body`: its JSON text), again after a timeout while tries
+// remain (only for bodies whose jobs all have idempotency keys), saying so on
+// stderr.
 Reply submit_with_retry(Session& s, BrokerClient& broker,
-                        const nlohmann::json& body, int tries,
+                        const std::string& body, int tries,
                         const std::string& what);
 
 // Prints the errors as "pacer: FILE:LINE: ..." lines (the first few, then a

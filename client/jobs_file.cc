@@ -67,6 +67,7 @@ JobsFile read_jobs(std::istream& in, const std::string& name,
     job.ref_id = std::move(ref_id);
     job.api = spec->api;
     job.has_key = !spec->key.empty();
+    job.key_member = j.contains("key");
     f.jobs.push_back(std::move(job));
   }
   return f;
@@ -130,17 +131,45 @@ std::vector<ChunkRange> plan_chunks(const std::vector<FileJob>& jobs,
   return chunks;
 }
 
-nlohmann::json chunk_body(const JobsFile& file, ChunkRange range,
-                          const std::string& group) {
-  auto jobs = nlohmann::json::array();
+namespace {
+
+// A string as JSON text; bytes that are not UTF-8 become U+FFFD, as the
+// protocol's own encoder writes them.
+std::string json_string(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false,
+                                nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+std::string chunk_body(const JobsFile& file, ChunkRange range,
+                       const std::string& group) {
+  std::string body = "{\"jobs\":[";
+  std::size_t bytes = 0;
+  for (std::size_t i = range.begin; i < range.end; ++i)
+    bytes += file.jobs[i].text.size() + group.size() + 24;
+  body.reserve(bytes + group.size() + 32);
   for (std::size_t i = range.begin; i < range.end; ++i) {
     const auto& job = file.jobs[i];
-    // Already validated by read_jobs, so this parse succeeds.
-    auto j = nlohmann::json::parse(job.text, nullptr, false);
-    if (!job.has_key) j["key"] = derive_key(group, job.line);
-    jobs.push_back(std::move(j));
+    if (i > range.begin) body += ',';
+    if (job.has_key) {
+      body += job.text;
+    } else if (!job.key_member && job.text.back() == '}') {
+      // An object with "api" in it: never "{}", so a comma goes before the key.
+      body.append(job.text, 0, job.text.size() - 1);
+      body += ",\"key\":";
+      body += json_string(derive_key(group, job.line));
+      body += '}';
+    } else {
+      auto j = nlohmann::json::parse(job.text, nullptr, false);
+      j["key"] = derive_key(group, job.line);
+      body += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
   }
-  return {{"jobs", std::move(jobs)}, {"group", group}};
+  body += "],\"group\":";
+  body += json_string(group);
+  body += '}';
+  return body;
 }
 
 }  // namespace pacer::client

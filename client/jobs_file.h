@@ -40,6 +40,9 @@ struct FileJob {
   std::string text;
   std::string api;
   bool has_key = false;  // carries its own non-empty "key"
+  // Has a "key" member at all (an empty or null one is no key of its own, but
+  // the derived key must replace it rather than be appended beside it).
+  bool key_member = false;
   // The line's own top-level "id" (serialized), when it is an object that
   // has one: `pacer run` echoes it in the line's result. Empty otherwise.
   std::string ref_id;
@@ -86,10 +89,13 @@ std::vector<ChunkRange> plan_chunks(const std::vector<FileJob>& jobs,
                                     std::size_t max_jobs = kMaxJobsPerSubmit,
                                     std::size_t max_bytes = kMaxChunkBytes);
 
-// The SUBMIT body of one chunk: {"jobs": [...], "group": group}, keys derived
-// where a job has none.
-nlohmann::json chunk_body(const JobsFile& file, ChunkRange range,
-                          const std::string& group);
+// The SUBMIT body of one chunk as JSON text: {"jobs": [...], "group": group},
+// keys derived where a job has none. Written from the lines' text, which
+// read_jobs validated: a line without a "key" member gets the derived key
+// appended before its closing brace; only a line whose "key" is there but
+// empty is parsed again.
+std::string chunk_body(const JobsFile& file, ChunkRange range,
+                       const std::string& group);
 
 // nlohmann's parse error without its "[json.exception...]" prefix.
 std::string json_error_text(const std::string& what);

@@ -42,6 +42,29 @@ TEST_CASE("a request carries a fresh req and returns the matching REPLY body") {
   CHECK(got[0].body["req"] != got[1].body["req"]);
 }
 
+TEST_CASE("a body sent as text gets its req put in first, members kept") {
+  FakeBroker broker([](const protocol::Message& m) -> std::vector<Frames> {
+    return {testing::reply_to(m, {{"ok", true}})};
+  });
+  auto c = connect(broker.endpoint());
+  REQUIRE(
+      c.call_text(Command::kSubmit, "{\"jobs\":[{\"api\":\"echo\"}]}").ok());
+  REQUIRE(c.call_text(Command::kStats, "{}").ok());
+  REQUIRE(c.call_text(Command::kStats, "{ }").ok());
+  REQUIRE(c.call_text(Command::kStats, "{\n  \"x\": 1 }").ok());
+  auto got = broker.received();
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].command == Command::kSubmit);
+  CHECK(got[0].body["jobs"] == nlohmann::json::parse("[{\"api\":\"echo\"}]"));
+  for (const auto& m : got) {
+    REQUIRE(m.body.is_object());
+    CHECK(m.body["req"].is_string());
+  }
+  CHECK(got[1].body.size() == 1);
+  CHECK(got[2].body.size() == 1);
+  CHECK(got[3].body["x"] == 1);
+}
+
 TEST_CASE("no broker: the request times out with the 'not reachable' error") {
   int port = testing::free_port();
   std::string endpoint = "tcp://127.0.0.1:" + std::to_string(port);

@@ -108,18 +108,35 @@ TEST_CASE("keys are GROUP:LINE; group ids are fresh and well-formed") {
 TEST_CASE("chunk bodies carry the group and derive keys only where missing") {
   auto f = read(
       "{\"api\": \"echo\"}\n\n{\"api\": \"echo\", \"key\": \"own\"}\n{\"api\": "
-      "\"echo\"}\n");
+      "\"echo\", \"body\": {\"key\": 1}}  \n{\"key\": \"\", \"api\": "
+      "\"echo\"}\n"
+      "{\"api\": \"echo\", \"key\": \"\"}\n");
+  REQUIRE(f.errors.empty());
   auto chunks = plan_chunks(f.jobs);
   REQUIRE(chunks.size() == 1);
-  auto body = chunk_body(f, chunks[0], "g-1");
+  const std::string text = chunk_body(f, chunks[0], "g-1");
+  auto body = nlohmann::json::parse(text);
   CHECK(body["group"] == "g-1");
-  REQUIRE(body["jobs"].size() == 3);
+  REQUIRE(body["jobs"].size() == 5);
   CHECK(body["jobs"][0]["key"] == "g-1:1");
   CHECK(body["jobs"][1]["key"] == "own");
   CHECK(body["jobs"][2]["key"] == "g-1:4");
+  CHECK(body["jobs"][2]["body"] == nlohmann::json{{"key", 1}});
+  CHECK(body["jobs"][3]["key"] == "g-1:5");
+  CHECK(body["jobs"][4]["key"] == "g-1:6");
+  // An empty key is replaced, never left beside the derived one (a parser
+  // keeping the first of two keys would see no key at all).
+  CHECK(text.find("\"key\": \"\"") == std::string::npos);
+  CHECK(text.find("\"key\":\"\"") == std::string::npos);
   // The same file and group always give the same keys: a resent chunk is a
   // duplicate.
-  CHECK(chunk_body(f, chunks[0], "g-1") == body);
+  CHECK(chunk_body(f, chunks[0], "g-1") == text);
+  // A chunk of the middle lines only, and a group that needs escaping.
+  const auto mid = nlohmann::json::parse(chunk_body(f, {1, 3}, "g\"\\x"));
+  REQUIRE(mid["jobs"].size() == 2);
+  CHECK(mid["group"] == "g\"\\x");
+  CHECK(mid["jobs"][0]["key"] == "own");
+  CHECK(mid["jobs"][1]["key"] == "g\"\\x:4");
 }
 
 TEST_CASE("chunks hold at most max_jobs jobs and stay under the byte budget") {
