@@ -840,7 +840,14 @@ void Broker::forget_worker(const std::string& rid, const std::string& why,
 void Broker::on_client_message(const std::string& rid,
                                std::vector<zmq::message_t>& frames,
                                Millis now) {
-  auto decoded = protocol::decode(frames);
+  // A SUBMIT's jobs are read from its text (common/submit_body.h); what
+  // simdjson does not take is decoded as a document, as any other message.
+  auto decoded = protocol::decode(frames, Command::kSubmit);
+  std::optional<protocol::WireSubmit> submit;
+  if (decoded.message && decoded.message->command == Command::kSubmit) {
+    submit = protocol::parse_submit(decoded.raw_body, kMaxJobsPerSubmit);
+    if (!submit) decoded = protocol::decode(frames);
+  }
   if (decoded.error) {
     if (decoded.error->code == "foreign") {
       log::warn("foreign_message", {{"socket", "clients"}});
@@ -851,11 +858,14 @@ void Broker::on_client_message(const std::string& rid,
     return;
   }
   Message& m = *decoded.message;
-  json req = m.body.is_object() ? m.body.value("req", json()) : json();
+  json req = submit               ? submit->req
+             : m.body.is_object() ? m.body.value("req", json())
+                                  : json();
   std::string code;
   json result;
   try {
-    result = handle_client(m.command, m.body, now, code);
+    result = handle_client(m.command, m.body, submit ? &*submit : nullptr, now,
+                           code);
   } catch (const json::exception& e) {
     code = "invalid";
     result = {{"message", std::string("bad request: ") + e.what()}};
@@ -891,12 +901,16 @@ std::vector<JobId> id_list(const json& body, const char* key = "ids") {
 }
 }  // namespace
 
-json Broker::handle_client(Command cmd, const json& body, Millis now,
+json Broker::handle_client(Command cmd, const json& body,
+                           protocol::WireSubmit* read, Millis now,
                            std::string& code) {
   try {
     switch (cmd) {
-      case Command::kSubmit:
-        return submit(body, now, code);
+      case Command::kSubmit: {
+        if (read) return submit(*read, now, code);
+        auto w = protocol::submit_from_document(body, kMaxJobsPerSubmit);
+        return submit(w, now, code);
+      }
       case Command::kStatus:
         return {{"jobs", store_->job_infos(id_list(body))}};
       case Command::kResult: {
@@ -1150,33 +1164,34 @@ json Broker::dead_replay(const json& body, Millis now, std::string& code) {
   return r;
 }
 
-json Broker::submit(const json& body, Millis now, std::string& code) {
-  auto jobs = body.find("jobs");
-  if (jobs == body.end() || !jobs->is_array() || jobs->empty())
+json Broker::submit(protocol::WireSubmit& body, Millis now, std::string& code) {
+  if (!body.jobs_is_array || body.job_count == 0)
     throw std::invalid_argument("'jobs' must be a non-empty array");
-  if (jobs->size() > kMaxJobsPerSubmit) {
+  if (body.job_count > kMaxJobsPerSubmit) {
     code = "too_large";
     return {{"message", "at most " + std::to_string(kMaxJobsPerSubmit) +
                             " jobs per SUBMIT; split the submission"}};
   }
-  std::string group;
-  if (auto g = body.find("group"); g != body.end() && g->is_string())
-    group = g->get<std::string>();
+  std::string group = body.group.value_or("");
   if (group.size() > 200)
     throw std::invalid_argument("'group' is longer than 200 bytes");
   if (group.empty()) group = random_group();
 
   // Validate everything before writing anything: a SUBMIT is all or nothing.
-  std::vector<JobSpec> specs;
-  specs.reserve(jobs->size());
-  for (std::size_t i = 0; i < jobs->size(); ++i) {
+  // The reader stopped at the first job parse_job_spec refused; the jobs
+  // before it are checked against their lanes first, in order.
+  std::vector<JobSpec>& specs = body.specs;
+  for (std::size_t i = 0; i <= specs.size(); ++i) {
     auto fail = [&](const std::string& c, const std::string& msg) {
       code = c;
       return json{{"message", "job " + std::to_string(i) + ": " + msg},
                   {"index", i}};
     };
-    auto spec = parse_job_spec((*jobs)[i]);
-    if (!spec) return fail("invalid", spec.error());
+    if (i == specs.size()) {
+      if (body.invalid) return fail("invalid", *body.invalid);
+      break;
+    }
+    const JobSpec* spec = &specs[i];
     const ApiConfig* api = config_.api(spec->api);
     if (!api) return fail("unknown_api", "unknown api '" + spec->api + "'");
     for (auto& [name, value] : spec->headers) {
@@ -1192,7 +1207,6 @@ json Broker::submit(const json& body, Millis now, std::string& code) {
         return fail("invalid", "cost " + std::to_string(spec->cost) +
                                    " can never fit the limit " +
                                    limit.to_string());
-    specs.push_back(std::move(*spec));
   }
   store_->savepoint();
   json ids = json::array();

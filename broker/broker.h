@@ -30,6 +30,7 @@
 #include "common/config.h"
 #include "common/protocol.h"
 #include "common/results_body.h"
+#include "common/submit_body.h"
 
 namespace pacer {
 
@@ -156,10 +157,13 @@ class Broker {
   void refill(Lane* l, Millis now);
   void on_client_message(const std::string& rid,
                          std::vector<zmq::message_t>& frames, Millis now);
+  // `submit`: a SUBMIT body already read (parse_submit); otherwise a SUBMIT
+  // is read from `body`.
   nlohmann::json handle_client(protocol::Command cmd,
-                               const nlohmann::json& body, Millis now,
+                               const nlohmann::json& body,
+                               protocol::WireSubmit* submit, Millis now,
                                std::string& error_code);
-  nlohmann::json submit(const nlohmann::json& body, Millis now,
+  nlohmann::json submit(protocol::WireSubmit& body, Millis now,
                         std::string& code);
   nlohmann::json stats(Millis now);
   // The jobs per API and state for STATS: counted again only once the last

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdint>
 
+#include "common/job_spec_reader.h"
 #include "common/units.h"
 
 namespace pacer {
@@ -18,35 +19,41 @@ constexpr std::array<std::string_view, 6> kOutcomeNames = {
 constexpr std::array<std::string_view, 3> kFailureClassNames = {
     "rate_limited", "transient", "permanent"};
 
-// The value of an integer that fits std::int64_t (nlohmann's get<> would
-// wrap an unsigned 2^64-1 to -1, or narrow 2^32+1 to 1 for get<int>).
-std::optional<std::int64_t> as_int64(const nlohmann::json& v) {
-  if (v.is_number_unsigned()) {
-    auto u = v.get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
-    return static_cast<std::int64_t>(u);
+// A document as job_spec_reader reads values.
+class DocumentValue {
+ public:
+  explicit DocumentValue(const nlohmann::json& v) : v_(&v) {}
+  bool is_object() const { return v_->is_object(); }
+  bool is_null() const { return v_->is_null(); }
+  bool is_string() const { return v_->is_string(); }
+  bool is_integer() const { return v_->is_number_integer(); }
+  std::string string() const { return v_->get<std::string>(); }
+  // nlohmann's get<> would wrap an unsigned 2^64-1 to -1.
+  std::optional<std::int64_t> int64() const {
+    if (v_->is_number_unsigned()) {
+      auto u = v_->get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
+      return static_cast<std::int64_t>(u);
+    }
+    if (v_->is_number_integer()) return v_->get<std::int64_t>();
+    return std::nullopt;
   }
-  if (v.is_number_integer()) return v.get<std::int64_t>();
-  return std::nullopt;
-}
+  std::vector<std::pair<std::string_view, DocumentValue>> members() const {
+    std::vector<std::pair<std::string_view, DocumentValue>> out;
+    for (auto it = v_->begin(); it != v_->end(); ++it)
+      out.emplace_back(it.key(), DocumentValue(it.value()));
+    return out;
+  }
+  std::optional<DocumentValue> find(std::string_view key) const {
+    auto it = v_->find(key);
+    if (it == v_->end()) return std::nullopt;
+    return DocumentValue(*it);
+  }
+  std::string dump() const { return v_->dump(); }
 
-Result<Millis> duration_field(const nlohmann::json& v, const char* name) {
-  if (v.is_number_integer()) {
-    auto ms = as_int64(v);
-    if (ms && *ms < 0)
-      return Error{std::string("'") + name + "' must not be negative"};
-    if (!ms || *ms > kMaxDurationMs)
-      return Error{std::string("'") + name + "' is too long"};
-    return *ms;
-  }
-  if (v.is_string()) {
-    auto d = parse_duration(v.get<std::string>());
-    if (!d) return Error{std::string("'") + name + "': " + d.error()};
-    return *d;
-  }
-  return Error{std::string("'") + name +
-               "' must be a duration string like \"10s\" or milliseconds"};
-}
+ private:
+  const nlohmann::json* v_;
+};
 
 }  // namespace
 
@@ -127,118 +134,7 @@ nlohmann::json JobSpec::to_json() const {
 }
 
 Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
-  if (!j.is_object()) return Error{"a job must be a JSON object"};
-  static const std::array<std::string_view, 13> kKnown = {
-      "api",       "method",       "path",   "headers", "body",
-      "body_text", "priority",     "delay",  "cost",    "key",
-      "batch_key", "max_attempts", "timeout"};
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (std::find(kKnown.begin(), kKnown.end(), it.key()) == kKnown.end() &&
-        it.key() != "id")  // `pacer run` lets lines carry their own id
-      return Error{"unknown field '" + it.key() + "'"};
-  }
-  JobSpec s;
-  auto api = j.find("api");
-  if (api == j.end() || !api->is_string() || api->get<std::string>().empty())
-    return Error{"'api' is required and must be a non-empty string"};
-  s.api = api->get<std::string>();
-
-  if (auto b = j.find("body"); b != j.end() && !b->is_null()) {
-    s.body = b->dump();
-  }
-  if (auto b = j.find("body_text"); b != j.end()) {
-    if (!b->is_string()) return Error{"'body_text' must be a string"};
-    if (s.body) return Error{"give either 'body' or 'body_text', not both"};
-    s.body = b->get<std::string>();
-  }
-  if (s.body && s.body->size() > kMaxJobBodyBytes)
-    return Error{"the body is larger than 1 MiB"};
-
-  if (auto m = j.find("method"); m != j.end()) {
-    if (!m->is_string()) return Error{"'method' must be a string"};
-    s.method = m->get<std::string>();
-    for (char& c : s.method)
-      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (!is_http_token(s.method) || s.method.size() > 16)
-      return Error{"invalid method '" + m->get<std::string>() + "'"};
-  } else {
-    s.method = s.body ? "POST" : "GET";
-  }
-
-  s.path = "/";
-  if (auto p = j.find("path"); p != j.end()) {
-    if (!p->is_string()) return Error{"'path' must be a string"};
-    s.path = p->get<std::string>();
-    if (s.path.empty() || s.path[0] != '/' || s.path.rfind("//", 0) == 0)
-      return Error{
-          "'path' must start with a single '/' (it is relative to the "
-          "API's base URL)"};
-    if (s.path.find_first_of(" \r\n\t") != std::string::npos ||
-        s.path.find('\0') != std::string::npos || s.path.size() > 8192)
-      return Error{"'path' contains whitespace or is too long"};
-  }
-
-  if (auto h = j.find("headers"); h != j.end() && !h->is_null()) {
-    if (!h->is_object()) return Error{"'headers' must be an object of strings"};
-    for (auto it = h->begin(); it != h->end(); ++it) {
-      if (!is_http_token(it.key()))
-        return Error{"invalid header name '" + it.key() + "'"};
-      if (!it->is_string())
-        return Error{"header '" + it.key() + "' must have a string value"};
-      auto v = it->get<std::string>();
-      if (v.find_first_of("\r\n") != std::string::npos ||
-          v.find('\0') != std::string::npos)
-        return Error{"header '" + it.key() + "' contains a line break"};
-      if (v.size() > kMaxHeaderValueBytes)
-        return Error{"header '" + it.key() + "' is longer than 8 KiB"};
-      std::string lower = it.key();
-      for (char& c : lower) c = static_cast<char>(std::tolower(c));
-      if (lower == "host" || lower == "content-length" ||
-          lower == "transfer-encoding" || lower == "connection")
-        return Error{"header '" + it.key() + "' is managed by the worker"};
-      s.headers[it.key()] = v;
-    }
-  }
-
-  if (auto p = j.find("priority"); p != j.end()) {
-    if (!p->is_number_integer()) return Error{"'priority' must be an integer"};
-    auto v = as_int64(*p);
-    if (!v || *v < -1'000'000 || *v > 1'000'000)
-      return Error{"'priority' must be between -1000000 and 1000000"};
-    s.priority = *v;
-  }
-  if (auto d = j.find("delay"); d != j.end()) {
-    auto ms = duration_field(*d, "delay");
-    if (!ms) return Error{ms.error()};
-    s.delay_ms = *ms;
-  }
-  if (auto c = j.find("cost"); c != j.end()) {
-    auto v = as_int64(*c);
-    if (!v || *v < 1) return Error{"'cost' must be an integer of at least 1"};
-    s.cost = *v;
-  }
-  if (auto k = j.find("key"); k != j.end()) {
-    if (!k->is_string()) return Error{"'key' must be a string"};
-    s.key = k->get<std::string>();
-    if (s.key.size() > 512) return Error{"'key' is longer than 512 bytes"};
-  }
-  if (auto k = j.find("batch_key"); k != j.end()) {
-    if (!k->is_string()) return Error{"'batch_key' must be a string"};
-    s.batch_key = k->get<std::string>();
-  }
-  if (auto m = j.find("max_attempts"); m != j.end()) {
-    auto v = as_int64(*m);
-    if (!v || *v < 1 || *v > 1000)
-      return Error{"'max_attempts' must be an integer from 1 to 1000"};
-    s.max_attempts = static_cast<int>(*v);
-  }
-  if (auto t = j.find("timeout"); t != j.end()) {
-    auto ms = duration_field(*t, "timeout");
-    if (!ms) return Error{ms.error()};
-    if (*ms <= 0) return Error{"'timeout' must be positive"};
-    s.timeout_ms = *ms;
-  }
-  return s;
+  return job_spec_reader::read(DocumentValue(j));
 }
 
 }  // namespace pacer

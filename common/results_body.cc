@@ -1,70 +1,21 @@
 #include "common/results_body.h"
 
-#include <simdjson.h>
-
 #include <algorithm>
-#include <memory>
 #include <utility>
 
 #include "common/json_text.h"
+#include "common/json_view.h"
 
 namespace pacer::protocol {
 
 namespace {
 
 using json = nlohmann::json;
-using simdjson::dom::element;
-using simdjson::dom::element_type;
-
-// Bodies up to this size reuse the thread's parser (which keeps its buffers
-// as large as the largest body it parsed); larger ones get a parser of
-// their own, freed with it.
-constexpr std::size_t kReusedParserBytes = 4u << 20;
-
-// The element as an array or object, as a named value: a range-for over
-// the value inside a temporary simdjson_result would outlive it. Callers
-// check the element's type first.
-simdjson::dom::array array_of(element e) {
-  simdjson::dom::array a;
-  [[maybe_unused]] auto error = e.get_array().get(a);
-  return a;
-}
-simdjson::dom::object object_of(element e) {
-  simdjson::dom::object o;
-  [[maybe_unused]] auto error = e.get_object().get(o);
-  return o;
-}
-
-// An element as a document (an observation, or a header's value that is
-// not a string).
-json to_document(element e) {
-  switch (e.type()) {
-    case element_type::ARRAY: {
-      json a = json::array();
-      for (element x : array_of(e)) a.push_back(to_document(x));
-      return a;
-    }
-    case element_type::OBJECT: {
-      json o = json::object();
-      for (auto field : object_of(e))
-        o[std::string(field.key)] = to_document(field.value);
-      return o;
-    }
-    case element_type::INT64:
-      return e.get_int64().value_unsafe();
-    case element_type::UINT64:
-      return e.get_uint64().value_unsafe();
-    case element_type::DOUBLE:
-      return e.get_double().value_unsafe();
-    case element_type::STRING:
-      return std::string(e.get_string().value_unsafe());
-    case element_type::BOOL:
-      return e.get_bool().value_unsafe();
-    case element_type::NULL_VALUE:
-      return nullptr;
-  }
-  return nullptr;
-}
+using json_view::array_of;
+using json_view::element;
+using json_view::element_type;
+using json_view::object_of;
+using json_view::to_document;
 
 // The field setters: a value of another type leaves the field unset (a
 // repeated key replaces what the earlier one set, as in a document).
@@ -101,28 +52,16 @@ void set_number(std::optional<double>& out, element v) {
 
 // The headers as a document's dump writes them: keys in order, the last of
 // a repeated key kept.
-void read_headers(WireResult& r, simdjson::dom::object headers) {
-  std::vector<std::pair<std::string_view, element>> fields;
-  for (auto field : headers) fields.emplace_back(field.key, field.value);
-  std::stable_sort(
-      fields.begin(), fields.end(),
-      [](const auto& a, const auto& b) { return a.first < b.first; });
+void read_headers(WireResult& r, element headers) {
   std::string& out = r.headers_json;
   out.clear();
   r.retry_after.reset();
-  for (std::size_t i = 0; i < fields.size(); ++i) {
-    if (i + 1 < fields.size() && fields[i + 1].first == fields[i].first)
-      continue;
+  for (const auto& [key, value] : json_view::members(headers)) {
     out += out.empty() ? '{' : ',';
-    json_text::append_key(out, fields[i].first);
-    element v = fields[i].second;
-    if (v.type() == element_type::STRING) {
-      const std::string_view s = v.get_string().value_unsafe();
-      json_text::append_string(out, s);
-      if (fields[i].first == "retry-after") r.retry_after = std::string(s);
-    } else {
-      out += to_document(v).dump();
-    }
+    json_text::append_key(out, key);
+    json_view::append_dumped(out, value);
+    if (key == "retry-after" && value.type() == element_type::STRING)
+      r.retry_after = std::string(value.get_string().value_unsafe());
   }
   if (!out.empty()) out += '}';
 }
@@ -173,7 +112,7 @@ WireResult read_result(element e) {
       set_string(r.error, v);
     } else if (k == "headers") {
       if (v.type() == element_type::OBJECT) {
-        read_headers(r, object_of(v));
+        read_headers(r, v);
       } else {
         r.headers_json.clear();
         r.retry_after.reset();
@@ -202,16 +141,9 @@ WireResult read_result(element e) {
 }  // namespace
 
 Result<std::vector<WireResult>> parse_results(std::string_view body) {
-  thread_local simdjson::dom::parser reused;
-  std::unique_ptr<simdjson::dom::parser> own;
-  simdjson::dom::parser* parser = &reused;
-  if (body.size() > kReusedParserBytes) {
-    own = std::make_unique<simdjson::dom::parser>();
-    parser = own.get();
-  }
-  element doc;
-  if (parser->parse(body.data(), body.size()).get(doc) != simdjson::SUCCESS)
-    return Error{"RESULTS: the body is not valid JSON"};
+  json_view::Parsed parsed(body);
+  if (!parsed.ok()) return Error{"RESULTS: the body is not valid JSON"};
+  const element doc = parsed.root();
   if (doc.type() != element_type::OBJECT)
     return Error{"RESULTS: the body must be a JSON object"};
   // The last "results" counts, as in a document.

@@ -28,7 +28,85 @@ std::vector<std::pair<std::string, std::string>> workers_by_api(
   sqlite3_close(h);
   return out;
 }
+
+// The stored request bodies, in id order.
+std::vector<std::string> stored_bodies(const std::string& db) {
+  std::vector<std::string> out;
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+          SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, "SELECT body FROM jobs ORDER BY id", -1, &st,
+                             nullptr) == SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW)
+    out.emplace_back(static_cast<const char*>(sqlite3_column_blob(st, 0)),
+                     static_cast<std::size_t>(sqlite3_column_bytes(st, 0)));
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return out;
+}
+
+// Sends one SUBMIT whose body is `text` as it stands; the broker's answer.
+json submit_text(const std::string& endpoint, const std::string& text) {
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  const std::uint8_t cmd = 0x10;
+  s.send(zmq::buffer(std::string("PACER1")), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(&cmd, 1), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(text), zmq::send_flags::none);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, std::chrono::milliseconds(10000));
+  auto frames = pacer::protocol::recv_frames(s, false, nullptr);
+  REQUIRE(frames);
+  auto d = pacer::protocol::decode(*frames);
+  REQUIRE(d.message);
+  json out = d.message->body;
+  out["command"] = d.message->command == Command::kReply ? "reply" : "error";
+  return out;
+}
 }  // namespace
+
+TEST_CASE("SUBMIT bodies are read as documents would read them") {
+  Fleet f({.workers = 0});
+  f.start_broker();
+  const auto ep = f.client_endpoint();
+  // A job the lanes refuse ranks before a later job that is malformed.
+  auto r = submit_text(ep, R"({"req":"a","jobs":[{"api":"nope"},
+      {"api":"echo","path":"no-slash"}]})");
+  CHECK(r["command"] == "error");
+  CHECK(r["code"] == "unknown_api");
+  CHECK(r["index"] == 0);
+  CHECK(r["req"] == "a");
+  r = submit_text(ep, R"({"req":{"n":[1]},"jobs":[{"api":"echo"},
+      {"api":"echo","cost":0}]})");
+  CHECK(r["code"] == "invalid");
+  CHECK(r["index"] == 1);
+  CHECK(r["req"] == json{{"n", {1}}});
+  CHECK(r["message"] == "job 1: 'cost' must be an integer of at least 1");
+  // Not an object, not JSON: refused as malformed, as any message.
+  CHECK(submit_text(ep, "[]")["code"] == "malformed");
+  CHECK(submit_text(ep, R"({"jobs":[)")["code"] == "malformed");
+  // Stored bodies are written as a document writes them: keys sorted, the
+  // last of repeated keys kept; an integer beyond 64 bits (which simdjson
+  // does not take) goes through the document reading.
+  r = submit_text(ep, R"({"req":"b","group":"g","jobs":[
+      {"api":"echo","body":{"b":1,"a":{"y":2,"x":1},"b":3}}]})");
+  REQUIRE(r["command"] == "reply");
+  CHECK(r["req"] == "b");
+  CHECK(r["group"] == "g");
+  REQUIRE(r["ids"].size() == 1);
+  r = submit_text(ep, R"({"req":"c","jobs":[
+      {"api":"echo","body":{"n":123456789012345678901234567890}}]})");
+  REQUIRE(r["command"] == "reply");
+  CHECK(r["ids"].size() == 1);
+  auto bodies = stored_bodies(f.db_path());
+  REQUIRE(bodies.size() == 2);
+  CHECK(bodies[0] == R"({"a":{"x":1,"y":2},"b":3})");
+  CHECK(bodies[1] == R"({"n":1.2345678901234568e+29})");
+}
 
 TEST_CASE("a worker serving some APIs gets only their jobs") {
   FleetOptions o;

@@ -15,6 +15,7 @@
 
 #include "common/protocol.h"
 #include "common/results_body.h"
+#include "common/submit_body.h"
 #include "tests/support/process.h"
 
 using nlohmann::json;
@@ -692,4 +693,128 @@ TEST_CASE("decode leaves the body of the raw command unparsed") {
   Decoded none = decode(h, Command::kResults);
   REQUIRE(none.error);
   CHECK(none.error->message == "RESULTS: a body is required");
+}
+
+// ---- SUBMIT bodies -------------------------------------------------------
+
+namespace {
+
+using pacer::protocol::parse_submit;
+using pacer::protocol::submit_from_document;
+using pacer::protocol::WireSubmit;
+
+json describe(const WireSubmit& w) {
+  json specs = json::array();
+  for (const auto& s : w.specs) specs.push_back(s.to_json());
+  return {{"req", w.req},
+          {"jobs_is_array", w.jobs_is_array},
+          {"job_count", w.job_count},
+          {"group", w.group ? json(*w.group) : json()},
+          {"specs", specs},
+          {"invalid", w.invalid ? json(*w.invalid) : json()}};
+}
+
+// parse_submit(text) against the reading of a document of the same text.
+void check_submit_agrees(const std::string& text, std::size_t max_jobs = 100) {
+  auto fast = parse_submit(text, max_jobs);
+  REQUIRE_MESSAGE(fast, text);
+  const auto slow = submit_from_document(json::parse(text), max_jobs);
+  CHECK_MESSAGE(describe(*fast) == describe(slow), text);
+}
+
+// A job object: the protocol's fields, mostly of their types, sometimes not,
+// and now and then a field the protocol does not know.
+json random_job(RandomValues& r) {
+  static const std::vector<std::string> keys = {
+      "api",       "method",       "path",    "headers", "body",
+      "body_text", "priority",     "delay",   "cost",    "key",
+      "batch_key", "max_attempts", "timeout", "id",      "unknown"};
+  json j = json::object();
+  if (r.pick(10)) j["api"] = r.pick(8) ? json("echo") : r.value(1);
+  for (int n = r.pick(7); n > 0; --n) {
+    const std::string& k = keys[r.pick(keys.size())];
+    if (r.pick(6) == 0) {
+      j[k] = r.value(2);
+    } else if (k == "method") {
+      j[k] = r.pick(2) ? "post" : "GE T";
+    } else if (k == "path") {
+      j[k] = r.pick(3) ? "/v1/" + r.text() : "//x";
+    } else if (k == "headers") {
+      json h = json::object();
+      for (int m = r.pick(4); m > 0; --m)
+        h[r.pick(4) ? "X-" + std::to_string(r.pick(100))
+                    : (r.pick(2) ? "Host" : r.text())] =
+            r.pick(5) ? json(r.text()) : r.value(1);
+      j[k] = h;
+    } else if (k == "body") {
+      j[k] = r.value(3);
+    } else if (k == "priority" || k == "cost" || k == "max_attempts") {
+      j[k] = static_cast<std::int64_t>(r.pick(3000)) - 5;
+    } else if (k == "delay" || k == "timeout") {
+      j[k] = r.pick(2) ? json(std::to_string(r.pick(90)) + "s")
+                       : json(r.pick(100000));
+    } else {
+      j[k] = r.text();
+    }
+  }
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("parse_submit reads the jobs a document of the same text holds") {
+  check_submit_agrees(R"({"req":"c-1","group":"g-1","jobs":[
+    {"api":"echo","method":"POST","path":"/v1/echo","body":{"n":1},
+     "key":"g-1:1"},
+    {"api":"echo","body":{"z":[1,2.5,-0.0,1e100,"\u0001\u00e9"],"a":null},
+     "headers":{"X-B":"2","X-A":"1"},"priority":-3,"delay":"250ms",
+     "cost":7,"batch_key":"k","max_attempts":3,"timeout":1500},
+    {"api":"echo","body_text":"raw \"text\""}]})");
+  // The first invalid job stops the reading; the ones before it are kept.
+  check_submit_agrees(R"({"jobs":[{"api":"echo"},{"api":"echo","x":1},
+    {"api":"echo"}]})");
+  // Not an array, empty, too many to read, a group that is not a string.
+  check_submit_agrees(R"({"jobs":{},"group":7})");
+  check_submit_agrees(R"({"jobs":[]})");
+  check_submit_agrees(R"({"jobs":[{"api":"echo"},{"api":"echo"}]})", 1);
+  check_submit_agrees(R"({"req":{"a":[1]}})");
+
+  RandomValues random(20261129);
+  for (int i = 0; i < 3000; ++i) {
+    json body = json::object();
+    json jobs = json::array();
+    for (int n = random.pick(6); n > 0; --n) jobs.push_back(random_job(random));
+    body["jobs"] = jobs;
+    if (random.pick(3)) body["req"] = random.value(1);
+    if (random.pick(3))
+      body["group"] = random.pick(4) ? json(random.text()) : random.value(1);
+    check_submit_agrees(body.dump());
+    check_submit_agrees(body.dump(2));
+  }
+}
+
+TEST_CASE("parse_submit keeps the last of repeated keys and sorts the body") {
+  check_submit_agrees(R"({"jobs":[{"api":"x","api":"echo","cost":0,"cost":2,
+    "body":{"b":1,"a":2,"b":3},"headers":{"X-A":7,"X-A":"ok"}}],
+    "jobs":[{"api":"echo","path":"/a","path":"/b"}],"group":"a","group":"b"})");
+  // The stored body is the document's dump: keys sorted, repeats dropped.
+  auto w = parse_submit(
+      R"({"jobs":[{"api":"echo","body":{"b":[{"d":1,"c":2}],"a":"\t","b":[]}}]})",
+      10);
+  REQUIRE(w);
+  REQUIRE(w->specs.size() == 1);
+  CHECK(w->specs[0].body == std::string(R"({"a":"\t","b":[]})"));
+}
+
+TEST_CASE("parse_submit leaves to the document what simdjson does not take") {
+  // Not JSON, not an object, and valid JSON with an integer beyond 64 bits.
+  CHECK_FALSE(parse_submit("", 10));
+  CHECK_FALSE(parse_submit(R"({"jobs":[)", 10));
+  CHECK_FALSE(parse_submit("[]", 10));
+  const std::string big =
+      R"({"jobs":[{"api":"echo","body":{"n":123456789012345678901234567890}}]})";
+  CHECK_FALSE(parse_submit(big, 10));
+  const auto doc = submit_from_document(json::parse(big), 10);
+  REQUIRE(doc.specs.size() == 1);
+  CHECK(doc.specs[0].body == std::string(R"({"n":1.2345678901234568e+29})"));
 }
