@@ -198,7 +198,7 @@ void Broker::recover() {
       for (const Start& s : store_->attempt_starts(name, now - span))
         l->limiter().record(s.units, s.t + kRestartSkewMs, s.requests);
     }
-    l->set_next_due(store_->next_due(name, now));
+    l->set_next_due(store_->next_due(name, now, /*any=*/true));
   }
   for (auto& [api, n] : store_->apis_with_ready_jobs()) {
     if (!lane(api))

@@ -73,6 +73,7 @@ enum Stmt : int {
   kBatchStarts,
   kPurgeBatches,
   kGroupOf,
+  kNextDueAny,
   kCount,
 };
 
@@ -144,8 +145,15 @@ std::string sql_for(int which) {
     case kPurgeBatches:
       return "DELETE FROM batches WHERE id IN (SELECT id FROM batches"
              " WHERE started_at < ?1 LIMIT ?2)";
+    // jobs_due holds the ready jobs with run_at > updated_at
+    // (schema/005_due_index.sql); the query states that predicate so SQLite
+    // may use the partial index.
     case kNextDue:
       return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
+             " WHERE api = ?1 AND " +
+             ready + " AND run_at > updated_at AND run_at > ?2";
+    case kNextDueAny:
+      return "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_ready"
              " WHERE api = ?1 AND " +
              ready + " AND run_at > ?2";
     // Claiming reads the job, then updates it (the read's state test guards
@@ -558,8 +566,9 @@ void Store::delete_batch(std::int64_t id) {
   s.exec();
 }
 
-std::optional<Millis> Store::next_due(const std::string& api, Millis now) {
-  auto& s = stmt(kNextDue);
+std::optional<Millis> Store::next_due(const std::string& api, Millis now,
+                                      bool any) {
+  auto& s = stmt(any ? kNextDueAny : kNextDue);
   s.bind(1, api).bind(2, now);
   std::optional<Millis> r;
   if (s.step()) r = s.opt_i64(0);

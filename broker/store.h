@@ -177,7 +177,16 @@ class Store {
       std::vector<std::optional<std::string>>* bodies = nullptr);
   // A job's request body (nullopt: none, or no such job).
   std::optional<std::string> body_of(JobId id);
-  std::optional<Millis> next_due(const std::string& api, Millis now);
+  // When the lane's next waiting job (a delay, a backoff, a quota's reset)
+  // becomes ready: the smallest run_at after `now` of its ready jobs. Only
+  // jobs with run_at > updated_at are indexed for this, which is all of them
+  // while one process writes them (its clock never steps back, so
+  // updated_at <= now). `any` reads all the lane's ready jobs instead (a
+  // scan of its part of jobs_ready): for the first call after a start, when
+  // rows written before a step back of the wall clock may have
+  // updated_at > now.
+  std::optional<Millis> next_due(const std::string& api, Millis now,
+                                 bool any = false);
   // The lease runs for the job's own timeout plus `lease_grace_ms`. `batch`:
   // the batch the attempt goes in (0: none), recorded on the attempt row.
   std::optional<Claimed> claim(JobId id, const std::string& api,

@@ -349,6 +349,47 @@ TEST_CASE(
   CHECK(s.next_due("echo", t0) == std::optional<Millis>(t0 + 1000));
 }
 
+TEST_CASE(
+    "only waiting jobs are indexed for next_due; at a start all ready jobs "
+    "count") {
+  TempDir dir;
+  const std::string path = dir.file("pacer.db");
+  {
+    Store s(path, false);
+    // Written at t0 + 1000 by a broker whose clock then stepped back to t0:
+    // ready at t0 + 1000, with run_at = updated_at.
+    insert(s, {}, t0 + 1000);
+    JobId delayed = insert(s, {{"delay", 5000}});
+    JobId now = insert(s);
+    JobId retried = insert(s);
+    auto c = s.claim(retried, "echo", "w", t0, 1000);
+    REQUIRE(c);
+    auto e =
+        end_of(retried, c->attempt, JobState::kRetrying, Outcome::kTransient);
+    e.run_at = t0 + 3000;
+    REQUIRE(s.end_attempt(e, t0));
+    // A retry without backoff is ready at once, like a job without delay.
+    c = s.claim(now, "echo", "w", t0, 1000);
+    REQUIRE(c);
+    e = end_of(now, c->attempt, JobState::kRetrying, Outcome::kTransient);
+    e.run_at = t0;
+    REQUIRE(s.end_attempt(e, t0));
+    CHECK(s.next_due("echo", t0) == std::optional<Millis>(t0 + 3000));
+    CHECK(s.next_due("echo", t0, /*any=*/true) ==
+          std::optional<Millis>(t0 + 1000));
+    CHECK(s.next_due("echo", t0 + 3000) == std::optional<Millis>(t0 + 5000));
+    CHECK(s.next_due("echo", t0 + 3000, true) ==
+          std::optional<Millis>(t0 + 5000));
+    CHECK(s.claim(delayed, "echo", "w", t0 + 5000, 1000));
+    CHECK_FALSE(s.next_due("echo", t0 + 3000).has_value());
+  }
+  // The index holds the waiting jobs only: the backed-off retry.
+  RawDb db(path);
+  CHECK(db.scalar("SELECT COUNT(*) FROM jobs INDEXED BY jobs_due WHERE "
+                  "(state = 'queued' OR state = 'retrying' OR "
+                  "state = 'waiting_quota') AND run_at > updated_at") == 1);
+}
+
 TEST_CASE("claim moves a ready job to running with a new attempt row") {
   TempDir dir;
   Store s(dir.file("pacer.db"), false);
@@ -1125,7 +1166,7 @@ TEST_CASE("the hot queries use their partial indexes, not a table scan") {
   const std::string due_sql =
       "SELECT MIN(run_at) FROM jobs INDEXED BY jobs_due"
       " WHERE api = ?1 AND " +
-      ready_states + " AND run_at > ?2";
+      ready_states + " AND run_at > updated_at AND run_at > ?2";
   const std::string starts_sql =
       "SELECT started_at, cost FROM attempts WHERE api = ?1 AND started_at > ?2"
       " ORDER BY started_at";
