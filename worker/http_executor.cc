@@ -1,6 +1,7 @@
 #include "worker/http_executor.h"
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -95,24 +96,52 @@ int HttpExecutor::socket_callback(CURL*, curl_socket_t fd, int what, void* self,
                                   void*) {
   auto* ex = static_cast<HttpExecutor*>(self);
   if (what == CURL_POLL_REMOVE) {
-    // curl may already have closed it (then the kernel dropped it too).
-    if (ex->sockets_.erase(fd))
-      epoll_ctl(ex->epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    // Left in the epoll set while idle; on_ready() takes it out should an
+    // event come before curl wants it again.
+    if (auto it = ex->sockets_.find(fd); it != ex->sockets_.end())
+      it->second.wanted = false;
     return 0;
   }
+  std::uint32_t events = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
+  auto [it, fresh] = ex->sockets_.try_emplace(fd);
+  it->second.wanted = true;
+  if (!fresh && it->second.events == events) return 0;
   epoll_event ev{};
-  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
-  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
+  ev.events = events;
   ev.data.fd = fd;
-  const bool fresh = ex->sockets_.insert(fd).second;
   int rc =
       epoll_ctl(ex->epoll_fd_, fresh ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
-  // A descriptor number curl reused after closing the old one unannounced.
+  // Neither should happen (every socket is opened through open_socket), but
+  // a wrong guess must not lose the socket.
   if (rc != 0 && errno == ENOENT)
     rc = epoll_ctl(ex->epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   else if (rc != 0 && errno == EEXIST)
     rc = epoll_ctl(ex->epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
-  return rc == 0 ? 0 : -1;  // -1 makes curl fail the transfer, not hang
+  if (rc != 0) {
+    ex->sockets_.erase(it);
+    return -1;  // makes curl fail the transfer, not hang
+  }
+  it->second.events = events;
+  return 0;
+}
+
+curl_socket_t HttpExecutor::open_socket(void* self, curlsocktype,
+                                        curl_sockaddr* address) {
+  auto* ex = static_cast<HttpExecutor*>(self);
+  const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC,
+                          address->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  // Closing a socket took it out of the epoll set; whatever entry its
+  // number had is stale.
+  ex->sockets_.erase(fd);
+  return fd;
+}
+
+int HttpExecutor::close_socket(void* self, curl_socket_t fd) {
+  static_cast<HttpExecutor*>(self)->sockets_.erase(fd);
+  return ::close(fd);
 }
 
 int HttpExecutor::timer_callback(CURLM*, long timeout_ms, void* self) {
@@ -185,6 +214,10 @@ void HttpExecutor::start(HttpRequest request) {
   set(CURLOPT_PREREQFUNCTION, &Transfer::on_connected);
   set(CURLOPT_PREREQDATA, static_cast<void*>(t.get()));
   set(CURLOPT_PRIVATE, static_cast<void*>(t.get()));
+  set(CURLOPT_OPENSOCKETFUNCTION, &HttpExecutor::open_socket);
+  set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(this));
+  set(CURLOPT_CLOSESOCKETFUNCTION, &HttpExecutor::close_socket);
+  set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(this));
   const std::string& m = req.method;
   if (req.body) {
     set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body->size()));
@@ -218,6 +251,16 @@ void HttpExecutor::on_ready() {
       epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 0);
   for (int i = 0; i < n; ++i) {
     const std::uint32_t e = events[i].events;
+    const int fd = events[i].data.fd;
+    if (auto it = sockets_.find(fd);
+        it != sockets_.end() && !it->second.wanted) {
+      // An idle keep-alive connection the server closed (or wrote to):
+      // curl finds out when it next looks at it; until then the socket
+      // must not wake the loop again.
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      sockets_.erase(it);
+      continue;
+    }
     int bits = 0;
     if (e & EPOLLIN) bits |= CURL_CSELECT_IN;
     if (e & EPOLLOUT) bits |= CURL_CSELECT_OUT;
@@ -225,7 +268,7 @@ void HttpExecutor::on_ready() {
     // A socket an earlier action in this loop closed is unknown to curl,
     // which then does nothing with it.
     int still_running = 0;
-    curl_multi_socket_action(multi_, events[i].data.fd, bits, &still_running);
+    curl_multi_socket_action(multi_, fd, bits, &still_running);
   }
   collect_done();
 }

@@ -72,6 +72,9 @@ class HttpExecutor {
   }
   static int socket_callback(CURL* easy, curl_socket_t fd, int what, void* self,
                              void* socket_data);
+  static curl_socket_t open_socket(void* self, curlsocktype purpose,
+                                   curl_sockaddr* address);
+  static int close_socket(void* self, curl_socket_t fd);
   static int timer_callback(CURLM* multi, long timeout_ms, void* self);
   void collect_done();
   // Detaches the transfer from curl and recycles its easy handle.
@@ -82,7 +85,17 @@ class HttpExecutor {
   std::vector<CURL*> idle_;  // reset easy handles ready for reuse
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> transfers_;
   int epoll_fd_ = -1;
-  std::set<curl_socket_t> sockets_;  // in the epoll set
+  // The sockets in the epoll set. A keep-alive connection stays in it while
+  // idle (curl says CURL_POLL_REMOVE between two transfers on it), so the
+  // next transfer on it costs no epoll_ctl; an event on an idle socket (the
+  // server closed it) takes it out. Sockets are opened and closed through
+  // open_socket/close_socket, so a descriptor number never stands for an
+  // old socket's entry.
+  struct Watch {
+    std::uint32_t events = 0;  // as registered
+    bool wanted = false;       // curl watches it now
+  };
+  std::unordered_map<curl_socket_t, Watch> sockets_;
   std::optional<TimePoint> deadline_;
   std::vector<JobResult> completed_;
 };

@@ -8,11 +8,15 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
@@ -712,6 +716,107 @@ TEST_CASE(
   CHECK(answered == 40);
   CHECK(s.upstream.connections() <= 4);
   MESSAGE("40 requests over " << s.upstream.connections() << " connections");
+  CHECK(s.worker->stop() == 0);
+}
+
+namespace {
+
+// The process's user + system CPU time so far, in clock ticks.
+long cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  // Fields after the command name, which is in parentheses.
+  std::istringstream rest(text.substr(text.rfind(')') + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+// Sockets on loopback whose remote end is `port`, in TCP state CLOSE_WAIT
+// (the peer closed, this side has not) and in any state.
+std::pair<int, int> close_wait_to(int port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  int close_wait = 0, all = 0;
+  char want[8];
+  std::snprintf(want, sizeof want, "%04X", port);
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string slot, local, remote, state;
+    f >> slot >> local >> remote >> state;
+    if (remote.substr(remote.find(':') + 1) != want) continue;
+    ++all;
+    if (state == "08") ++close_wait;
+  }
+  return {close_wait, all};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "idle connections the server closes neither wake the worker nor fail "
+    "the next jobs") {
+  // The test upstream closes a connection idle for 2 s.
+  Setup s({}, 4);
+  s.handshake();
+  auto round = [&](int first) {
+    std::vector<Json> jobs;
+    for (int i = 0; i < 4; ++i)
+      jobs.push_back(job(first + i, "test", "GET", "/port"));
+    REQUIRE(s.broker.send(s.peer, jobs_message(jobs)));
+    auto rs = s.broker.results(4);
+    REQUIRE(rs.size() == 4);
+    for (auto& [id, r] : rs) CHECK(r["status"] == 200);
+  };
+  round(1);
+  const auto before = s.upstream.connections();
+  // The worker keeps its idle connections watched; once the server has
+  // closed them all they are readable for good.
+  REQUIRE(wait_until(
+      [&] {
+        auto [closing, all] = close_wait_to(s.upstream.port());
+        return closing > 0 && closing == all;
+      },
+      20s));
+  // Over two heartbeats the worker must be idle, not turning on sockets
+  // that stay readable (spinning would take the whole interval).
+  // Heartbeats queued while nobody read the socket are counted first; the
+  // interval starts at the next one to arrive.
+  const int queued = s.broker.heartbeats;
+  REQUIRE(wait_until(
+      [&] {
+        s.broker.next(50ms);
+        return s.broker.heartbeats > queued;
+      },
+      10s));
+  while (s.broker.next(0ms)) {
+  }
+  const int beats = s.broker.heartbeats;
+  const long cpu0 = cpu_ticks(s.worker->pid());
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(wait_until(
+      [&] {
+        s.broker.next(50ms);
+        return s.broker.heartbeats >= beats + 2;
+      },
+      10s));
+  const double ticks = static_cast<double>(cpu_ticks(s.worker->pid()) - cpu0);
+  const double elapsed_ticks =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count() *
+      static_cast<double>(sysconf(_SC_CLK_TCK));
+  CAPTURE(ticks);
+  CAPTURE(elapsed_ticks);
+  CHECK(ticks < elapsed_ticks / 2);
+  // curl finds the closed connections dead and opens new ones.
+  round(11);
+  CHECK(s.upstream.connections() > before);
   CHECK(s.worker->stop() == 0);
 }
 
