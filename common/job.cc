@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "common/job_spec_reader.h"
+#include "common/json_reader.h"
 #include "common/units.h"
 
 namespace pacer {
@@ -18,42 +19,6 @@ constexpr std::array<std::string_view, 6> kOutcomeNames = {
     "success", "rate_limited", "transient", "permanent", "lost", "canceled"};
 constexpr std::array<std::string_view, 3> kFailureClassNames = {
     "rate_limited", "transient", "permanent"};
-
-// A document as job_spec_reader reads values.
-class DocumentValue {
- public:
-  explicit DocumentValue(const nlohmann::json& v) : v_(&v) {}
-  bool is_object() const { return v_->is_object(); }
-  bool is_null() const { return v_->is_null(); }
-  bool is_string() const { return v_->is_string(); }
-  bool is_integer() const { return v_->is_number_integer(); }
-  std::string string() const { return v_->get<std::string>(); }
-  // nlohmann's get<> would wrap an unsigned 2^64-1 to -1.
-  std::optional<std::int64_t> int64() const {
-    if (v_->is_number_unsigned()) {
-      auto u = v_->get<std::uint64_t>();
-      if (u > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
-      return static_cast<std::int64_t>(u);
-    }
-    if (v_->is_number_integer()) return v_->get<std::int64_t>();
-    return std::nullopt;
-  }
-  std::vector<std::pair<std::string_view, DocumentValue>> members() const {
-    std::vector<std::pair<std::string_view, DocumentValue>> out;
-    for (auto it = v_->begin(); it != v_->end(); ++it)
-      out.emplace_back(it.key(), DocumentValue(it.value()));
-    return out;
-  }
-  std::optional<DocumentValue> find(std::string_view key) const {
-    auto it = v_->find(key);
-    if (it == v_->end()) return std::nullopt;
-    return DocumentValue(*it);
-  }
-  std::string dump() const { return v_->dump(); }
-
- private:
-  const nlohmann::json* v_;
-};
 
 }  // namespace
 
@@ -134,7 +99,7 @@ nlohmann::json JobSpec::to_json() const {
 }
 
 Result<JobSpec> parse_job_spec(const nlohmann::json& j) {
-  return job_spec_reader::read(DocumentValue(j));
+  return job_spec_reader::read(json_reader::DocumentValue(j));
 }
 
 }  // namespace pacer

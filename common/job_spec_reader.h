@@ -3,14 +3,7 @@
 // command line, tests) or as simdjson elements (the broker's SUBMIT bodies,
 // common/submit_body.h). Internal to common/.
 //
-// A reader V is a cheap copyable view of one value with:
-//   bool is_object(), is_null(), is_string(), is_integer() const;
-//   std::string string() const;                  // when is_string()
-//   std::optional<std::int64_t> int64() const;   // an integer that fits
-//   std::vector<std::pair<std::string_view, V>> members() const;
-//       // sorted by key, the last of repeated keys kept (a document's view)
-//   std::optional<V> find(std::string_view key) const;  // the last such key
-//   std::string dump() const;  // as nlohmann::json's dump() writes it
+// V is one of the readers of common/json_reader.h.
 #pragma once
 
 #include <algorithm>

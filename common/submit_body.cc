@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/job_spec_reader.h"
+#include "common/json_reader.h"
 #include "common/json_view.h"
 
 namespace pacer::protocol {
@@ -11,50 +12,6 @@ namespace {
 
 using json_view::element;
 using json_view::element_type;
-
-// A simdjson element as job_spec_reader reads values: what a document made
-// of the same text would say.
-class ElementValue {
- public:
-  explicit ElementValue(element e) : e_(e) {}
-  bool is_object() const { return e_.type() == element_type::OBJECT; }
-  bool is_null() const { return e_.type() == element_type::NULL_VALUE; }
-  bool is_string() const { return e_.type() == element_type::STRING; }
-  bool is_integer() const {
-    return e_.type() == element_type::INT64 ||
-           e_.type() == element_type::UINT64;
-  }
-  std::string string() const {
-    return std::string(e_.get_string().value_unsafe());
-  }
-  std::optional<std::int64_t> int64() const {
-    if (e_.type() == element_type::INT64) return e_.get_int64().value_unsafe();
-    if (e_.type() == element_type::UINT64) {
-      auto u = e_.get_uint64().value_unsafe();
-      if (u <= static_cast<std::uint64_t>(INT64_MAX))
-        return static_cast<std::int64_t>(u);
-    }
-    return std::nullopt;
-  }
-  std::vector<std::pair<std::string_view, ElementValue>> members() const {
-    std::vector<std::pair<std::string_view, ElementValue>> out;
-    for (const auto& [key, value] : json_view::members(e_))
-      out.emplace_back(key, ElementValue(value));
-    return out;
-  }
-  std::optional<ElementValue> find(std::string_view key) const {
-    if (auto v = json_view::find(e_, key)) return ElementValue(*v);
-    return std::nullopt;
-  }
-  std::string dump() const {
-    std::string out;
-    json_view::append_dumped(out, e_);
-    return out;
-  }
-
- private:
-  element e_;
-};
 
 // Reads each job until the first invalid one.
 template <class Range, class Read>
@@ -91,8 +48,9 @@ std::optional<WireSubmit> parse_submit(std::string_view body,
   w.jobs_is_array = true;
   const auto array = json_view::array_of(*jobs);
   w.job_count = array.size();
-  read_jobs(w, array, max_jobs,
-            [](element e) { return job_spec_reader::read(ElementValue(e)); });
+  read_jobs(w, array, max_jobs, [](element e) {
+    return job_spec_reader::read(json_reader::ElementValue(e));
+  });
   return w;
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <tuple>
 
+#include "common/json_reader.h"
 #include "common/json_text.h"
 #include "common/ratelimit.h"
 
@@ -40,18 +41,20 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+using json_reader::DocumentValue;
+using json_reader::ElementValue;
+
+// An integer that fits std::int64_t (nlohmann's get<> would wrap values past
+// INT64_MAX).
+template <class V>
+std::optional<std::int64_t> integer_field(const V& j, std::string_view key) {
+  auto v = j.find(key);
+  if (!v) return std::nullopt;
+  return v->int64();
+}
 std::optional<std::int64_t> integer_field(const nlohmann::json& j,
-                                          const char* key) {
-  auto it = j.find(key);
-  if (it == j.end()) return std::nullopt;
-  if (it->is_number_unsigned()) {  // get<int64_t> would wrap values past
-                                   // INT64_MAX
-    auto u = it->get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
-    return static_cast<std::int64_t>(u);
-  }
-  if (!it->is_number_integer()) return std::nullopt;
-  return it->get<std::int64_t>();
+                                          std::string_view key) {
+  return integer_field(DocumentValue(j), key);
 }
 
 // The parts of a URL that confinement compares, with curl's handle.
@@ -140,51 +143,79 @@ bool has_hidden_dot_segment(std::string_view path) {
 }
 
 // A body: absent or null is none, else it must be a string.
-Result<std::optional<std::string>> optional_body(const nlohmann::json& j,
+template <class V>
+Result<std::optional<std::string>> optional_body(const V& j,
                                                  const std::string& name) {
   auto b = j.find("body");
-  if (b == j.end() || b->is_null()) return std::optional<std::string>();
+  if (!b || b->is_null()) return std::optional<std::string>();
   if (!b->is_string()) return Error{"'" + name + "' must be a string"};
-  return std::optional<std::string>(b->get<std::string>());
+  return std::optional<std::string>(b->string());
 }
 
 // The fields of the HTTP call a Job and a batch job share: api, method
 // (default `default_method`), path, headers and timeout_ms.
-Result<Ok> parse_call(const nlohmann::json& j, const char* default_method,
-                      Job& job) {
+template <class V>
+Result<Ok> parse_call(const V& j, const char* default_method, Job& job) {
   auto api = j.find("api");
-  if (api == j.end() || !api->is_string() ||
-      api->get_ref<const std::string&>().empty())
+  if (!api || !api->is_string() || api->string().empty())
     return Error{"'api' must be a non-empty string"};
-  job.api = api->get<std::string>();
-  if (auto m = j.find("method"); m != j.end()) {
+  job.api = api->string();
+  if (auto m = j.find("method")) {
     if (!m->is_string()) return Error{"'method' must be a string"};
-    job.method = m->get<std::string>();
+    job.method = m->string();
   } else {
     job.method = default_method;
   }
   if (!valid_method(job.method))
     return Error{"'method' is not a valid HTTP method"};
-  if (auto p = j.find("path"); p != j.end()) {
+  if (auto p = j.find("path")) {
     if (!p->is_string()) return Error{"'path' must be a string"};
-    job.path = p->get<std::string>();
+    job.path = p->string();
   } else {
     job.path = "/";
   }
-  if (auto h = j.find("headers"); h != j.end() && !h->is_null()) {
+  if (auto h = j.find("headers"); h && !h->is_null()) {
     if (!h->is_object()) return Error{"'headers' must be an object of strings"};
-    for (auto it = h->begin(); it != h->end(); ++it) {
-      if (!it->is_string())
-        return Error{"'headers." + it.key() + "' must be a string"};
-      job.headers.emplace_back(it.key(), it->get<std::string>());
+    for (const auto& [name, value] : h->members()) {
+      if (!value.is_string())
+        return Error{"'headers." + std::string(name) + "' must be a string"};
+      job.headers.emplace_back(std::string(name), value.string());
     }
   }
-  if (auto t_it = j.find("timeout_ms"); t_it != j.end() && !t_it->is_null()) {
-    auto t = integer_field(j, "timeout_ms");
-    if (!t || *t <= 0) return Error{"'timeout_ms' must be a positive integer"};
-    job.timeout_ms = *t;
+  if (auto t = j.find("timeout_ms"); t && !t->is_null()) {
+    auto ms = t->int64();
+    if (!ms || *ms <= 0)
+      return Error{"'timeout_ms' must be a positive integer"};
+    job.timeout_ms = *ms;
   }
   return Ok{};
+}
+
+template <class V>
+Result<Job> read_job(const V& j) {
+  if (!j.is_object()) return Error{"a job must be a JSON object"};
+  Job job;
+  auto id = integer_field(j, "id");
+  if (!id) return Error{"'id' must be an integer"};
+  job.id = *id;
+  auto attempt = integer_field(j, "attempt");
+  if (!attempt) return Error{"'attempt' must be an integer"};
+  job.attempt = *attempt;
+  auto body = optional_body(j, "body");
+  if (!body) return Error{body.error()};
+  job.body = std::move(*body);
+  auto call = parse_call(j, job.body ? "POST" : "GET", job);
+  if (!call) return Error{call.error()};
+  return job;
+}
+
+template <class V>
+std::optional<std::pair<JobId, std::int64_t>> read_job_ids(const V& j) {
+  if (!j.is_object()) return std::nullopt;
+  auto id = integer_field(j, "id");
+  auto attempt = integer_field(j, "attempt");
+  if (!id || !attempt) return std::nullopt;
+  return std::make_pair(*id, *attempt);
 }
 
 // A batch's members: 1..max_items objects with integer id and attempt.
@@ -203,7 +234,7 @@ Result<Ok> parse_members(const nlohmann::json& j, BatchJob& out) {
     if (!id) return Error{"'" + name + ".id' must be an integer"};
     auto attempt = integer_field(m, "attempt");
     if (!attempt) return Error{"'" + name + ".attempt' must be an integer"};
-    auto body = optional_body(m, name + ".body");
+    auto body = optional_body(DocumentValue(m), name + ".body");
     if (!body) return Error{body.error()};
     out.batch.members.push_back({*id, *attempt});
     out.bodies.push_back(std::move(*body));
@@ -214,20 +245,10 @@ Result<Ok> parse_members(const nlohmann::json& j, BatchJob& out) {
 }  // namespace
 
 Result<Job> parse_job(const nlohmann::json& j) {
-  if (!j.is_object()) return Error{"a job must be a JSON object"};
-  Job job;
-  auto id = integer_field(j, "id");
-  if (!id) return Error{"'id' must be an integer"};
-  job.id = *id;
-  auto attempt = integer_field(j, "attempt");
-  if (!attempt) return Error{"'attempt' must be an integer"};
-  job.attempt = *attempt;
-  auto body = optional_body(j, "body");
-  if (!body) return Error{body.error()};
-  job.body = std::move(*body);
-  auto call = parse_call(j, job.body ? "POST" : "GET", job);
-  if (!call) return Error{call.error()};
-  return job;
+  return read_job(DocumentValue(j));
+}
+Result<Job> parse_job_element(const json_reader::ElementValue& j) {
+  return read_job(j);
 }
 
 bool is_batch_job(const nlohmann::json& j) {
@@ -249,7 +270,7 @@ Result<BatchJob> parse_batch_job(const nlohmann::json& j) {
   auto id = batch_id(j);
   if (!id) return Error{"'batch' must be a positive integer"};
   job.batch.id = *id;
-  auto call = parse_call(j, "POST", job.call);
+  auto call = parse_call(DocumentValue(j), "POST", job.call);
   if (!call) return Error{call.error()};
   auto spec = j.find("spec");
   if (spec == j.end()) return Error{"'spec' is required"};
@@ -262,11 +283,11 @@ Result<BatchJob> parse_batch_job(const nlohmann::json& j) {
 }
 
 std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j) {
-  if (!j.is_object()) return std::nullopt;
-  auto id = integer_field(j, "id");
-  auto attempt = integer_field(j, "attempt");
-  if (!id || !attempt) return std::nullopt;
-  return std::make_pair(*id, *attempt);
+  return read_job_ids(DocumentValue(j));
+}
+std::optional<std::pair<JobId, std::int64_t>> job_ids_element(
+    const json_reader::ElementValue& j) {
+  return read_job_ids(j);
 }
 
 void JobResult::write_json(std::string& out) const {

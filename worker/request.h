@@ -25,6 +25,10 @@
 #include "common/job.h"
 #include "common/result.h"
 
+namespace pacer::json_reader {
+class ElementValue;
+}
+
 namespace pacer::worker {
 
 // Header name/value pairs in the order they are sent.
@@ -42,11 +46,16 @@ struct Job {
   std::optional<Millis> timeout_ms;  // absent: the API's configured timeout
 };
 
-// Parses a wire Job; errors name the field. Unknown fields are ignored.
+// Parses a wire Job; errors name the field. Unknown fields are ignored. The
+// same reading of a document or of simdjson elements (JOBS as the worker
+// reads it, common/json_reader.h): one template behind both.
 Result<Job> parse_job(const nlohmann::json& j);
+Result<Job> parse_job_element(const json_reader::ElementValue& j);
 // The id and attempt of a Job that failed to parse, when they are readable,
 // so the refusal can still be answered.
 std::optional<std::pair<JobId, std::int64_t>> job_ids(const nlohmann::json& j);
+std::optional<std::pair<JobId, std::int64_t>> job_ids_element(
+    const json_reader::ElementValue& j);
 
 // A batch job (schema/wire_protocol.md "Batch jobs"): one HTTP call that
 // answers several member jobs, and one credit.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/json_reader.h"
+#include "common/json_view.h"
 #include "common/log.h"
 
 #ifndef PACER_VERSION
@@ -161,7 +163,19 @@ void Worker::receive(TimePoint now) {
     auto frames = protocol::recv_frames(*socket_, false, nullptr);
     if (!frames) return;
     last_recv_ = now;  // any message is proof of life
-    auto decoded = protocol::decode(*frames);
+    // JOBS is read with simdjson, its jobs straight into requests; what
+    // simdjson does not take is decoded as a document, as any message.
+    auto decoded = protocol::decode(*frames, Command::kJobs);
+    if (decoded.message && decoded.message->command == Command::kJobs) {
+      json_view::Parsed parsed(decoded.raw_body);
+      if (parsed.ok() &&
+          parsed.root().type() == json_view::element_type::OBJECT) {
+        peer_seen_ = true;
+        handle_jobs(parsed.root(), now);
+        continue;
+      }
+      decoded = protocol::decode(*frames);
+    }
     if (decoded.error) {
       const auto& e = *decoded.error;
       protocol_error(e.code, e.message, now);
@@ -234,13 +248,33 @@ void Worker::handle(Message m, TimePoint now) {
 
 void Worker::handle_jobs(const nlohmann::json& body, TimePoint now) {
   auto it = body.find("jobs");
-  if (it == body.end() || !it->is_array()) {
-    std::string what = "JOBS: 'jobs' must be an array";
-    protocol_error("malformed", what, now);
-    send(protocol::make_error("malformed", what), now);
-    return;
-  }
+  if (it == body.end() || !it->is_array()) return refuse_jobs(now);
   for (const auto& j : *it) accept_job(j, now);
+}
+
+void Worker::handle_jobs(json_view::element body, TimePoint now) {
+  auto jobs = json_view::find(body, "jobs");
+  if (!jobs || jobs->type() != json_view::element_type::ARRAY)
+    return refuse_jobs(now);
+  for (json_view::element e : json_view::array_of(*jobs)) {
+    // A batch job (rare, and read with the batch code) or an entry that is
+    // not an object goes through a document of its own.
+    if (e.type() != json_view::element_type::OBJECT) {
+      accept_job(json_view::to_document(e), now);
+      continue;
+    }
+    auto batch = json_view::find(e, "batch");
+    if (batch && batch->type() != json_view::element_type::NULL_VALUE)
+      accept_job(json_view::to_document(e), now);
+    else
+      accept_job(json_reader::ElementValue(e), now);
+  }
+}
+
+void Worker::refuse_jobs(TimePoint now) {
+  std::string what = "JOBS: 'jobs' must be an array";
+  protocol_error("malformed", what, now);
+  send(protocol::make_error("malformed", what), now);
 }
 
 void Worker::refuse(JobResult answer, Outcome outcome, std::string error) {
@@ -253,7 +287,22 @@ void Worker::refuse(JobResult answer, Outcome outcome, std::string error) {
 
 void Worker::accept_job(const nlohmann::json& j, TimePoint now) {
   const bool batch = is_batch_job(j);
-  auto answer = addressee(j);
+  admit(addressee(j), batch, now,
+        [&] { return batch ? batch_request(j) : job_request(parse_job(j)); });
+}
+
+void Worker::accept_job(const json_reader::ElementValue& j, TimePoint now) {
+  std::optional<JobResult> answer;
+  if (auto ids = job_ids_element(j)) {
+    answer.emplace();
+    std::tie(answer->id, answer->attempt) = *ids;
+  }
+  admit(std::move(answer), false, now,
+        [&] { return job_request(parse_job_element(j)); });
+}
+
+void Worker::admit(std::optional<JobResult> answer, bool batch, TimePoint now,
+                   const std::function<Result<HttpRequest>()>& request_of) {
   if (!answer) {
     // Nothing to answer with; the broker's lease will requeue it.
     protocol_error("malformed",
@@ -272,7 +321,7 @@ void Worker::accept_job(const nlohmann::json& j, TimePoint now) {
   if (stopping_)
     return refuse(std::move(*answer), Outcome::kTransient,
                   "worker shutting down");
-  auto request = batch ? batch_request(j) : job_request(j);
+  auto request = request_of();
   if (!request)
     return refuse(std::move(*answer), Outcome::kPermanent, request.error());
   request->session = session_;
@@ -288,8 +337,7 @@ Result<const ApiRoute*> Worker::route(const std::string& api) const {
                "' (not in this worker's configuration)"};
 }
 
-Result<HttpRequest> Worker::job_request(const nlohmann::json& j) const {
-  auto job = parse_job(j);
+Result<HttpRequest> Worker::job_request(Result<Job> job) const {
   if (!job) return Error{"invalid job: " + job.error()};
   auto api = route(job->api);
   if (!api) return Error{api.error()};

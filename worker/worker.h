@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +23,10 @@
 #include "common/result.h"
 #include "worker/http_executor.h"
 #include "worker/request.h"
+
+namespace simdjson::dom {
+class element;
+}
 
 namespace pacer::worker {
 
@@ -68,10 +73,17 @@ class Worker {
   void receive(TimePoint now);
   void handle(protocol::Message m, TimePoint now);
   void handle_jobs(const nlohmann::json& body, TimePoint now);
+  void handle_jobs(simdjson::dom::element body, TimePoint now);
+  void refuse_jobs(TimePoint now);
   void accept_job(const nlohmann::json& j, TimePoint now);
+  void accept_job(const json_reader::ElementValue& j, TimePoint now);
+  // Takes a JOBS entry within the credit, or answers it with a refusal;
+  // `answer`: whom to answer (none when the entry says too little).
+  void admit(std::optional<JobResult> answer, bool batch, TimePoint now,
+             const std::function<Result<HttpRequest>()>& request_of);
   // The route of a served API; the error is a `permanent` refusal's text.
   Result<const ApiRoute*> route(const std::string& api) const;
-  Result<HttpRequest> job_request(const nlohmann::json& j) const;
+  Result<HttpRequest> job_request(Result<Job> job) const;
   Result<HttpRequest> batch_request(const nlohmann::json& j) const;
   // Answers `answer`'s job or batch at once, without a request.
   void refuse(JobResult answer, Outcome outcome, std::string error);

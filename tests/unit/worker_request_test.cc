@@ -2,7 +2,9 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <random>
 
+#include "common/json_reader.h"
 #include "common/ratelimit.h"
 #include "worker/request.h"
 
@@ -518,4 +520,80 @@ TEST_CASE("the real cost is read from the response by JSON pointer") {
   CHECK_FALSE(r.to_json().contains("actual_cost"));
   r.actual_cost = 40;
   CHECK(r.to_json()["actual_cost"] == 40.0);
+}
+
+// ---- JOBS entries read from simdjson elements -------------------------------
+
+namespace {
+
+nlohmann::json describe(const Result<Job>& r) {
+  if (!r) return {{"error", r.error()}};
+  nlohmann::json headers = nlohmann::json::array();
+  for (const auto& [k, v] : r->headers) headers.push_back({k, v});
+  return {{"id", r->id},
+          {"attempt", r->attempt},
+          {"api", r->api},
+          {"method", r->method},
+          {"path", r->path},
+          {"headers", headers},
+          {"body", r->body ? nlohmann::json(*r->body) : nlohmann::json()},
+          {"timeout_ms",
+           r->timeout_ms ? nlohmann::json(*r->timeout_ms) : nlohmann::json()}};
+}
+
+// parse_job_element and job_ids_element on `text` against the document
+// reading of the same text.
+void check_job_agrees(const std::string& text) {
+  json_view::Parsed parsed(text);
+  REQUIRE_MESSAGE(parsed.ok(), text);
+  const json_reader::ElementValue e(parsed.root());
+  const auto doc = nlohmann::json::parse(text);
+  CHECK_MESSAGE(describe(parse_job_element(e)) == describe(parse_job(doc)),
+                text);
+  CHECK_MESSAGE(job_ids_element(e) == job_ids(doc), text);
+}
+
+}  // namespace
+
+TEST_CASE("a JOBS entry reads the same from simdjson as from a document") {
+  check_job_agrees(R"({"id":7,"attempt":2,"api":"echo","method":"PUT",
+    "path":"/v1/x","headers":{"X-B":"2","X-A":"1","X-B":"3"},"body":"{}",
+    "timeout_ms":1500,"unknown":[1]})");
+  check_job_agrees(R"({"id":7,"attempt":2,"api":"echo"})");
+  check_job_agrees(R"({"id":7,"api":"echo"})");
+  check_job_agrees(R"({"id":18446744073709551615,"attempt":1,"api":"e"})");
+  check_job_agrees(R"({"id":1,"attempt":1,"api":"e","id":2.5})");
+  check_job_agrees(R"([1])");
+
+  std::mt19937_64 rng(20261128);
+  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+  const std::vector<nlohmann::json> values = {
+      nullptr,
+      true,
+      0,
+      -3,
+      7,
+      2.5,
+      "",
+      "x",
+      "/v1/echo",
+      "GET",
+      "po st",
+      nlohmann::json::array(),
+      nlohmann::json::object(),
+      {{"X-A", "1"}, {"x-b", "2"}},
+      {{"X-A", 1}},
+      std::uint64_t{18'000'000'000'000'000'000u}};
+  const std::vector<std::string> keys = {"id",     "attempt",    "api",
+                                         "method", "path",       "headers",
+                                         "body",   "timeout_ms", "other"};
+  for (int i = 0; i < 4000; ++i) {
+    nlohmann::json j = nlohmann::json::object();
+    if (pick(8)) j["id"] = pick(1000);
+    if (pick(8)) j["attempt"] = pick(5);
+    if (pick(8)) j["api"] = "echo";
+    for (int n = pick(6); n > 0; --n)
+      j[keys[pick(keys.size())]] = values[pick(values.size())];
+    check_job_agrees(j.dump());
+  }
 }
