@@ -10,61 +10,64 @@ using pacer::protocol::Command;
 using json = nlohmann::json;
 
 namespace {
+// The rows of a query on the database, every column as text.
+std::vector<std::vector<std::string>> query(const std::string& db,
+                                            const std::string& sql) {
+  std::vector<std::vector<std::string>> out;
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+          SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    std::vector<std::string> row;
+    for (int c = 0; c < sqlite3_column_count(st); ++c)
+      row.emplace_back(static_cast<const char*>(sqlite3_column_blob(st, c)),
+                       static_cast<std::size_t>(sqlite3_column_bytes(st, c)));
+    out.push_back(std::move(row));
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return out;
+}
+
 std::vector<std::pair<std::string, std::string>> workers_by_api(
     const std::string& db) {
   std::vector<std::pair<std::string, std::string>> out;
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
-          SQLITE_OK);
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(
-              h, "SELECT DISTINCT api, worker FROM attempts ORDER BY 1, 2", -1,
-              &st, nullptr) == SQLITE_OK);
-  while (sqlite3_step(st) == SQLITE_ROW)
-    out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
-                     reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
-  sqlite3_finalize(st);
-  sqlite3_close(h);
+  for (auto& row :
+       query(db, "SELECT DISTINCT api, worker FROM attempts ORDER BY 1, 2"))
+    out.emplace_back(row[0], row[1]);
   return out;
 }
 
-// The stored request bodies, in id order.
-std::vector<std::string> stored_bodies(const std::string& db) {
-  std::vector<std::string> out;
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
-          SQLITE_OK);
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(h, "SELECT body FROM jobs ORDER BY id", -1, &st,
-                             nullptr) == SQLITE_OK);
-  while (sqlite3_step(st) == SQLITE_ROW)
-    out.emplace_back(static_cast<const char*>(sqlite3_column_blob(st, 0)),
-                     static_cast<std::size_t>(sqlite3_column_bytes(st, 0)));
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return out;
-}
-
-// Sends one SUBMIT whose body is `text` as it stands; the broker's answer.
-json submit_text(const std::string& endpoint, const std::string& text) {
+// Sends frames (header, command byte, body text) as they stand from a DEALER
+// of its own; the answer, decoded.
+pacer::protocol::Message raw_exchange(const std::string& endpoint,
+                                      const std::string& header,
+                                      std::uint8_t command,
+                                      const std::string& body) {
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.connect(endpoint);
-  const std::uint8_t cmd = 0x10;
-  s.send(zmq::buffer(std::string("PACER1")), zmq::send_flags::sndmore);
-  s.send(zmq::buffer(&cmd, 1), zmq::send_flags::sndmore);
-  s.send(zmq::buffer(text), zmq::send_flags::none);
+  s.send(zmq::buffer(header), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(&command, 1), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(body), zmq::send_flags::none);
   zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
   zmq::poll(&item, 1, std::chrono::milliseconds(10000));
   auto frames = pacer::protocol::recv_frames(s, false, nullptr);
   REQUIRE(frames);
   auto d = pacer::protocol::decode(*frames);
   REQUIRE(d.message);
-  json out = d.message->body;
-  out["command"] = d.message->command == Command::kReply ? "reply" : "error";
+  return std::move(*d.message);
+}
+
+// Sends one SUBMIT whose body is `text` as it stands; the broker's answer.
+json submit_text(const std::string& endpoint, const std::string& text) {
+  auto m = raw_exchange(endpoint, "PACER1", 0x10, text);
+  json out = m.body;
+  out["command"] = m.command == Command::kReply ? "reply" : "error";
   return out;
 }
 }  // namespace
@@ -102,10 +105,10 @@ TEST_CASE("SUBMIT bodies are read as documents would read them") {
       {"api":"echo","body":{"n":123456789012345678901234567890}}]})");
   REQUIRE(r["command"] == "reply");
   CHECK(r["ids"].size() == 1);
-  auto bodies = stored_bodies(f.db_path());
+  auto bodies = query(f.db_path(), "SELECT body FROM jobs ORDER BY id");
   REQUIRE(bodies.size() == 2);
-  CHECK(bodies[0] == R"({"a":{"x":1,"y":2},"b":3})");
-  CHECK(bodies[1] == R"({"n":1.2345678901234568e+29})");
+  CHECK(bodies[0][0] == R"({"a":{"x":1,"y":2},"b":3})");
+  CHECK(bodies[1][0] == R"({"n":1.2345678901234568e+29})");
 }
 
 TEST_CASE("a worker serving some APIs gets only their jobs") {
@@ -160,25 +163,15 @@ TEST_CASE(
   CHECK((*p)["total"] == 0);
 
   // Another protocol version: an ERROR naming both, and the broker lives on.
+  auto refused =
+      raw_exchange(f.client_endpoint(), "PACER2", 0x15, "{\"req\":\"x\"}");
+  CHECK(refused.command == Command::kError);
+  CHECK(refused.body["code"] == "version");
+  // Garbage is survived too.
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.connect(f.client_endpoint());
-  std::string header = "PACER2";
-  std::uint8_t cmd = 0x15;
-  std::string body = "{\"req\":\"x\"}";
-  s.send(zmq::buffer(header), zmq::send_flags::sndmore);
-  s.send(zmq::buffer(&cmd, 1), zmq::send_flags::sndmore);
-  s.send(zmq::buffer(body), zmq::send_flags::none);
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::milliseconds(10000));
-  auto frames = pacer::protocol::recv_frames(s, false, nullptr);
-  REQUIRE(frames);
-  auto d = pacer::protocol::decode(*frames);
-  REQUIRE(d.message);
-  CHECK(d.message->command == Command::kError);
-  CHECK(d.message->body["code"] == "version");
-  // Garbage is survived too.
   s.send(zmq::buffer(std::string("hello")), zmq::send_flags::none);
   auto again = f.request(Command::kApis, json::object());
   REQUIRE(again);

@@ -137,6 +137,16 @@ void finish(Store& s, JobId id, JobState next, Millis at) {
   REQUIRE(s.end_attempt(e, at));
 }
 
+// Claims and ends one attempt as a transient failure, to run again at
+// `run_at`.
+void retry_at(Store& s, JobId id, Millis run_at, Millis at) {
+  auto c = s.claim(id, "echo", "w", at, 1000);
+  REQUIRE(c.has_value());
+  auto e = end_of(id, c->attempt, JobState::kRetrying, Outcome::kTransient);
+  e.run_at = run_at;
+  REQUIRE(s.end_attempt(e, at));
+}
+
 json info(Store& s, JobId id) {
   json infos = s.job_infos({id});
   REQUIRE(infos.size() == 1);
@@ -362,18 +372,9 @@ TEST_CASE(
     JobId delayed = insert(s, {{"delay", 5000}});
     JobId now = insert(s);
     JobId retried = insert(s);
-    auto c = s.claim(retried, "echo", "w", t0, 1000);
-    REQUIRE(c);
-    auto e =
-        end_of(retried, c->attempt, JobState::kRetrying, Outcome::kTransient);
-    e.run_at = t0 + 3000;
-    REQUIRE(s.end_attempt(e, t0));
+    retry_at(s, retried, t0 + 3000, t0);
     // A retry without backoff is ready at once, like a job without delay.
-    c = s.claim(now, "echo", "w", t0, 1000);
-    REQUIRE(c);
-    e = end_of(now, c->attempt, JobState::kRetrying, Outcome::kTransient);
-    e.run_at = t0;
-    REQUIRE(s.end_attempt(e, t0));
+    retry_at(s, now, t0, t0);
     CHECK(s.next_due("echo", t0) == std::optional<Millis>(t0 + 3000));
     CHECK(s.next_due("echo", t0, /*any=*/true) ==
           std::optional<Millis>(t0 + 1000));
@@ -618,12 +619,7 @@ TEST_CASE(
   JobId retrying = insert(s);
   finish(s, done, JobState::kSucceeded, t0);
   finish(s, dead, JobState::kDead, t0);
-  auto rc = s.claim(retrying, "echo", "w", t0, 1000);
-  REQUIRE(rc);
-  auto back_off =
-      end_of(retrying, rc->attempt, JobState::kRetrying, Outcome::kTransient);
-  back_off.run_at = t0 + 5000;
-  REQUIRE(s.end_attempt(back_off, t0));
+  retry_at(s, retrying, t0 + 5000, t0);
   auto c = s.claim(running, "echo", "w", t0, 1000);
   REQUIRE(c.has_value());
 
