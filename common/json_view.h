@@ -1,7 +1,8 @@
 // Reading JSON text with simdjson where a nlohmann::json document per
-// message costs too much (the broker's RESULTS and SUBMIT bodies): helpers
-// that read a parsed element the way the document reading did. Internal to
-// common/ (it includes simdjson, which only pacer_common links).
+// message costs too much (the broker's RESULTS and SUBMIT bodies, the
+// worker's JOBS): helpers that read a parsed element the way the document
+// reading did. It includes simdjson: only for sources of libraries that link
+// it (pacer_common, pacer_worker_lib, unit tests).
 #pragma once
 
 #include <simdjson.h>
