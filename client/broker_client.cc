@@ -102,9 +102,8 @@ Reply BrokerClient::call_text(protocol::Command command,
   std::string text = "{\"req\":" + nlohmann::json(req).dump();
   // `object` is "{...}": its members follow the req, with a comma unless none.
   std::string_view rest = object.substr(1);
-  if (rest.find_first_not_of(" \t\r\n") != std::string_view::npos &&
-      rest[rest.find_first_not_of(" \t\r\n")] != '}')
-    text += ',';
+  const auto first = rest.find_first_not_of(" \t\r\n");
+  if (first != std::string_view::npos && rest[first] != '}') text += ',';
   text += rest;
   return exchange(command, text, req);
 }
