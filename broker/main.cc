@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "broker/broker.h"
+#include "broker/sqlite.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -109,6 +110,7 @@ int main(int argc, char** argv) {
                                   "every SUBMIT will be refused"}});
 
   pacer::SystemClock clock;
+  const std::string database = config.broker.database;
   try {
     pacer::Broker broker(std::move(config), clock);
     g_broker = &broker;
@@ -121,6 +123,13 @@ int main(int argc, char** argv) {
     int rc = broker.run();
     g_broker = nullptr;
     return rc;
+  } catch (const pacer::sqlite::StoreError& e) {
+    // Crash-only: nothing of the failed turn was acknowledged, and a restart
+    // rebuilds everything from the database (docs/operations.md).
+    pacer::log::error("fatal", {{"error", e.what()}, {"database", database}});
+    std::cerr << "pacer-broker: database " << database << ": " << e.what()
+              << "\n";
+    return 1;
   } catch (const std::exception& e) {
     pacer::log::error("fatal", {{"error", e.what()}});
     std::cerr << "pacer-broker: " << e.what() << "\n";

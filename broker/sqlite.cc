@@ -1,5 +1,6 @@
 #include "broker/sqlite.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/log.h"
@@ -122,7 +123,10 @@ void Database::exec(std::string_view sql) {
   if (rc != SQLITE_OK) {
     std::string msg = err ? err : sqlite3_errmsg(db_);
     sqlite3_free(err);
-    throw StoreError(msg);
+    // Name the statement, as step() and prepare do: "COMMIT: database or
+    // disk is full" says which write failed.
+    const auto head = sql.substr(0, std::min<std::size_t>(sql.find('\n'), 40));
+    throw StoreError(std::string(head) + ": " + msg);
   }
 }
 

@@ -216,6 +216,25 @@ TEST_CASE("a database that cannot be opened is a StoreError naming the path") {
   }
 }
 
+TEST_CASE("a full database is a StoreError naming the statement that failed") {
+  // max_page_count stands in for a full disk: SQLite answers both with
+  // SQLITE_FULL, "database or disk is full".
+  TempDir dir;
+  pacer::sqlite::Database db(dir.file("pacer.db"));
+  db.exec("CREATE TABLE t (x BLOB)");
+  db.exec("PRAGMA max_page_count = 8");
+  std::string failed;
+  for (int i = 0; i < 100 && failed.empty(); ++i) {
+    try {
+      db.exec("INSERT INTO t VALUES (zeroblob(1000))");
+    } catch (const StoreError& e) {
+      failed = e.what();
+    }
+  }
+  CHECK(failed ==
+        "INSERT INTO t VALUES (zeroblob(1000)): database or disk is full");
+}
+
 TEST_CASE("a failed migration is rolled back completely") {
   TempDir dir;
   {
