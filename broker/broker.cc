@@ -107,6 +107,7 @@ zmq::socket_t bind_router(zmq::context_t& ctx, const std::string& endpoint,
 
 Broker::Broker(Config config, Clock& clock)
     : config_(std::move(config)), clock_(clock), alerts_(config_.apis) {
+  lock_.emplace(config_.broker.database);
   try {
     store_ = std::make_unique<Store>(config_.broker.database,
                                      config_.broker.synchronous == "full");

@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "broker/alerts.h"
+#include "broker/instance_lock.h"
 #include "broker/lane.h"
 #include "broker/metrics.h"
 #include "broker/store.h"
@@ -228,6 +229,9 @@ class Broker {
 
   Config config_;
   Clock& clock_;
+  // Before store_: taken before the database is opened, released after it
+  // is closed.
+  std::optional<InstanceLock> lock_;
   std::unique_ptr<Store> store_;
   zmq::context_t ctx_;
   zmq::socket_t workers_sock_;

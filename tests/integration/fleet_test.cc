@@ -167,3 +167,45 @@ TEST_CASE(
                            << " (jobs re-run after the crash: "
                            << stats["accepted"].get<int>() - 800 << ")");
 }
+
+TEST_CASE(
+    "a second broker on the same database refuses to start; after the first "
+    "is killed it starts") {
+  Fleet f({.workers = 0});
+  f.start_broker();
+  // The same database, endpoints of its own.
+  const std::string endpoint = "ipc://" + f.dir().file("clients2.sock");
+  f.dir().write("second.toml", "[broker]\ndatabase = \"" + f.db_path() +
+                                   "\"\nworker_endpoint = \"ipc://" +
+                                   f.dir().file("workers2.sock") +
+                                   "\"\nclient_endpoint = \"" + endpoint +
+                                   "\"\n[api.echo]\nbase_url = \"" +
+                                   f.mock().base_url() + "\"\n");
+  const std::vector<std::string> argv = {binary("pacer-broker"), "--config",
+                                         f.dir().file("second.toml")};
+  {
+    Process second(argv, f.dir().path(), "broker-second");
+    auto rc = second.wait(30s);
+    REQUIRE(rc.has_value());
+    CHECK(*rc == 1);
+    CHECK_MESSAGE(second.err().find("database " + f.db_path() +
+                                    " is in use by another pacer-broker (pid " +
+                                    std::to_string(f.broker().pid()) + ")") !=
+                      std::string::npos,
+                  second.err());
+  }
+  // The first one never noticed.
+  CHECK(f.request(Command::kApis, json::object()).has_value());
+
+  // The kernel drops a killed broker's lock: no stale lock blocks a restart.
+  f.broker().signal(SIGKILL);
+  REQUIRE(f.broker().wait(10s).has_value());
+  Process second(argv, f.dir().path(), "broker-second-again");
+  CHECK(wait_until(
+      [&] {
+        return broker_request(endpoint, Command::kApis, json::object(), 500ms)
+            .has_value();
+      },
+      30s));
+  CHECK(second.stop(10s) == 0);
+}
