@@ -259,14 +259,13 @@ void Worker::handle_jobs(json_view::element body, TimePoint now) {
   for (json_view::element e : json_view::array_of(*jobs)) {
     // A batch job (rare, and read with the batch code) or an entry that is
     // not an object goes through a document of its own.
-    std::optional<json_view::element> batch;
-    if (e.type() == json_view::element_type::OBJECT)
-      batch = json_view::find(e, "batch");
-    if (e.type() != json_view::element_type::OBJECT ||
-        (batch && batch->type() != json_view::element_type::NULL_VALUE))
-      accept_job(json_view::to_document(e), now);
-    else
+    const bool object = e.type() == json_view::element_type::OBJECT;
+    const auto batch = object ? json_view::find(e, "batch") : std::nullopt;
+    if (object &&
+        (!batch || batch->type() == json_view::element_type::NULL_VALUE))
       accept_job(json_reader::ElementValue(e), now);
+    else
+      accept_job(json_view::to_document(e), now);
   }
 }
 
