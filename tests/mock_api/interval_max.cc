@@ -35,9 +35,13 @@ FixedWindowMaxTracker::FixedWindowMaxTracker(int64_t origin_ns,
     : origin_ns_(origin_ns), window_ns_(window_ns) {}
 
 void FixedWindowMaxTracker::Record(int64_t t_ns) {
-  const int64_t index = FloorDiv(t_ns - origin_ns_, window_ns_);
-  if (current_count_ == 0 || index != current_index_) {
-    current_index_ = index;
+  RecordInWindow(origin_ns_ +
+                 FloorDiv(t_ns - origin_ns_, window_ns_) * window_ns_);
+}
+
+void FixedWindowMaxTracker::RecordInWindow(int64_t window_start_ns) {
+  if (current_count_ == 0 || window_start_ns != current_start_ns_) {
+    current_start_ns_ = window_start_ns;
     current_count_ = 0;
   }
   ++current_count_;
@@ -47,7 +51,7 @@ void FixedWindowMaxTracker::Record(int64_t t_ns) {
 void FixedWindowMaxTracker::Reset(int64_t origin_ns, int64_t window_ns) {
   origin_ns_ = origin_ns;
   window_ns_ = window_ns;
-  current_index_ = 0;
+  current_start_ns_ = 0;
   current_count_ = 0;
   max_ = 0;
 }

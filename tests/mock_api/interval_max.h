@@ -1,5 +1,5 @@
-// Owns the "how many were accepted in the busiest window" bookkeeping that
-// /stats reports, computed exactly from acceptance timestamps. Not
+// Owns the "how many were accepted (or attempted) in the busiest window"
+// bookkeeping that /stats reports, computed exactly from timestamps. Not
 // thread-safe: the owner serialises calls.
 #ifndef PACER_TESTS_MOCK_API_INTERVAL_MAX_H_
 #define PACER_TESTS_MOCK_API_INTERVAL_MAX_H_
@@ -30,14 +30,21 @@ class IntervalMaxTracker {
   int64_t max_ = 0;
 };
 
-// Largest number of events in any window [origin + kW, origin + (k+1)W),
-// i.e. the windows a fixed-window limiter enforces.
+// Largest number of events in any one window of a fixed-window limiter.
+// Windows are named by their start: either the aligned windows
+// [origin + kW, origin + (k+1)W), or whatever windows the caller names,
+// e.g. those a first-request limiter opened. Only the current window's
+// count is kept.
 class FixedWindowMaxTracker {
  public:
   FixedWindowMaxTracker(int64_t origin_ns, int64_t window_ns);
 
-  // `t_ns` must be non-decreasing across calls.
+  // Both record one event; the windows they fall in must start at
+  // non-decreasing times across calls. Record counts it in the aligned
+  // window holding `t_ns`, RecordInWindow in the window starting at
+  // `window_start_ns`.
   void Record(int64_t t_ns);
+  void RecordInWindow(int64_t window_start_ns);
   void Reset(int64_t origin_ns, int64_t window_ns);
 
   int64_t max() const { return max_; }
@@ -45,7 +52,7 @@ class FixedWindowMaxTracker {
  private:
   int64_t origin_ns_;
   int64_t window_ns_;
-  int64_t current_index_ = 0;
+  int64_t current_start_ns_ = 0;
   int64_t current_count_ = 0;
   int64_t max_ = 0;
 };

@@ -52,6 +52,9 @@ int Run(int argc, char** argv) {
   pacer::mock::ServerOptions server_options;
   std::string limit_text;
   std::string algorithm_text = "fixed";
+  std::string window_start_text = "aligned";
+  int64_t burst = 0;
+  std::string reset_rounding_text = "up";
   double latency_ms = 0.0;
   double error_rate = 0.0;
   uint64_t seed = 1;
@@ -73,6 +76,19 @@ int Run(int argc, char** argv) {
                  "absent = unlimited");
   app.add_option("--algorithm", algorithm_text,
                  "fixed | sliding | token-bucket | leaky")
+      ->capture_default_str();
+  app.add_option("--window-start", window_start_text,
+                 "Where fixed windows begin: aligned (to the limiter's "
+                 "start) | first-request (at a request after the previous "
+                 "window ended)")
+      ->capture_default_str();
+  CLI::Option* burst_option =
+      app.add_option("--burst", burst,
+                     "nginx limit_req burst B for --algorithm leaky: B + 1 "
+                     "requests at once, then one per W/N; absent = N at once");
+  app.add_option("--reset-rounding", reset_rounding_text,
+                 "Whole-second resets and Retry-After: up | down (truncated, "
+                 "as Flask-Limiter)")
       ->capture_default_str();
   app.add_option("--latency", latency_ms,
                  "Delay added to every /v1/* reply, in ms (fractional ok)")
@@ -132,6 +148,26 @@ int Run(int argc, char** argv) {
                       "' is not one of fixed, sliding, token-bucket, leaky");
   }
   config.algorithm = *algorithm;
+  const std::optional<pacer::mock::WindowStart> window_start =
+      pacer::mock::ParseWindowStart(window_start_text);
+  if (!window_start) {
+    return UsageError("--window-start: '" + window_start_text +
+                      "' is not one of aligned, first-request");
+  }
+  config.window_start = *window_start;
+  if (burst_option->count() > 0) {
+    if (burst < 0 || burst > pacer::mock::kMaxBurst) {
+      return UsageError("--burst must be between 0 and 1000000000000");
+    }
+    config.burst = burst;
+  }
+  const std::optional<pacer::mock::ResetRounding> reset_rounding =
+      pacer::mock::ParseResetRounding(reset_rounding_text);
+  if (!reset_rounding) {
+    return UsageError("--reset-rounding: '" + reset_rounding_text +
+                      "' is not one of up, down");
+  }
+  config.reset_rounding = *reset_rounding;
   if (!std::isfinite(latency_ms) || latency_ms < 0 ||
       latency_ms > kMaxLatencyMs) {
     return UsageError("--latency must be between 0 and 3600000 ms");
@@ -164,6 +200,10 @@ int Run(int argc, char** argv) {
     std::string error;
     config.shared_load = pacer::mock::ParseSharedLoad(shared_load_text, &error);
     if (!config.shared_load) return UsageError("--shared-load: " + error);
+  }
+  if (const std::optional<std::string> error =
+          pacer::mock::CheckLimiterConfig(config)) {
+    return UsageError(*error);
   }
   if (server_options.threads < 1 || server_options.threads > kMaxThreads) {
     return UsageError("--threads must be between 1 and 4096");

@@ -15,6 +15,9 @@ constexpr int kMinFailStatus = 200;
 constexpr int kMaxFailStatus = 599;
 // Keeps token costs in the range limit specs allow.
 constexpr double kMaxTokenCost = 1e12;
+// The longest a full leaky bucket may take to drain: the longest window a
+// limit spec allows.
+constexpr int64_t kMaxDrainNs = int64_t{366} * 86'400 * 1'000'000'000;
 
 Reply JsonReply(int status, const Json& body) {
   Reply reply;
@@ -84,6 +87,31 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
       return "algorithm must be one of fixed, sliding, token-bucket, leaky";
     }
     config.algorithm = *algorithm;
+  } else if (key == "window_start") {
+    std::optional<WindowStart> window_start;
+    if (value.is_string()) {
+      window_start = ParseWindowStart(value.get<std::string>());
+    }
+    if (!window_start) {
+      return "window_start must be \"aligned\" or \"first-request\"";
+    }
+    config.window_start = *window_start;
+  } else if (key == "burst") {
+    if (value.is_null()) {
+      config.burst.reset();
+    } else if (value.is_number_integer() && value.get<int64_t>() >= 0 &&
+               value.get<int64_t>() <= kMaxBurst) {
+      config.burst = value.get<int64_t>();
+    } else {
+      return "burst must be an integer from 0 to 1000000000000, or null";
+    }
+  } else if (key == "reset_rounding") {
+    std::optional<ResetRounding> rounding;
+    if (value.is_string()) {
+      rounding = ParseResetRounding(value.get<std::string>());
+    }
+    if (!rounding) return "reset_rounding must be \"up\" or \"down\"";
+    config.reset_rounding = *rounding;
   } else if (key == "fail_status") {
     if (value.is_null()) {
       config.fail_status.reset();
@@ -152,9 +180,10 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
     }
   } else {
     return "unknown config key '" + key +
-           "' (known: latency_ms, error_rate, limit, algorithm, fail_status, "
-           "batch_item_error_every, batch_short, batch_non_json, seed, "
-           "dialect, reject_status, token_limit, shared_load)";
+           "' (known: latency_ms, error_rate, limit, algorithm, window_start, "
+           "burst, fail_status, batch_item_error_every, batch_short, "
+           "batch_non_json, seed, dialect, reject_status, reset_rounding, "
+           "token_limit, shared_load)";
   }
   return std::nullopt;
 }
@@ -163,6 +192,27 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
 
 int EffectiveRejectStatus(const MockConfig& config) {
   return config.reject_status.value_or(DefaultRejectStatus(config.dialect));
+}
+
+std::optional<std::string> CheckLimiterConfig(const MockConfig& config) {
+  if (!config.burst) return std::nullopt;
+  if (config.algorithm != Algorithm::kLeaky) {
+    return "burst needs the leaky algorithm, not " +
+           std::string(AlgorithmName(config.algorithm));
+  }
+  if (!config.limit) return std::nullopt;
+  // (B + 1) * W / N <= max, in 128 bits: B + 1 <= 1e12 + 1 and W, max
+  // < 2^55, N <= 1e12.
+  __extension__ typedef unsigned __int128 Wide;
+  const Wide full = static_cast<Wide>(*config.burst + 1) *
+                    static_cast<Wide>(config.limit->window_ns);
+  if (full >
+      static_cast<Wide>(kMaxDrainNs) * static_cast<Wide>(config.limit->limit)) {
+    return "burst " + std::to_string(*config.burst) +
+           " makes a bucket that would take more than 366 days to drain at " +
+           config.limit->text;
+  }
+  return std::nullopt;
 }
 
 std::optional<LimitSpec> ParseSharedLoad(std::string_view text,
@@ -207,7 +257,8 @@ MockApi::MockApi(MockConfig config, Clock clock, Clock wall_clock)
       any_interval_(kUnlimitedStatsWindowNs),
       fixed_windows_(start_ns_, kUnlimitedStatsWindowNs),
       total_any_interval_(kUnlimitedStatsWindowNs),
-      total_fixed_windows_(start_ns_, kUnlimitedStatsWindowNs) {
+      total_fixed_windows_(start_ns_, kUnlimitedStatsWindowNs),
+      attempted_any_interval_(kUnlimitedStatsWindowNs) {
   RebuildLimiterLocked(start_ns_);
 }
 
@@ -224,14 +275,29 @@ void MockApi::RebuildLimiterLocked(int64_t now_ns) {
   // The busiest-window maxima are only meaningful relative to the window
   // being enforced, so they restart together with the limiter.
   // The shared load restarts with them, its first request due right away.
-  limiter_ = RateLimiter(config_.algorithm, config_.limit, now_ns);
-  token_limiter_ = RateLimiter(config_.algorithm, config_.token_limit, now_ns);
+  limiter_ = RateLimiter(
+      config_.algorithm, config_.limit, now_ns,
+      {.window_start = config_.window_start, .burst = config_.burst});
+  // A burst is in requests: the token limit keeps capacity N.
+  token_limiter_ = RateLimiter(
+      config_.algorithm, config_.token_limit, now_ns,
+      {.window_start = config_.window_start, .burst = std::nullopt});
   shared_load_.reset();
   if (config_.shared_load) shared_load_.emplace(*config_.shared_load, now_ns);
   any_interval_.Reset(StatsWindowNsLocked());
   fixed_windows_.Reset(now_ns, StatsWindowNsLocked());
   total_any_interval_.Reset(StatsWindowNsLocked());
   total_fixed_windows_.Reset(now_ns, StatsWindowNsLocked());
+  attempted_any_interval_.Reset(StatsWindowNsLocked());
+}
+
+void MockApi::RecordFixedLocked(FixedWindowMaxTracker& tracker,
+                                int64_t now_ns) {
+  if (config_.limit && config_.algorithm == Algorithm::kFixed) {
+    tracker.RecordInWindow(limiter_.window_start_ns());
+  } else {
+    tracker.Record(now_ns);
+  }
 }
 
 void MockApi::ReplaySharedLoadLocked(int64_t now_ns) {
@@ -251,7 +317,7 @@ void MockApi::ReplaySharedLoadLocked(int64_t now_ns) {
     token_limiter_.Consume(1);
     ++shared_accepted_;
     total_any_interval_.Record(t);
-    total_fixed_windows_.Record(t);
+    RecordFixedLocked(total_fixed_windows_, t);
   }
 }
 
@@ -262,6 +328,7 @@ Headers MockApi::HeadersLocked(int64_t now_ns,
   input.requests = limiter_.quota();
   input.tokens = token_limiter_.quota();
   input.retry_after_ns = retry_after_ns;
+  input.reset_rounding = config_.reset_rounding;
   return RateLimitHeaders(config_.dialect, input);
 }
 
@@ -336,6 +403,8 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
   const int64_t tokens = config_.token_limit ? cost.tokens : 0;
   limiter_.Advance(now);
   token_limiter_.Advance(now);
+  // Every request the limiter decides on is an attempt, admitted or not.
+  attempted_any_interval_.Record(now);
   const Admission by_requests = limiter_.Check(1);
   const Admission by_tokens = token_limiter_.Check(tokens);
   if (!by_requests.admitted || !by_tokens.admitted) {
@@ -393,9 +462,9 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
   if (!first_accept_ns_) first_accept_ns_ = now;
   last_accept_ns_ = now;
   any_interval_.Record(now);
-  fixed_windows_.Record(now);
+  RecordFixedLocked(fixed_windows_, now);
   total_any_interval_.Record(now);
-  total_fixed_windows_.Record(now);
+  RecordFixedLocked(total_fixed_windows_, now);
   if (batch_items >= 0) {
     ++batch_requests_;
     batch_items_ += batch_items;
@@ -516,6 +585,8 @@ Json MockApi::StatsJsonLocked(int64_t now_ns) const {
   stats["max_total_in_window"] = config_.algorithm == Algorithm::kFixed
                                      ? total_fixed_windows_.max()
                                      : total_any_interval_.max();
+  stats["max_attempted_in_any_interval"] =
+      config_.limit ? Json(attempted_any_interval_.max()) : Json(nullptr);
   stats["first_accept_ms"] = OptionalMs(first_accept_ns_, start_ns_);
   stats["last_accept_ms"] = OptionalMs(last_accept_ns_, start_ns_);
   stats["uptime_ms"] = NsToMs(now_ns - start_ns_);
@@ -536,6 +607,8 @@ Json MockApi::ConfigJsonLocked() const {
   config["window_ms"] =
       config_.limit ? WindowMsJson(config_.limit->window_ns) : Json(nullptr);
   config["algorithm"] = std::string(AlgorithmName(config_.algorithm));
+  config["window_start"] = std::string(WindowStartName(config_.window_start));
+  config["burst"] = config_.burst ? Json(*config_.burst) : Json(nullptr);
   config["fail_status"] =
       config_.fail_status ? Json(*config_.fail_status) : Json(nullptr);
   config["batch_item_error_every"] = config_.batch_item_error_every;
@@ -543,6 +616,8 @@ Json MockApi::ConfigJsonLocked() const {
   config["batch_non_json"] = config_.batch_non_json;
   config["dialect"] = std::string(DialectName(config_.dialect));
   config["reject_status"] = EffectiveRejectStatus(config_);
+  config["reset_rounding"] =
+      std::string(ResetRoundingName(config_.reset_rounding));
   config["token_limit"] =
       config_.token_limit ? Json(config_.token_limit->text) : Json(nullptr);
   config["shared_load"] =
@@ -592,12 +667,16 @@ Reply MockApi::Configure(std::string_view body) {
       return ErrorReply(400, "bad_config", *error);
     }
   }
+  if (std::optional<std::string> error = CheckLimiterConfig(next)) {
+    return ErrorReply(400, "bad_config", *error);
+  }
   config_ = std::move(next);
   if (patch.contains("seed")) rng_.seed(config_.seed);
-  // Any mention of a limit, the algorithm or the shared load restarts
-  // metering (and the shared load's schedule), even if unchanged, so a test
-  // can rely on a clean limiter right after configuring it.
+  // Any mention of a limit, the algorithm, its tuning or the shared load
+  // restarts metering (and the shared load's schedule), even if unchanged,
+  // so a test can rely on a clean limiter right after configuring it.
   if (patch.contains("limit") || patch.contains("algorithm") ||
+      patch.contains("window_start") || patch.contains("burst") ||
       patch.contains("token_limit") || patch.contains("shared_load")) {
     RebuildLimiterLocked(now);
   }

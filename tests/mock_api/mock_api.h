@@ -37,6 +37,12 @@ struct MockConfig {
   uint64_t seed = 1;
   std::optional<LimitSpec> limit;  // nullopt = unlimited
   Algorithm algorithm = Algorithm::kFixed;
+  // Where fixed windows begin, for both limits.
+  WindowStart window_start = WindowStart::kAligned;
+  // nginx limit_req's burst for the request limit; only with kLeaky (see
+  // CheckLimiterConfig). nullopt = capacity N. The token limit keeps
+  // capacity N either way.
+  std::optional<int64_t> burst;
   // When set, every /v1/* request is answered with this status.
   std::optional<int> fail_status;
   // K > 0: batch items whose 1-based index is a multiple of K fail.
@@ -48,6 +54,8 @@ struct MockConfig {
   // Status of a rate-limit rejection (429 or 503); nullopt = the dialect's
   // default (DefaultRejectStatus).
   std::optional<int> reject_status;
+  // How whole-second resets and Retry-After are rounded.
+  ResetRounding reset_rounding = ResetRounding::kUp;
   // A second limit, in tokens, enforced with the same algorithm; a request
   // costs its body's "tokens" field (default 1). nullopt = none.
   std::optional<LimitSpec> token_limit;
@@ -57,6 +65,12 @@ struct MockConfig {
 };
 
 int EffectiveRejectStatus(const MockConfig& config);
+
+// Checks the settings that are only valid together: a burst needs the
+// leaky algorithm, and a full bucket of B + 1 requests must drain within
+// 366 days (the longest window), so every wait fits in int64 ns. Returns
+// a one-line reason on failure.
+std::optional<std::string> CheckLimiterConfig(const MockConfig& config);
 
 // Parses a --shared-load / "shared_load" rate: a limit spec ("20/s",
 // "300/min") no faster than SharedLoad::kMinIntervalNs apart. On failure
@@ -134,6 +148,10 @@ class MockApi {
   void ReplaySharedLoadLocked(int64_t now_ns);
   Headers HeadersLocked(int64_t now_ns,
                         std::optional<int64_t> retry_after_ns) const;
+  // Records an acceptance at `now_ns`, just charged to the limiter, in a
+  // fixed-window tracker: in the window the limiter charged it to when a
+  // fixed limit is enforced, else in the aligned statistics window.
+  void RecordFixedLocked(FixedWindowMaxTracker& tracker, int64_t now_ns);
   void RebuildLimiterLocked(int64_t now_ns);
   void ResetCountersLocked(int64_t now_ns);
   int64_t StatsWindowNsLocked() const;
@@ -157,6 +175,8 @@ class MockApi {
   // Real clients' and the shared load's acceptances together.
   IntervalMaxTracker total_any_interval_;
   FixedWindowMaxTracker total_fixed_windows_;
+  // Real clients' requests the limiter decided on, admitted or not.
+  IntervalMaxTracker attempted_any_interval_;
 
   int64_t accepted_ = 0;
   int64_t rejected_ = 0;

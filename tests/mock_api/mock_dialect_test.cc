@@ -462,6 +462,234 @@ TEST_CASE("dialect and reject_status are validated in /admin/config") {
   CHECK(api.ConfigJson() == config);
 }
 
+// ---- reset rounding and Date -----------------------------------------------
+
+TEST_CASE("ParseResetRounding round-trips every name") {
+  for (ResetRounding r : {ResetRounding::kUp, ResetRounding::kDown}) {
+    CHECK(ParseResetRounding(ResetRoundingName(r)) == r);
+  }
+  CHECK_FALSE(ParseResetRounding("floor").has_value());
+  CHECK_FALSE(ParseResetRounding("").has_value());
+}
+
+// 2/10s in windows that open at the first request: the first, at 0.3 s,
+// opens [0.3 s, 10.3 s). Accepted again at 1 s (9.3 s to the reset), then
+// refused at 8.9 s (1.4 s to wait) and at 10 s (0.3 s to wait).
+struct RoundingCase {
+  Dialect dialect;
+  const char* name;  // the header whose value rounding changes
+  // Values at 1 s, 8.9 s and 10 s, rounding up then down.
+  const char* up[3];
+  const char* down[3];
+};
+
+const RoundingCase kRoundingCases[] = {
+    {Dialect::kRetryAfter,
+     "Retry-After",
+     {nullptr, "2", "1"},
+     {nullptr, "1", "0"}},
+    {Dialect::kIetf6, "RateLimit-Reset", {"10", "2", "1"}, {"9", "1", "0"}},
+    {Dialect::kIetf6, "Retry-After", {nullptr, "2", "1"}, {nullptr, "1", "0"}},
+    {Dialect::kIetf7,
+     "RateLimit",
+     {"limit=2, remaining=0, reset=10", "limit=2, remaining=0, reset=2",
+      "limit=2, remaining=0, reset=1"},
+     {"limit=2, remaining=0, reset=9", "limit=2, remaining=0, reset=1",
+      "limit=2, remaining=0, reset=0"}},
+    {Dialect::kIetf8,
+     "RateLimit",
+     {"\"default\";r=0;t=10", "\"default\";r=0;t=2", "\"default\";r=0;t=1"},
+     {"\"default\";r=0;t=9", "\"default\";r=0;t=1", "\"default\";r=0;t=0"}},
+    {Dialect::kXRateLimit,
+     "X-RateLimit-Reset",
+     {"1735689611", "1735689611", "1735689611"},
+     {"1735689610", "1735689610", "1735689610"}},
+    {Dialect::kXRateLimit,
+     "Retry-After",
+     {nullptr, "2", "1"},
+     {nullptr, "1", "0"}},
+    {Dialect::kGitHub,
+     "x-ratelimit-reset",
+     {"1735689611", "1735689611", "1735689611"},
+     {"1735689610", "1735689610", "1735689610"}},
+    {Dialect::kRetryAfterDate,
+     "Retry-After",
+     {nullptr, "Wed, 01 Jan 2025 00:00:11 GMT",
+      "Wed, 01 Jan 2025 00:00:11 GMT"},
+     {nullptr, "Wed, 01 Jan 2025 00:00:10 GMT",
+      "Wed, 01 Jan 2025 00:00:10 GMT"}},
+    {Dialect::kAnthropic,
+     "retry-after",
+     {nullptr, "2", "1"},
+     {nullptr, "1", "0"}},
+    // Fields with milliseconds stay exact whatever the rounding.
+    {Dialect::kOpenAi,
+     "x-ratelimit-reset-requests",
+     {"9.3s", "1.4s", "300ms"},
+     {"9.3s", "1.4s", "300ms"}},
+    {Dialect::kAnthropic,
+     "anthropic-ratelimit-requests-reset",
+     {"2025-01-01T00:00:10.300Z", "2025-01-01T00:00:10.300Z",
+      "2025-01-01T00:00:10.300Z"},
+     {"2025-01-01T00:00:10.300Z", "2025-01-01T00:00:10.300Z",
+      "2025-01-01T00:00:10.300Z"}},
+};
+
+TEST_CASE("reset rounding: up as express-rate-limit, down as Flask-Limiter") {
+  for (const RoundingCase& c : kRoundingCases) {
+    for (ResetRounding rounding : {ResetRounding::kUp, ResetRounding::kDown}) {
+      CAPTURE(DialectName(c.dialect));
+      CAPTURE(c.name);
+      CAPTURE(ResetRoundingName(rounding));
+      const char* const* expected =
+          rounding == ResetRounding::kUp ? c.up : c.down;
+      FakeClock fake;
+      MockConfig config = Config("2/10s", Algorithm::kFixed, c.dialect);
+      config.window_start = WindowStart::kFirstRequest;
+      config.reset_rounding = rounding;
+      MockApi api(config, fake.clock(), FakeClock::wall());
+      fake.At(300 * kMs);
+      REQUIRE(api.Echo("").status == 200);
+      const int64_t at_ms[] = {1'000, 8'900, 10'000};
+      const int statuses[] = {200, 429, 429};
+      const int64_t retry_after_ms[] = {0, 1'400, 300};
+      for (int i = 0; i < 3; ++i) {
+        CAPTURE(at_ms[i]);
+        fake.At(at_ms[i] * kMs);
+        const Reply reply = api.Echo("");
+        REQUIRE(reply.status == statuses[i]);
+        if (expected[i] == nullptr) {
+          CHECK_FALSE(Header(reply, c.name).has_value());
+        } else {
+          CHECK(Header(reply, c.name) == expected[i]);
+        }
+        // The JSON body keeps the exact wait, rounded up to milliseconds.
+        if (statuses[i] != 200) {
+          CHECK(Body(reply)["retry_after_ms"] == retry_after_ms[i]);
+        }
+      }
+      // The next window opens at the next request, at 10.3 s here.
+      fake.At(10'300 * kMs);
+      CHECK(api.Echo("").status == 200);
+    }
+  }
+}
+
+TEST_CASE("Flask-Limiter's fixed window: truncated resets, Retry-After 0") {
+  FakeClock fake;
+  MockConfig config = Config("2/10s", Algorithm::kFixed, Dialect::kXRateLimit);
+  config.window_start = WindowStart::kFirstRequest;
+  config.reset_rounding = ResetRounding::kDown;
+  MockApi api(config, fake.clock(), FakeClock::wall());
+  fake.At(300 * kMs);
+  Reply reply = api.Echo("");
+  CHECK(Lines(reply) ==
+        "Date: Wed, 01 Jan 2025 00:00:00 GMT\n"
+        "X-RateLimit-Limit: 2\n"
+        "X-RateLimit-Remaining: 1\n"
+        "X-RateLimit-Reset: 1735689610\n");
+  fake.At(1 * kSecond);
+  REQUIRE(api.Echo("").status == 200);
+  fake.At(10 * kSecond);
+  reply = api.Echo("");
+  CHECK(reply.status == 429);
+  CHECK(Lines(reply) ==
+        "Date: Wed, 01 Jan 2025 00:00:10 GMT\n"
+        "X-RateLimit-Limit: 2\n"
+        "X-RateLimit-Remaining: 0\n"
+        "X-RateLimit-Reset: 1735689610\n"
+        "Retry-After: 0\n");
+  CHECK(reply.body == R"({"error":"rate_limited","retry_after_ms":300})");
+}
+
+TEST_CASE("Date is the mock's wall time truncated to whole seconds") {
+  // The wall clock reads 00:00:00.700 at startup; resets and Date derive
+  // from the same instant, so they stay consistent with each other.
+  const MockApi::Clock wall = [] { return kUnixStartS * kSecond + 700 * kMs; };
+  for (ResetRounding rounding : {ResetRounding::kUp, ResetRounding::kDown}) {
+    CAPTURE(ResetRoundingName(rounding));
+    const bool up = rounding == ResetRounding::kUp;
+    FakeClock fake;
+    MockConfig config = Config("1/s", Algorithm::kFixed, Dialect::kXRateLimit);
+    config.reset_rounding = rounding;
+    MockApi api(config, fake.clock(), wall);
+    // 00:00:00.900; the window ends at 00:00:01.700.
+    fake.At(200 * kMs);
+    Reply reply = api.Echo("");
+    CHECK(Header(reply, "Date") == "Wed, 01 Jan 2025 00:00:00 GMT");
+    CHECK(Header(reply, "X-RateLimit-Reset") ==
+          (up ? "1735689602" : "1735689601"));
+    // 00:00:01.000, 0.7 s before the window ends.
+    fake.At(300 * kMs);
+    reply = api.Echo("");
+    CHECK(reply.status == 429);
+    CHECK(Header(reply, "Date") == "Wed, 01 Jan 2025 00:00:01 GMT");
+    CHECK(Header(reply, "X-RateLimit-Reset") ==
+          (up ? "1735689602" : "1735689601"));
+    CHECK(Header(reply, "Retry-After") == (up ? "1" : "0"));
+  }
+}
+
+// ---- real servers, as the README maps them ---------------------------------
+
+TEST_CASE("express-rate-limit: windows from the first hit, resets rounded up") {
+  FakeClock fake;
+  MockConfig config = Config("3/min", Algorithm::kFixed, Dialect::kIetf7);
+  config.window_start = WindowStart::kFirstRequest;
+  MockApi api(config, fake.clock(), FakeClock::wall());
+  struct Step {
+    int64_t at_ms;
+    int status;
+    const char* rate_limit;
+  };
+  const Step steps[] = {
+      // The first hit opens [12.5 s, 72.5 s); every hit in it shares its end.
+      {12'500, 200, "limit=3, remaining=2, reset=60"},
+      {30'000, 200, "limit=3, remaining=1, reset=43"},
+      {40'000, 200, "limit=3, remaining=0, reset=33"},
+      {50'000, 429, "limit=3, remaining=0, reset=23"},
+      // The next window opens at the next hit, [100 s, 160 s), not on the
+      // old grid ([72.5 s, 132.5 s)).
+      {100'000, 200, "limit=3, remaining=2, reset=60"},
+      {130'000, 200, "limit=3, remaining=1, reset=30"},
+      {160'000, 200, "limit=3, remaining=2, reset=60"},
+  };
+  for (const Step& step : steps) {
+    CAPTURE(step.at_ms);
+    fake.At(step.at_ms * kMs);
+    const Reply reply = api.Echo("");
+    CHECK(reply.status == step.status);
+    CHECK(Header(reply, "RateLimit") == step.rate_limit);
+    CHECK(Header(reply, "RateLimit-Policy") == "3;w=60");
+    if (step.status == 429) CHECK(Header(reply, "Retry-After") == "23");
+  }
+  CHECK(api.StatsJson()["max_in_window"] == 3);
+}
+
+TEST_CASE("Flask-Limiter's moving window: the oldest hit leaving, truncated") {
+  FakeClock fake;
+  MockConfig config =
+      Config("2/min", Algorithm::kSliding, Dialect::kXRateLimit);
+  config.reset_rounding = ResetRounding::kDown;
+  MockApi api(config, fake.clock(), FakeClock::wall());
+  REQUIRE(api.Echo("").status == 200);
+  fake.At(10'500 * kMs);
+  Reply reply = api.Echo("");
+  CHECK(Header(reply, "X-RateLimit-Remaining") == "0");
+  CHECK(Header(reply, "X-RateLimit-Reset") == "1735689660");  // 0 s + 60
+  fake.At(25'200 * kMs);
+  reply = api.Echo("");
+  CHECK(reply.status == 429);
+  CHECK(Header(reply, "X-RateLimit-Reset") == "1735689660");
+  CHECK(Header(reply, "Retry-After") == "34");  // 34.8 s, truncated
+  fake.At(60'500 * kMs);
+  reply = api.Echo("");
+  CHECK(reply.status == 200);
+  // {10.5 s, 60.5 s} are counted; 10.5 s leaves at 70.5 s.
+  CHECK(Header(reply, "X-RateLimit-Remaining") == "0");
+  CHECK(Header(reply, "X-RateLimit-Reset") == "1735689670");
+}
+
 // ---- token limit -----------------------------------------------------------
 
 TEST_CASE("token limit: both limits must allow, usage reports the cost") {
@@ -683,6 +911,68 @@ TEST_CASE("shared load plus real traffic never exceeds the limit in total") {
     CHECK(stats["accepted"].get<int64_t>() + stats["rejected"].get<int64_t>() ==
           3'000);
   }
+}
+
+TEST_CASE("shared load opens first-request windows like any client") {
+  FakeClock fake;
+  MockConfig config = Config("5/100ms", Algorithm::kFixed, Dialect::kOpenAi);
+  config.window_start = WindowStart::kFirstRequest;
+  config.shared_load = ParseSharedLoad("1/s", nullptr);
+  MockApi api(config, fake.clock(), FakeClock::wall());
+  // The shared load's request at 0 opened [0, 100ms).
+  fake.At(40 * kMs);
+  Reply reply = api.Echo("");
+  CHECK(Header(reply, "x-ratelimit-remaining-requests") == "3");
+  CHECK(Header(reply, "x-ratelimit-reset-requests") == "60ms");
+
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int64_t> gap(0, 30 * kMs);
+  for (int i = 0; i < 3'000; ++i) {
+    fake.now += gap(rng);
+    api.Echo("");
+  }
+  const Json stats = api.StatsJson();
+  CHECK(stats["max_total_in_window"] == 5);
+  CHECK(stats["max_in_window"] <= 5);
+  CHECK(stats["max_in_any_interval"] > 5);  // windows are not aligned
+  CHECK(stats["shared_accepted"] > 0);
+}
+
+TEST_CASE("first-request windows on the token limit are its own") {
+  FakeClock fake;
+  MockConfig config = Config("5/s", Algorithm::kFixed, Dialect::kOpenAi);
+  config.window_start = WindowStart::kFirstRequest;
+  config.token_limit = ParseLimitSpec("10/2s", nullptr);
+  MockApi api(config, fake.clock(), FakeClock::wall());
+  // Opens [0, 1 s) for requests and [0, 2 s) for tokens.
+  Reply reply = api.Echo(R"({"tokens":4})");
+  CHECK(Header(reply, "x-ratelimit-reset-requests") == "1s");
+  CHECK(Header(reply, "x-ratelimit-reset-tokens") == "2s");
+  // The request window has ended; this opens [1.5 s, 2.5 s).
+  fake.At(1'500 * kMs);
+  reply = api.Echo(R"({"tokens":4})");
+  CHECK(reply.status == 200);
+  CHECK(Header(reply, "x-ratelimit-remaining-requests") == "4");
+  CHECK(Header(reply, "x-ratelimit-reset-requests") == "1s");
+  CHECK(Header(reply, "x-ratelimit-remaining-tokens") == "2");
+  CHECK(Header(reply, "x-ratelimit-reset-tokens") == "500ms");
+  fake.At(1'600 * kMs);
+  reply = api.Echo(R"({"tokens":4})");
+  CHECK(reply.status == 429);
+  CHECK(Body(reply)["retry_after_ms"] == 400);
+  CHECK(Header(reply, "x-ratelimit-reset-requests") == "900ms");
+  CHECK(Header(reply, "x-ratelimit-reset-tokens") == "400ms");
+  // The token window ends at 2 s; with nothing counted, its reset is 0
+  // until a request opens the next.
+  fake.At(2'000 * kMs);
+  reply = api.Echo(R"({"tokens":0})");
+  CHECK(reply.status == 200);
+  CHECK(Header(reply, "x-ratelimit-remaining-tokens") == "10");
+  CHECK(Header(reply, "x-ratelimit-reset-tokens") == "0s");
+  fake.At(2'100 * kMs);
+  reply = api.Echo(R"({"tokens":1})");
+  CHECK(Header(reply, "x-ratelimit-reset-tokens") == "2s");
+  CHECK(Header(reply, "x-ratelimit-reset-requests") == "400ms");
 }
 
 TEST_CASE("shared load draws on the token limit too, one token each") {

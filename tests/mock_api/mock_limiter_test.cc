@@ -459,6 +459,234 @@ TEST_CASE("quota reports limit, remaining and reset per algorithm") {
   CHECK(leaky.quota()->reset_ns == 650 * kMs);
 }
 
+// ---- fixed windows that open at the first request ---------------------------
+
+RateLimiter FirstRequest(int64_t limit, int64_t window_ns,
+                         int64_t origin_ns = 0) {
+  return RateLimiter(
+      Algorithm::kFixed, Spec(limit, window_ns), origin_ns,
+      {.window_start = WindowStart::kFirstRequest, .burst = std::nullopt});
+}
+
+TEST_CASE("ParseWindowStart round-trips every name") {
+  for (WindowStart w : {WindowStart::kAligned, WindowStart::kFirstRequest}) {
+    CHECK(ParseWindowStart(WindowStartName(w)) == w);
+  }
+  CHECK(WindowStartName(WindowStart::kFirstRequest) == "first-request");
+  CHECK_FALSE(ParseWindowStart("first_request").has_value());
+  CHECK_FALSE(ParseWindowStart("").has_value());
+}
+
+TEST_CASE("first-request: a window opens at the first request, not before") {
+  RateLimiter limiter = FirstRequest(3, kSecond);
+  // Nothing has arrived: no window, nothing counted, nothing to reset.
+  limiter.Advance(300 * kMs);
+  CHECK(limiter.quota()->remaining == 3);
+  CHECK(limiter.quota()->reset_ns == 0);
+
+  CHECK(limiter.TryAdmit(400 * kMs).admitted);  // opens [400ms, 1400ms)
+  CHECK(limiter.quota()->remaining == 2);
+  CHECK(limiter.quota()->reset_ns == kSecond);
+  // Later requests in it share its end.
+  CHECK(limiter.TryAdmit(900 * kMs).admitted);
+  CHECK(limiter.quota()->reset_ns == 500 * kMs);
+  CHECK(limiter.TryAdmit(1000 * kMs).admitted);
+  CHECK(limiter.quota()->remaining == 0);
+  CHECK(limiter.quota()->reset_ns == 400 * kMs);
+  const Admission a = limiter.TryAdmit(1100 * kMs);
+  CHECK_FALSE(a.admitted);
+  CHECK(a.retry_after_ns == 300 * kMs);
+  CheckRetryAfterExact(limiter, 1100 * kMs, a.retry_after_ns);
+
+  // The window has ended and nothing opens one: nothing is counted.
+  limiter.Advance(1400 * kMs);
+  CHECK(limiter.quota()->remaining == 3);
+  CHECK(limiter.quota()->reset_ns == 0);
+  limiter.Advance(2000 * kMs);
+  CHECK(limiter.quota()->reset_ns == 0);
+
+  // The next window starts at the next request: [2050ms, 3050ms), neither
+  // on the old grid ([2400ms, 3400ms)) nor on the origin's ([2s, 3s)).
+  CHECK(limiter.TryAdmit(2050 * kMs).admitted);
+  CHECK(limiter.quota()->reset_ns == kSecond);
+  CHECK(limiter.TryAdmit(2050 * kMs).admitted);
+  CHECK(limiter.TryAdmit(2999 * kMs).admitted);
+  CHECK_FALSE(limiter.TryAdmit(3000 * kMs).admitted);
+  const Admission b = limiter.TryAdmit(3049 * kMs);
+  CHECK_FALSE(b.admitted);
+  CHECK(b.retry_after_ns == 1 * kMs);
+  CHECK(limiter.TryAdmit(3050 * kMs).admitted);  // opens [3050ms, 4050ms)
+  CHECK(limiter.quota()->reset_ns == kSecond);
+}
+
+TEST_CASE("first-request: free requests open no window; Reset closes it") {
+  RateLimiter limiter = FirstRequest(2, kSecond);
+  CHECK(limiter.TryAdmit(100 * kMs, 0).admitted);
+  CHECK(limiter.quota()->reset_ns == 0);
+  CHECK(limiter.TryAdmit(600 * kMs).admitted);  // opens [600ms, 1600ms)
+  CHECK(limiter.quota()->reset_ns == kSecond);
+  limiter.Reset(700 * kMs);
+  CHECK(limiter.quota()->remaining == 2);
+  CHECK(limiter.quota()->reset_ns == 0);
+  CHECK(limiter.TryAdmit(900 * kMs).admitted);
+  CHECK(limiter.quota()->reset_ns == kSecond);
+}
+
+TEST_CASE("first-request matches a model of express-rate-limit's store") {
+  // The store's rule: a key whose window has ended (or that has none) gets
+  // a fresh window [t, t + W) at its next counted hit; at most N per window.
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    CAPTURE(seed);
+    const int64_t window = 100 * kMs;
+    const int64_t limit = 1 + static_cast<int64_t>(seed % 5);
+    RateLimiter limiter = FirstRequest(limit, window);
+    bool open = false;
+    int64_t window_end = 0;
+    int64_t count = 0;
+    int64_t refused = 0;
+    int64_t windows = 0;
+    for (int64_t t : Arrivals(seed, 2'000, 60 * kMs)) {
+      if (open && t >= window_end) open = false;
+      const bool expect = !open || count < limit;
+      const RateLimiter before = limiter;
+      const Admission a = limiter.TryAdmit(t);
+      REQUIRE(a.admitted == expect);
+      if (!a.admitted) {
+        ++refused;
+        CHECK(a.retry_after_ns == window_end - t);
+        CheckRetryAfterExact(before, t, a.retry_after_ns);
+        continue;
+      }
+      if (!open) {
+        open = true;
+        window_end = t + window;
+        count = 0;
+        ++windows;
+      }
+      ++count;
+      CHECK(limiter.quota()->reset_ns == window_end - t);
+      CHECK(limiter.quota()->remaining == limit - count);
+    }
+    // The traffic exercised both outcomes and many windows.
+    CHECK(refused > 0);
+    CHECK(windows > 100);
+  }
+}
+
+// ---- leaky bucket with an nginx limit_req burst
+// ------------------------------
+
+RateLimiter Leaky(int64_t limit, int64_t window_ns, int64_t burst) {
+  return RateLimiter(Algorithm::kLeaky, Spec(limit, window_ns), 0,
+                     {.window_start = WindowStart::kAligned, .burst = burst});
+}
+
+TEST_CASE("nginx burst=0: one request per 1/R, nothing more") {
+  RateLimiter limiter = Leaky(20, kSecond, 0);  // rate=20r/s burst=0
+  CHECK(limiter.TryAdmit(0).admitted);
+  Admission a = limiter.TryAdmit(0);
+  CHECK_FALSE(a.admitted);
+  CHECK(a.retry_after_ns == 50 * kMs);
+  a = limiter.TryAdmit(49 * kMs);
+  CHECK_FALSE(a.admitted);
+  CHECK(a.retry_after_ns == 1 * kMs);
+  CheckRetryAfterExact(limiter, 49 * kMs, a.retry_after_ns);
+  CHECK(limiter.TryAdmit(50 * kMs).admitted);
+  // Refusals do not move the timer: only the admission at 50 ms counts.
+  for (int64_t t = 51; t < 100; t += 7) {
+    CHECK_FALSE(limiter.TryAdmit(t * kMs).admitted);
+  }
+  CHECK(limiter.TryAdmit(100 * kMs).admitted);
+  // Idle time saves nothing up: still one at a time.
+  CHECK(limiter.TryAdmit(10 * kSecond).admitted);
+  CHECK_FALSE(limiter.TryAdmit(10 * kSecond).admitted);
+}
+
+TEST_CASE("nginx burst=10: 11 at once after idle, then one per 1/R") {
+  RateLimiter limiter = Leaky(20, kSecond, 10);
+  for (int i = 0; i < 11; ++i) CHECK(limiter.TryAdmit(0).admitted);
+  Quota q = *limiter.quota();
+  CHECK(q.limit == 20);
+  CHECK(q.remaining == 0);
+  CHECK(q.reset_ns == 550 * kMs);  // 11 requests drain at 20/s
+  const Admission a = limiter.TryAdmit(0);
+  CHECK_FALSE(a.admitted);
+  CHECK(a.retry_after_ns == 50 * kMs);
+  CheckRetryAfterExact(limiter, 0, a.retry_after_ns);
+  CHECK_FALSE(limiter.TryAdmit(49 * kMs).admitted);
+  CHECK(limiter.TryAdmit(50 * kMs).admitted);
+  CHECK_FALSE(limiter.TryAdmit(50 * kMs).admitted);
+  CHECK_FALSE(limiter.TryAdmit(99 * kMs).admitted);
+  CHECK(limiter.TryAdmit(100 * kMs).admitted);
+  // After 300 ms more, 6 have drained: 6 fit, the 7th does not.
+  int admitted = 0;
+  while (limiter.TryAdmit(400 * kMs).admitted) ++admitted;
+  CHECK(admitted == 6);
+  // Fully drained: 11 again, not 20.
+  admitted = 0;
+  while (limiter.TryAdmit(2 * kSecond).admitted) ++admitted;
+  CHECK(admitted == 11);
+  CHECK(limiter.quota()->reset_ns == 550 * kMs);
+}
+
+TEST_CASE("a burst may exceed the rate; remaining counts what fits now") {
+  RateLimiter limiter = Leaky(2, kSecond, 5);
+  CHECK(limiter.quota()->remaining == 6);
+  CHECK(limiter.TryAdmit(0, 6).admitted);
+  CHECK(limiter.quota()->reset_ns == 3 * kSecond);
+  const Admission never = limiter.TryAdmit(10 * kSecond, 7);
+  CHECK_FALSE(never.admitted);
+  CHECK(never.exceeds_limit);
+}
+
+TEST_CASE("burst matches nginx limit_req's rule on random traffic") {
+  // nginx, in units of requests: excess = max(prev - R * elapsed + 1, 0)
+  // with elapsed since the last accepted request; refuse when
+  // excess > burst, otherwise store excess and the time. Kept here in
+  // units of 1/W of a request so it stays exact.
+  for (int64_t burst : {0, 1, 3, 10}) {
+    for (uint64_t seed = 1; seed <= 5; ++seed) {
+      CAPTURE(burst);
+      CAPTURE(seed);
+      const int64_t rate = 20;
+      const int64_t window = kSecond;
+      RateLimiter limiter = Leaky(rate, window, burst);
+      __extension__ typedef __int128 Wide;
+      Wide excess = 0;
+      int64_t last = 0;
+      bool fresh = true;  // nginx admits a key's first request outright
+      int64_t refused = 0;
+      for (int64_t t : Arrivals(seed, 3'000, 80 * kMs)) {
+        Wide next = excess - Wide{rate} * (t - last) + window;
+        if (next < 0) next = 0;
+        const bool expect = fresh || next <= Wide{burst} * window;
+        const RateLimiter before = limiter;
+        const Admission a = limiter.TryAdmit(t);
+        REQUIRE(a.admitted == expect);
+        if (a.admitted) {
+          excess = fresh ? 0 : next;
+          last = t;
+          fresh = false;
+        } else {
+          ++refused;
+          CheckRetryAfterExact(before, t, a.retry_after_ns);
+        }
+      }
+      CHECK(refused > 0);
+      CHECK(refused < 3'000);
+    }
+  }
+}
+
+TEST_CASE("without a burst the leaky bucket keeps capacity N") {
+  RateLimiter defaulted = Make(Algorithm::kLeaky, 5, kSecond);
+  RateLimiter explicit_burst = Leaky(5, kSecond, 4);
+  for (int64_t t : Arrivals(3, 2'000, 100 * kMs)) {
+    REQUIRE(defaulted.TryAdmit(t).admitted ==
+            explicit_burst.TryAdmit(t).admitted);
+  }
+}
+
 TEST_CASE("IntervalMaxTracker counts half-open intervals exactly") {
   IntervalMaxTracker tracker(1000);
   tracker.Record(0);
@@ -495,6 +723,19 @@ TEST_CASE("FixedWindowMaxTracker counts per aligned window") {
   CHECK(tracker.max() == 4);
   tracker.Record(2100);
   CHECK(tracker.max() == 4);
+}
+
+TEST_CASE("FixedWindowMaxTracker counts per named window") {
+  FixedWindowMaxTracker tracker(0, 1000);
+  tracker.RecordInWindow(500);  // [500, 1500)
+  tracker.RecordInWindow(500);
+  tracker.RecordInWindow(1600);  // [1600, 2600): a new window
+  CHECK(tracker.max() == 2);
+  for (int i = 0; i < 2; ++i) tracker.RecordInWindow(1600);
+  CHECK(tracker.max() == 3);
+  // Record names the aligned window holding t, here [2000, 3000).
+  tracker.Record(2100);
+  CHECK(tracker.max() == 3);
 }
 
 // ---- MockApi: endpoint logic with a fake clock -----------------------------
@@ -816,6 +1057,182 @@ TEST_CASE("only /v1 paths count toward requests when not found") {
   CHECK(reply.status == 404);
   CHECK(Body(reply)["error"] == "not_found");
   CHECK(api.StatsJson()["requests"] == 0);
+}
+
+TEST_CASE("first-request: max_in_window counts the windows actually opened") {
+  FakeClock fake;
+  MockConfig config = LimitedConfig("3/s", Algorithm::kFixed);
+  config.window_start = WindowStart::kFirstRequest;
+  MockApi api(config, fake.clock());
+  const int64_t start = fake.now;
+  fake.now = start + 500 * kMs;  // opens [500ms, 1500ms)
+  CHECK(api.Echo("").status == 200);
+  fake.now = start + 1200 * kMs;
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 429);
+  fake.now = start + 1600 * kMs;  // opens [1600ms, 2600ms)
+  for (int i = 0; i < 3; ++i) CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 429);
+  const Json stats = api.StatsJson();
+  CHECK(stats["accepted"] == 6);
+  // The aligned second [1s, 2s) holds 5, but no window the limiter opened
+  // held more than 3.
+  CHECK(stats["max_in_window"] == 3);
+  CHECK(stats["max_total_in_window"] == 3);
+  CHECK(stats["max_in_any_interval"] == 5);
+}
+
+TEST_CASE("max_attempted_in_any_interval counts refused requests too") {
+  FakeClock fake;
+  MockApi api(LimitedConfig("20/s", Algorithm::kFixed), fake.clock());
+  CHECK(api.StatsJson()["max_attempted_in_any_interval"] == 0);
+  int accepted = 0;
+  for (int i = 0; i < 30; ++i) accepted += api.Echo("").status == 200;
+  CHECK(accepted == 20);
+  Json stats = api.StatsJson();
+  CHECK(stats["max_in_window"] == 20);
+  CHECK(stats["max_in_any_interval"] == 20);
+  CHECK(stats["max_attempted_in_any_interval"] == 30);
+
+  // A client that never sends more than 20 in any second stays at 20.
+  api.Configure(R"({"limit":"20/s"})");
+  CHECK(api.StatsJson()["max_attempted_in_any_interval"] == 0);
+  for (int i = 0; i < 100; ++i) {
+    fake.now += 50 * kMs;
+    CHECK(api.Echo("").status == 200);
+  }
+  CHECK(api.StatsJson()["max_attempted_in_any_interval"] == 20);
+}
+
+TEST_CASE("max_attempted_in_any_interval: what the limiter decided on") {
+  FakeClock fake;
+  MockConfig config = LimitedConfig("2/s", Algorithm::kSliding);
+  config.shared_load = ParseSharedLoad("10/s", nullptr);
+  MockApi api(config, fake.clock());
+  // Requests the limiter never sees: bad bodies and forced failures.
+  CHECK(api.Batch("not json").status == 400);
+  api.Configure(R"({"fail_status":502})");
+  CHECK(api.Echo("").status == 502);
+  api.Configure(R"({"fail_status":null,"error_rate":1})");
+  // Admitted, then failed with an injected 500: decided on, so counted.
+  CHECK(api.Echo("").status == 500);
+  fake.now += 2 * kMs;
+  // The shared load's request and the 500 used the quota.
+  CHECK(api.Echo("").status == 429);
+  // The shared load's own requests are not counted.
+  fake.now += 200 * kMs;
+  const Json stats = api.StatsJson();
+  CHECK(stats["shared_accepted"] == 1);
+  CHECK(stats["shared_rejected"] == 2);
+  CHECK(stats["max_attempted_in_any_interval"] == 2);
+  CHECK(stats["max_in_any_interval"] == 0);
+  CHECK(stats["requests"] == 4);
+
+  api.Configure(R"({"limit":null,"shared_load":null})");
+  for (int i = 0; i < 5; ++i) CHECK(api.Echo("").status == 500);
+  CHECK(api.StatsJson()["max_attempted_in_any_interval"].is_null());
+  // Restarted with the limiter, like the other maxima.
+  api.Configure(R"({"limit":"5/s","error_rate":0})");
+  for (int i = 0; i < 3; ++i) CHECK(api.Echo("").status == 200);
+  CHECK(api.StatsJson()["max_attempted_in_any_interval"] == 3);
+  api.Reset();
+  CHECK(api.StatsJson()["max_attempted_in_any_interval"] == 0);
+}
+
+TEST_CASE("nginx limit_req: leaky with a burst, no headers, 503") {
+  FakeClock fake;
+  MockConfig config = LimitedConfig("20/s", Algorithm::kLeaky);
+  config.burst = 10;
+  config.dialect = Dialect::kNone;
+  MockApi api(config, fake.clock());
+  for (int i = 0; i < 11; ++i) CHECK(api.Echo("").status == 200);
+  Reply reply = api.Echo("");
+  CHECK(reply.status == 503);
+  CHECK(reply.headers.empty());
+  CHECK(reply.body == R"({"error":"rate_limited"})");
+  fake.now += 49 * kMs;
+  CHECK(api.Echo("").status == 503);
+  fake.now += 1 * kMs;
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 503);
+  CHECK(api.ConfigJson()["burst"] == 10);
+
+  // burst 0: one request per 50 ms.
+  REQUIRE(api.Configure(R"({"burst":0,"reject_status":429})").status == 200);
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 429);
+  fake.now += 49 * kMs;
+  CHECK(api.Echo("").status == 429);
+  fake.now += 1 * kMs;
+  CHECK(api.Echo("").status == 200);
+  // null restores capacity N: 20 at once.
+  REQUIRE(api.Configure(R"({"burst":null})").status == 200);
+  int accepted = 0;
+  for (int i = 0; i < 30; ++i) accepted += api.Echo("").status == 200;
+  CHECK(accepted == 20);
+}
+
+TEST_CASE("window_start, burst and reset_rounding are validated together") {
+  FakeClock fake;
+  MockApi api(LimitedConfig("20/s", Algorithm::kFixed), fake.clock());
+  Json config = api.ConfigJson();
+  CHECK(config["window_start"] == "aligned");
+  CHECK(config["burst"].is_null());
+  CHECK(config["reset_rounding"] == "up");
+  const char* bad[] = {
+      R"({"window_start":"first"})",
+      R"({"window_start":1})",
+      R"({"reset_rounding":"nearest"})",
+      R"({"reset_rounding":null})",
+      R"({"burst":-1})",
+      R"({"burst":1.5})",
+      R"({"burst":"3"})",
+      R"({"burst":1000000000001})",
+      // Only leaky has a burst.
+      R"({"burst":3})",
+      R"({"algorithm":"sliding","burst":3})",
+      // A full bucket must drain within 366 days.
+      R"({"algorithm":"leaky","limit":"1/d","burst":366})",
+  };
+  for (const char* body : bad) {
+    CAPTURE(body);
+    const Reply reply = api.Configure(body);
+    CHECK(reply.status == 400);
+    CHECK(Body(reply)["error"] == "bad_config");
+    CHECK(Body(reply)["message"].get<std::string>().find('\n') ==
+          std::string::npos);
+  }
+  CHECK(api.ConfigJson() == config);
+
+  Reply reply = api.Configure(
+      R"({"algorithm":"leaky","limit":"1/d","burst":365,)"
+      R"("window_start":"first-request","reset_rounding":"down"})");
+  REQUIRE(reply.status == 200);
+  config = Body(reply);
+  CHECK(config["burst"] == 365);
+  CHECK(config["window_start"] == "first-request");
+  CHECK(config["reset_rounding"] == "down");
+  // Leaving leaky needs the burst dropped in the same change.
+  CHECK(api.Configure(R"({"algorithm":"fixed"})").status == 400);
+  CHECK(api.Configure(R"({"algorithm":"fixed","burst":null})").status == 200);
+}
+
+TEST_CASE("mentioning window_start or burst restarts metering") {
+  FakeClock fake;
+  MockApi api(LimitedConfig("1/min", Algorithm::kFixed), fake.clock());
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 429);
+  REQUIRE(api.Configure(R"({"window_start":"aligned"})").status == 200);
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 429);
+  REQUIRE(api.Configure(R"({"reset_rounding":"down"})").status == 200);
+  CHECK(api.Echo("").status == 429);  // rounding is not metering
+  REQUIRE(api.Configure(R"({"algorithm":"leaky","burst":0})").status == 200);
+  CHECK(api.Echo("").status == 200);
+  CHECK(api.Echo("").status == 429);
+  REQUIRE(api.Configure(R"({"burst":0})").status == 200);
+  CHECK(api.Echo("").status == 200);
 }
 
 }  // namespace

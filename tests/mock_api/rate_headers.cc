@@ -42,21 +42,30 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 
 int64_t CeilDiv(int64_t a, int64_t b) { return -FloorDiv(-a, b); }
 
-// Delay-seconds as the IETF drafts define them: whole seconds, rounded up
-// so a client that waits that long finds the quota back.
-int64_t DeltaSeconds(int64_t ns) {
-  return CeilDiv(std::max<int64_t>(0, ns), kNsPerSecond);
+// Whole seconds in `ns`, rounded as configured.
+int64_t WholeSeconds(int64_t ns, ResetRounding rounding) {
+  return rounding == ResetRounding::kUp ? CeilDiv(ns, kNsPerSecond)
+                                        : FloorDiv(ns, kNsPerSecond);
 }
 
-// Windows in IETF policies are whole seconds; a sub-second window is
-// reported as 1 s, which the syntax cannot do better than.
+// Delay-seconds as the IETF drafts define them (never negative).
+int64_t DeltaSeconds(int64_t ns, ResetRounding rounding) {
+  return WholeSeconds(std::max<int64_t>(0, ns), rounding);
+}
+
+// Windows in IETF policies are whole seconds, always rounded up; a
+// sub-second window is reported as 1 s, which the syntax cannot do better
+// than.
 int64_t WindowSeconds(int64_t window_ns) {
-  return std::max<int64_t>(1, DeltaSeconds(window_ns));
+  return std::max<int64_t>(1, DeltaSeconds(window_ns, ResetRounding::kUp));
 }
 
-// The first whole Unix second at or after `unix_ns + delay_ns`.
-int64_t EpochSecondsAfter(int64_t unix_ns, int64_t delay_ns) {
-  return CeilDiv(unix_ns + std::max<int64_t>(0, delay_ns), kNsPerSecond);
+// The whole Unix second of the instant `delay_ns` after `unix_ns`: the
+// first at or after it when rounding up, the one holding it when rounding
+// down.
+int64_t EpochSecondsAfter(int64_t unix_ns, int64_t delay_ns,
+                          ResetRounding rounding) {
+  return WholeSeconds(unix_ns + std::max<int64_t>(0, delay_ns), rounding);
 }
 
 struct Civil {
@@ -88,15 +97,21 @@ void Add(Headers& headers, std::string name, int64_t value) {
   headers.emplace_back(std::move(name), std::to_string(value));
 }
 
+// As a real server's: the whole second the reply was made in, truncated
+// whatever the reset rounding.
 void AddDate(Headers& headers, const HeaderInput& input) {
   Add(headers, "Date", ImfFixdate(FloorDiv(input.unix_now_ns, kNsPerSecond)));
 }
 
+// Retry-After as delay-seconds: at least 1 when rounding up, see
+// RetryAfterSeconds; possibly 0 when rounding down.
 void AddRetryAfterSeconds(Headers& headers, const HeaderInput& input,
                           const char* name = "Retry-After") {
-  if (input.retry_after_ns) {
-    Add(headers, name, RetryAfterSeconds(*input.retry_after_ns));
-  }
+  if (!input.retry_after_ns) return;
+  Add(headers, name,
+      input.reset_rounding == ResetRounding::kUp
+          ? RetryAfterSeconds(*input.retry_after_ns)
+          : DeltaSeconds(*input.retry_after_ns, ResetRounding::kDown));
 }
 
 // OpenAI: x-ratelimit-limit-<unit>, -remaining-<unit>, -reset-<unit>.
@@ -143,6 +158,16 @@ std::string_view DialectNames() {
 
 int DefaultRejectStatus(Dialect dialect) {
   return dialect == Dialect::kNone ? 503 : 429;
+}
+
+std::string_view ResetRoundingName(ResetRounding rounding) {
+  return rounding == ResetRounding::kDown ? "down" : "up";
+}
+
+std::optional<ResetRounding> ParseResetRounding(std::string_view name) {
+  if (name == "up") return ResetRounding::kUp;
+  if (name == "down") return ResetRounding::kDown;
+  return std::nullopt;
 }
 
 std::string GoDuration(int64_t ns) {
@@ -201,6 +226,7 @@ std::string ImfFixdate(int64_t unix_s) {
 Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
   Headers headers;
   const std::optional<Quota>& requests = input.requests;
+  const ResetRounding rounding = input.reset_rounding;
   switch (dialect) {
     case Dialect::kRetryAfter:
       AddRetryAfterSeconds(headers, input);
@@ -212,7 +238,8 @@ Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
                 ";w=" + std::to_string(WindowSeconds(requests->window_ns)));
         Add(headers, "RateLimit-Limit", requests->limit);
         Add(headers, "RateLimit-Remaining", requests->remaining);
-        Add(headers, "RateLimit-Reset", DeltaSeconds(requests->reset_ns));
+        Add(headers, "RateLimit-Reset",
+            DeltaSeconds(requests->reset_ns, rounding));
       }
       AddRetryAfterSeconds(headers, input);
       break;
@@ -222,9 +249,9 @@ Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
             std::to_string(requests->limit) +
                 ";w=" + std::to_string(WindowSeconds(requests->window_ns)));
         Add(headers, "RateLimit",
-            "limit=" + std::to_string(requests->limit) +
-                ", remaining=" + std::to_string(requests->remaining) +
-                ", reset=" + std::to_string(DeltaSeconds(requests->reset_ns)));
+            "limit=" + std::to_string(requests->limit) + ", remaining=" +
+                std::to_string(requests->remaining) + ", reset=" +
+                std::to_string(DeltaSeconds(requests->reset_ns, rounding)));
       }
       AddRetryAfterSeconds(headers, input);
       break;
@@ -235,8 +262,8 @@ Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
                 ";w=" + std::to_string(WindowSeconds(requests->window_ns)));
         Add(headers, "RateLimit",
             std::string(kPolicyName) +
-                ";r=" + std::to_string(requests->remaining) +
-                ";t=" + std::to_string(DeltaSeconds(requests->reset_ns)));
+                ";r=" + std::to_string(requests->remaining) + ";t=" +
+                std::to_string(DeltaSeconds(requests->reset_ns, rounding)));
       }
       AddRetryAfterSeconds(headers, input);
       break;
@@ -246,7 +273,7 @@ Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
         Add(headers, "X-RateLimit-Limit", requests->limit);
         Add(headers, "X-RateLimit-Remaining", requests->remaining);
         Add(headers, "X-RateLimit-Reset",
-            EpochSecondsAfter(input.unix_now_ns, requests->reset_ns));
+            EpochSecondsAfter(input.unix_now_ns, requests->reset_ns, rounding));
       }
       AddRetryAfterSeconds(headers, input);
       break;
@@ -259,7 +286,7 @@ Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
         Add(headers, "x-ratelimit-remaining", requests->remaining);
         Add(headers, "x-ratelimit-used", requests->limit - requests->remaining);
         Add(headers, "x-ratelimit-reset",
-            EpochSecondsAfter(input.unix_now_ns, requests->reset_ns));
+            EpochSecondsAfter(input.unix_now_ns, requests->reset_ns, rounding));
         Add(headers, "x-ratelimit-resource", kGitHubResource);
       }
       break;
@@ -278,8 +305,8 @@ Headers RateLimitHeaders(Dialect dialect, const HeaderInput& input) {
       AddDate(headers, input);
       if (input.retry_after_ns) {
         Add(headers, "Retry-After",
-            ImfFixdate(
-                EpochSecondsAfter(input.unix_now_ns, *input.retry_after_ns)));
+            ImfFixdate(EpochSecondsAfter(input.unix_now_ns,
+                                         *input.retry_after_ns, rounding)));
       }
       break;
     case Dialect::kNone:

@@ -40,6 +40,22 @@ std::string_view DialectNames();
 // nginx sends), 429 otherwise.
 int DefaultRejectStatus(Dialect dialect);
 
+// How resets and Retry-After are rounded where the syntax has only whole
+// seconds (epoch seconds, delay-seconds, HTTP-dates). Fields with
+// milliseconds (Go durations, RFC 3339) are always rounded up.
+enum class ResetRounding {
+  // Up, so a client that waits the stated time finds the quota back
+  // (express-rate-limit's Math.ceil); Retry-After is at least 1.
+  kUp,
+  // Truncated, as Flask-Limiter's int() does: the stated time can be up
+  // to a second early, and Retry-After can be 0.
+  kDown,
+};
+
+std::string_view ResetRoundingName(ResetRounding rounding);
+// Accepts the CLI spellings: up, down.
+std::optional<ResetRounding> ParseResetRounding(std::string_view name);
+
 // Everything a dialect may report about one response.
 struct HeaderInput {
   // Unix time, in ns, at which the request was decided.
@@ -49,6 +65,8 @@ struct HeaderInput {
   std::optional<Quota> tokens;
   // Set on a rate-limit rejection: how long until the request would fit.
   std::optional<int64_t> retry_after_ns;
+  // How the whole-second fields derived from those are rounded.
+  ResetRounding reset_rounding = ResetRounding::kUp;
 };
 
 // The header fields `dialect` sends with a reply, in a stable order.

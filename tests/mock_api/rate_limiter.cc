@@ -43,6 +43,22 @@ std::optional<Algorithm> ParseAlgorithm(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view WindowStartName(WindowStart window_start) {
+  switch (window_start) {
+    case WindowStart::kAligned:
+      return "aligned";
+    case WindowStart::kFirstRequest:
+      return "first-request";
+  }
+  return "aligned";
+}
+
+std::optional<WindowStart> ParseWindowStart(std::string_view name) {
+  if (name == "aligned") return WindowStart::kAligned;
+  if (name == "first-request") return WindowStart::kFirstRequest;
+  return std::nullopt;
+}
+
 int64_t RetryAfterSeconds(int64_t retry_after_ns) {
   return std::max<int64_t>(1, CeilDivPositive(retry_after_ns, kNsPerSecond));
 }
@@ -52,15 +68,16 @@ int64_t RetryAfterMillis(int64_t retry_after_ns) {
 }
 
 RateLimiter::RateLimiter(Algorithm algorithm, std::optional<LimitSpec> spec,
-                         int64_t origin_ns)
-    : algorithm_(algorithm), spec_(std::move(spec)) {
+                         int64_t origin_ns, LimiterOptions options)
+    : algorithm_(algorithm), spec_(std::move(spec)), options_(options) {
   Reset(origin_ns);
 }
 
 void RateLimiter::Reset(int64_t origin_ns) {
   origin_ns_ = origin_ns;
   last_now_ns_ = origin_ns;
-  window_index_ = 0;
+  window_open_ = options_.window_start == WindowStart::kAligned;
+  window_end_ns_ = spec_ ? origin_ns + spec_->window_ns : origin_ns;
   window_count_ = 0;
   admitted_.clear();
   admitted_cost_ = 0;
@@ -68,8 +85,15 @@ void RateLimiter::Reset(int64_t origin_ns) {
   if (spec_ && algorithm_ == Algorithm::kTokenBucket) level_ = Capacity();
 }
 
+int64_t RateLimiter::MaxCost() const {
+  if (algorithm_ == Algorithm::kLeaky && options_.burst) {
+    return *options_.burst + 1;
+  }
+  return spec_->limit;
+}
+
 RateLimiter::Wide RateLimiter::Capacity() const {
-  return static_cast<Wide>(spec_->limit) * static_cast<Wide>(spec_->window_ns);
+  return static_cast<Wide>(MaxCost()) * static_cast<Wide>(spec_->window_ns);
 }
 
 Admission RateLimiter::TryAdmit(int64_t now_ns, int64_t cost) {
@@ -87,14 +111,19 @@ void RateLimiter::Advance(int64_t now_ns) {
   const Wide elapsed = static_cast<Wide>(now_ns - last_now_ns_);
   last_now_ns_ = now_ns;
   switch (algorithm_) {
-    case Algorithm::kFixed: {
-      const int64_t index = FloorDiv(now_ns - origin_ns_, window);
-      if (index != window_index_) {
-        window_index_ = index;
+    case Algorithm::kFixed:
+      if (window_open_ && now_ns >= window_end_ns_) {
         window_count_ = 0;
+        if (options_.window_start == WindowStart::kAligned) {
+          // The grid goes on: the window holding now.
+          window_end_ns_ =
+              origin_ns_ + (FloorDiv(now_ns - origin_ns_, window) + 1) * window;
+        } else {
+          // The next charged request opens the next window.
+          window_open_ = false;
+        }
       }
       break;
-    }
     case Algorithm::kSliding:
       // The interval is half-open on the left: a request exactly W ago no
       // longer counts.
@@ -117,19 +146,17 @@ void RateLimiter::Advance(int64_t now_ns) {
 Admission RateLimiter::Check(int64_t cost) const {
   if (!spec_) return {};
   const int64_t limit = spec_->limit;
-  if (cost > limit) return {.admitted = false, .exceeds_limit = true};
+  if (cost > MaxCost()) return {.admitted = false, .exceeds_limit = true};
   const int64_t now_ns = last_now_ns_;
   const int64_t window = spec_->window_ns;
   const Wide wide_window = static_cast<Wide>(window);
   const Wide rate = static_cast<Wide>(limit);
   const Wide need = static_cast<Wide>(cost) * wide_window;
   switch (algorithm_) {
-    case Algorithm::kFixed: {
+    case Algorithm::kFixed:
       if (window_count_ + cost <= limit) return {};
-      const int64_t next_window_start =
-          origin_ns_ + (window_index_ + 1) * window;
-      return {.admitted = false, .retry_after_ns = next_window_start - now_ns};
-    }
+      // Something is counted, so a window is open; the next one admits.
+      return {.admitted = false, .retry_after_ns = window_end_ns_ - now_ns};
     case Algorithm::kSliding: {
       if (admitted_cost_ + cost <= limit) return {};
       // The request fits once enough of the oldest admissions have left.
@@ -164,6 +191,10 @@ void RateLimiter::Consume(int64_t cost) {
       static_cast<Wide>(cost) * static_cast<Wide>(spec_->window_ns);
   switch (algorithm_) {
     case Algorithm::kFixed:
+      if (!window_open_) {
+        window_open_ = true;
+        window_end_ns_ = last_now_ns_ + spec_->window_ns;
+      }
       window_count_ += cost;
       break;
     case Algorithm::kSliding:
@@ -189,8 +220,7 @@ std::optional<Quota> RateLimiter::quota() const {
   switch (algorithm_) {
     case Algorithm::kFixed:
       quota.remaining = std::max<int64_t>(0, spec_->limit - window_count_);
-      quota.reset_ns =
-          origin_ns_ + (window_index_ + 1) * spec_->window_ns - last_now_ns_;
+      quota.reset_ns = window_open_ ? window_end_ns_ - last_now_ns_ : 0;
       break;
     case Algorithm::kSliding:
       quota.remaining = std::max<int64_t>(0, spec_->limit - admitted_cost_);
