@@ -542,7 +542,7 @@ Broker::Answer Broker::read_answer(protocol::WireResult& r,
   const std::int64_t status = r.status.value_or(0);
   a.status = status < 0 || status > 999 ? 0 : static_cast<int>(status);
   if (!r.observation.is_null()) {
-    a.obs = Observation::from_json(r.observation);
+    a.obs = QuotaObservation::from_json(r.observation);
     a.observation_json = r.observation.dump();
   }
   a.headers_json = std::move(r.headers_json);
@@ -1263,7 +1263,8 @@ json Broker::stats(Millis now) {
         if (u.learned.empty()) limits.push_back(u.spec.to_string());
         usage.push_back({{"limit", u.spec.to_string()},
                          {"used", u.used},
-                         {"learned", !u.learned.empty()}});
+                         {"learned", !u.learned.empty()},
+                         {"margin_ms", u.margin_ms}});
       }
       j["base_url"] = l->config().base_url;
       j["limits"] = limits;
@@ -1627,9 +1628,7 @@ void Broker::timers(Millis now) {
   const bool save_due = now >= next_lane_save_;
   for (Lane* l : lane_order_) {
     QuotaState& q = l->quota();
-    bool backlog = l->has_ready() && l->under_concurrency() &&
-                   l->limiter().next_admit(l->head().cost, now) > now;
-    q.tick(now, backlog);
+    q.tick(now);
     l->sync_learned(now);
     if (save_due && q.take_dirty())
       store_->save_lane(l->name(), q.paused_until(now), q.pause_reason(),

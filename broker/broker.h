@@ -106,7 +106,7 @@ class Broker {
   struct Answer {
     int status = 0;
     Outcome outcome = Outcome::kTransient;
-    std::optional<Observation> obs;
+    std::optional<QuotaObservation> obs;
     std::string observation_json;
     std::string headers_json;  // empty: none
     std::string error;

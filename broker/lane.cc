@@ -14,6 +14,10 @@ QuotaSettings quota_settings(const ApiConfig& api) {
                                            [](const LimitSpec& l) {
                                              return l.counts_requests();
                                            });
+  s.learn = api.learn;
+  // A lane with no request limit of its own learns the server first.
+  s.probe_first = s.learn_rate;
+  s.configured = api.limits;
   s.backoff_base_ms = api.backoff_base_ms;
   s.backoff_cap_ms = api.backoff_cap_ms;
   s.circuit_failures = api.circuit_failures;
@@ -50,6 +54,7 @@ void Lane::on_start(std::int64_t cost, Millis now, std::int64_t requests) {
 
 void Lane::sync_learned(Millis now) {
   if (!quota_.take_limits_changed()) return;
+  limiter_.set_margin_scale(quota_.margin_scale());
   std::vector<std::string> keys;
   for (const auto& l : quota_.learned()) {
     // learn = false: the configured limits are the only limiter limits

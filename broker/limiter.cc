@@ -1,8 +1,26 @@
 #include "broker/limiter.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace pacer {
+
+namespace {
+
+constexpr std::int64_t kUsPerMs = 1000;
+
+// The leaky bucket's spacing per unit, rounded up (never faster).
+std::int64_t interval_us(const LimitSpec& spec) {
+  const std::int64_t total = spec.window_ms * kUsPerMs;
+  return std::max<std::int64_t>(1, (total + spec.amount - 1) / spec.amount);
+}
+
+// A time in microseconds as the millisecond at or after it.
+Millis ceil_ms(std::int64_t us) {
+  return us >= 0 ? (us + kUsPerMs - 1) / kUsPerMs : us / kUsPerMs;
+}
+
+}  // namespace
 
 Limiter::Limiter(std::vector<LimitSpec> limits, std::optional<Millis> margin)
     : specs_(std::move(limits)) {
@@ -10,17 +28,37 @@ Limiter::Limiter(std::vector<LimitSpec> limits, std::optional<Millis> margin)
 }
 
 Limiter::Log Limiter::make_log(const LimitSpec& spec,
-                               std::optional<Millis> margin) {
+                               std::optional<Millis> margin) const {
   Log log;
   log.spec = spec;
-  log.span =
-      spec.window_ms + (margin ? *margin : default_margin(spec.window_ms));
+  log.base_margin = margin ? *margin : default_margin(spec);
+  if (spec.leaky()) log.interval_us = interval_us(spec);
+  apply_margin(log);
   // Exact logs for short windows; for long ones, round so that at most
   // ~kMaxEntries distinct times exist within a span.
-  if (spec.amount > static_cast<std::int64_t>(kMaxEntries))
+  if (!spec.leaky() && spec.amount > static_cast<std::int64_t>(kMaxEntries))
     log.bucket =
         std::max<Millis>(1, log.span / static_cast<Millis>(kMaxEntries));
   return log;
+}
+
+void Limiter::apply_margin(Log& log) const {
+  const Millis scale_of =
+      log.spec.leaky() ? ceil_ms(log.interval_us) : log.spec.window_ms;
+  const Millis cap = std::max(log.base_margin, scale_of / 10);
+  const double scaled = static_cast<double>(log.base_margin) * margin_scale_;
+  log.margin = std::min<Millis>(cap, static_cast<Millis>(std::ceil(scaled)));
+  // A leaky bucket's level can hold starts older than its window when the
+  // burst is larger than the amount: replay after a restart must see them.
+  Millis reach = log.spec.window_ms;
+  if (log.spec.leaky())
+    reach = std::max(reach, ceil_ms((*log.spec.burst + 1) * log.interval_us));
+  log.span = reach + log.margin;
+}
+
+void Limiter::set_margin_scale(double scale) {
+  margin_scale_ = std::isfinite(scale) ? std::max(1.0, scale) : 1.0;
+  for (auto& log : logs_) apply_margin(log);
 }
 
 void Limiter::upsert_learned(const std::string& key, const LimitSpec& spec,
@@ -28,11 +66,20 @@ void Limiter::upsert_learned(const std::string& key, const LimitSpec& spec,
                              std::int64_t seed_units, Millis now) {
   for (auto& log : logs_) {
     if (log.key != key) continue;
+    if (log.spec == spec &&
+        log.base_margin == (margin ? *margin : default_margin(spec)))
+      return;
     Log fresh = make_log(spec, margin);
     fresh.key = key;
     // Keep what was started; re-round it for the new granularity (later,
-    // never earlier, so the log stays safe).
+    // never earlier, so the log stays safe). A leaky bucket keeps no
+    // entries: its successor starts from its level, charged now.
     for (const auto& e : log.entries) add(fresh, e.units, e.t);
+    if (log.spec.leaky() && log.tat_us > now * kUsPerMs)
+      add(fresh,
+          (log.tat_us - now * kUsPerMs + log.interval_us - 1) /
+              log.interval_us,
+          now);
     log = std::move(fresh);
     return;
   }
@@ -53,6 +100,13 @@ void Limiter::correct(std::int64_t delta, Millis t, Millis now) {
   if (delta == 0) return;
   for (auto& log : logs_) {
     if (log.spec.counts_requests()) continue;
+    if (log.spec.leaky()) {
+      // The bucket's level moves by the difference; it never goes below
+      // empty (a theoretical arrival time in the past).
+      log.tat_us = std::max(log.tat_us + delta * log.interval_us,
+                            std::min(log.tat_us, now * kUsPerMs));
+      continue;
+    }
     evict(log, now);
     Millis when = t;
     if (log.bucket > 0) when = (t + log.bucket - 1) / log.bucket * log.bucket;
@@ -77,6 +131,11 @@ Millis Limiter::default_margin(Millis window_ms) {
   return std::clamp<Millis>(window_ms / 50, 1, 50);
 }
 
+Millis Limiter::default_margin(const LimitSpec& spec) {
+  if (!spec.leaky()) return default_margin(spec.window_ms);
+  return default_margin(ceil_ms(interval_us(spec)));
+}
+
 void Limiter::evict(Log& log, Millis now) {
   while (!log.entries.empty() && log.entries.front().t <= now - log.span) {
     log.sum -= log.entries.front().units;
@@ -84,10 +143,33 @@ void Limiter::evict(Log& log, Millis now) {
   }
 }
 
+Millis Limiter::log_admit(const Log& log, std::int64_t c, Millis now) {
+  if (log.spec.leaky()) {
+    // GCRA: a start of c units fits once the bucket has room for them,
+    // keeping the margin in reserve: tat + (c - burst - 1) * T + margin.
+    const std::int64_t room = *log.spec.burst + 1;
+    if (c > room) return kNever;
+    const std::int64_t at_us = log.tat_us + (c - room) * log.interval_us +
+                               log.margin * kUsPerMs;
+    return std::max(now, ceil_ms(at_us));
+  }
+  if (c > log.spec.amount) return kNever;
+  std::int64_t need = log.sum + c - log.spec.amount;
+  if (need <= 0) return now;
+  // Walk from the oldest start until enough units have expired; the start
+  // that frees the last needed unit stops counting at t + span.
+  std::int64_t freed = 0;
+  for (const auto& e : log.entries) {
+    freed += e.units;
+    if (freed >= need) return std::max(now, e.t + log.span);
+  }
+  return now;
+}
+
 bool Limiter::admits(std::int64_t cost, Millis now, std::int64_t requests) {
   for (auto& log : logs_) {
     evict(log, now);
-    if (log.sum + charge(log, cost, requests) > log.spec.amount) return false;
+    if (log_admit(log, charge(log, cost, requests), now) > now) return false;
   }
   return true;
 }
@@ -97,20 +179,9 @@ Millis Limiter::next_admit(std::int64_t cost, Millis now,
   Millis at = now;
   for (auto& log : logs_) {
     evict(log, now);
-    std::int64_t c = charge(log, cost, requests);
-    if (c > log.spec.amount) return kNever;
-    std::int64_t need = log.sum + c - log.spec.amount;
-    if (need <= 0) continue;
-    // Walk from the oldest start until enough units have expired; the start
-    // that frees the last needed unit stops counting at t + span.
-    std::int64_t freed = 0;
-    for (const auto& e : log.entries) {
-      freed += e.units;
-      if (freed >= need) {
-        at = std::max(at, e.t + log.span);
-        break;
-      }
-    }
+    Millis t = log_admit(log, charge(log, cost, requests), now);
+    if (t == kNever) return kNever;
+    at = std::max(at, t);
   }
   return at;
 }
@@ -122,18 +193,30 @@ void Limiter::record(std::int64_t cost, Millis t, std::int64_t requests) {
 std::int64_t Limiter::max_units() const {
   std::int64_t m = INT64_MAX;
   for (const auto& log : logs_)
-    if (!log.spec.counts_requests()) m = std::min(m, log.spec.amount);
+    if (!log.spec.counts_requests())
+      m = std::min(m, log.spec.leaky() ? *log.spec.burst + 1 : log.spec.amount);
   return m;
 }
 
 std::int64_t Limiter::max_requests() const {
   std::int64_t m = INT64_MAX;
   for (const auto& log : logs_)
-    if (log.spec.counts_requests()) m = std::min(m, log.spec.amount);
+    if (log.spec.counts_requests())
+      m = std::min(m, log.spec.leaky() ? *log.spec.burst + 1 : log.spec.amount);
   return m;
 }
 
 void Limiter::add(Log& log, std::int64_t c, Millis t) {
+  if (log.spec.leaky()) {
+    if (t != log.last_t) {
+      log.tat_before_us = log.tat_us;
+      log.last_t = t;
+      log.last_units = 0;
+    }
+    log.last_units += c;
+    log.tat_us = std::max(log.tat_us, t * kUsPerMs) + c * log.interval_us;
+    return;
+  }
   Millis when = t;
   if (log.bucket > 0) when = (t + log.bucket - 1) / log.bucket * log.bucket;
   // Starts are recorded in time order in practice; keep the deque sorted
@@ -157,6 +240,14 @@ void Limiter::add(Log& log, std::int64_t c, Millis t) {
 void Limiter::restamp(Millis from, Millis to) {
   if (to <= from) return;
   for (auto& log : logs_) {
+    if (log.spec.leaky()) {
+      // The starts at `from` are the latest: charge them at `to` instead.
+      if (log.last_t != from) continue;
+      log.tat_us = std::max(log.tat_before_us, to * kUsPerMs) +
+                   log.last_units * log.interval_us;
+      log.last_t = to;
+      continue;
+    }
     auto round = [&](Millis t) {
       return log.bucket > 0 ? (t + log.bucket - 1) / log.bucket * log.bucket
                             : t;
@@ -174,7 +265,12 @@ std::vector<Limiter::Usage> Limiter::usage(Millis now) {
   std::vector<Usage> out;
   for (auto& log : logs_) {
     evict(log, now);
-    out.push_back({log.spec, log.sum, log.key});
+    std::int64_t used = log.sum;
+    if (log.spec.leaky()) {
+      const std::int64_t ahead = log.tat_us - now * kUsPerMs;
+      used = ahead <= 0 ? 0 : (ahead + log.interval_us - 1) / log.interval_us;
+    }
+    out.push_back({log.spec, used, log.key, log.margin});
   }
   return out;
 }

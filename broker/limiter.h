@@ -1,8 +1,13 @@
-// Limiter: the admission decision of one lane. Holds one sliding log of
-// (start time, units) per configured limit and admits a start only if, for
-// every limit, the units started in the last (window + margin) plus the new
-// start stay within the limit. This gives the guarantee a token bucket does
-// not: no interval of length W ever sees more than L units started.
+// Limiter: the admission decision of one lane. Holds one log per limit and
+// admits a start only if every log allows it:
+//   - a window limit ("L/W") keeps a sliding log of (start time, units) and
+//     allows a start only if the units started in the last (W + margin) plus
+//     the new start stay within L. This gives the guarantee a token bucket
+//     does not: no interval of length W ever sees more than L units started.
+//   - a leaky-bucket limit ("L/W burst B", nginx's limit_req) keeps the
+//     theoretical arrival time of a GCRA: starts run at L/W on average and
+//     at most B units ahead of that pace; the margin is kept in reserve
+//     against the bucket, so with B = 0 starts are spaced W/L + margin apart.
 //
 // Logs of long windows are bucketed (times rounded *later*, which only delays
 // expiry and so stays safe) so memory stays bounded at ~kMaxEntries per limit.
@@ -31,6 +36,9 @@ class Limiter {
                    std::optional<Millis> margin = std::nullopt);
 
   static Millis default_margin(Millis window_ms);
+  // The margin a limit gets when none is configured: default_margin of its
+  // window, or of its spacing (window / amount) for a leaky bucket.
+  static Millis default_margin(const LimitSpec& spec);
 
   // Whether a start of `cost` units may happen at `now`. A start counts
   // `requests` against request limits (1 for a job; a batch sent with
@@ -65,10 +73,20 @@ class Limiter {
   // (the response stated a different cost than the job's estimate).
   void correct(std::int64_t delta, Millis t, Millis now);
 
+  // The effective margin of every limit is its base margin (configured, or
+  // the default) times `scale` >= 1, capped at max(base, window / 10) (the
+  // spacing for a leaky bucket): arrivals that bunch up on the way to the
+  // server widen it (DESIGN §5, docs/architecture.md).
+  void set_margin_scale(double scale);
+  double margin_scale() const { return margin_scale_; }
+
   struct Usage {
     LimitSpec spec;
-    std::int64_t used = 0;  // units counted in the current window
-    std::string learned;    // key of a learned limit, empty if configured
+    // Units counted in the current window; for a leaky bucket, its level
+    // (at most burst + 1).
+    std::int64_t used = 0;
+    std::string learned;  // key of a learned limit, empty if configured
+    Millis margin_ms = 0;  // the effective margin
   };
   std::vector<Usage> usage(Millis now);
   const std::vector<LimitSpec>& limits() const { return specs_; }
@@ -83,22 +101,36 @@ class Limiter {
   };
   struct Log {
     LimitSpec spec;
-    std::string key;    // learned limits only
-    Millis span = 0;    // window + margin
-    Millis bucket = 0;  // rounding granularity, 0 = exact
+    std::string key;           // learned limits only
+    Millis base_margin = 0;    // configured or default
+    Millis margin = 0;         // effective: base_margin scaled
+    Millis span = 0;           // window + margin
+    Millis bucket = 0;         // rounding granularity, 0 = exact
     std::deque<Entry> entries;
     std::int64_t sum = 0;
+    // A leaky bucket (spec.burst set): microseconds per unit, the GCRA's
+    // theoretical arrival time, and what restamp needs to move the latest
+    // starts: the arrival time before them, their time and units.
+    std::int64_t interval_us = 0;
+    std::int64_t tat_us = 0;
+    std::int64_t tat_before_us = 0;
+    Millis last_t = -1;
+    std::int64_t last_units = 0;
   };
   static std::int64_t charge(const Log& log, std::int64_t cost,
                              std::int64_t requests) {
     return log.spec.counts_requests() ? requests : cost;
   }
   static void evict(Log& log, Millis now);
-  static Log make_log(const LimitSpec& spec, std::optional<Millis> margin);
+  Log make_log(const LimitSpec& spec, std::optional<Millis> margin) const;
+  void apply_margin(Log& log) const;
   static void add(Log& log, std::int64_t units, Millis t);
+  // Earliest time (>= now) a start charging `units` fits this log.
+  static Millis log_admit(const Log& log, std::int64_t units, Millis now);
 
   std::vector<LimitSpec> specs_;
   std::vector<Log> logs_;
+  double margin_scale_ = 1.0;
 };
 
 }  // namespace pacer

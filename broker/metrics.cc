@@ -120,10 +120,13 @@ LaneSnapshot lane_snapshot(Lane& lane, const LaneCounters& counters,
   // families); one series each, showing the fuller.
   std::map<std::pair<std::string, std::string>, LimitSample> limits;
   for (const auto& u : lane.limiter().usage(now)) {
-    LimitSample l{
-        u.spec.to_string(), u.learned.empty() ? "configured" : "learned",
-        u.spec.amount,      u.used,
-        u.spec.window_ms,   u.spec.unit};
+    LimitSample l{u.spec.to_string(),
+                  u.learned.empty() ? "configured" : "learned",
+                  u.spec.leaky() ? *u.spec.burst + 1 : u.spec.amount,
+                  u.used,
+                  u.spec.window_ms,
+                  u.spec.unit,
+                  u.margin_ms};
     auto [it, fresh] = limits.try_emplace({l.source, l.policy}, l);
     if (!fresh) it->second.used = std::max(it->second.used, l.used);
   }
@@ -338,19 +341,30 @@ void render_feedback(TextWriter& w, const Snapshot& s) {
 void render_limits(TextWriter& w, const Snapshot& s) {
   w.family("pacer_limit", "gauge",
            "Each limit of the lane's limiter, configured or learned from the "
-           "server: units per window (policy is the limit as written).");
+           "server: units per window, or a leaky bucket's room (burst + 1) "
+           "(policy is the limit as written).");
   for (const auto& l : s.lanes)
     for (const auto& lim : l.limits)
       w.sample("pacer_limit",
                {{"api", l.api}, {"policy", lim.policy}, {"source", lim.source}},
                static_cast<double>(lim.limit));
   w.family("pacer_limit_used", "gauge",
-           "Units of each limit started within its current window.");
+           "Units of each limit started within its current window (a leaky "
+           "bucket's level).");
   for (const auto& l : s.lanes)
     for (const auto& lim : l.limits)
       w.sample("pacer_limit_used",
                {{"api", l.api}, {"policy", lim.policy}, {"source", lim.source}},
                static_cast<double>(lim.used));
+  w.family("pacer_limit_margin_seconds", "gauge",
+           "The margin added to each limit's window against arrival jitter; "
+           "it widens after refusals the limits should have prevented and "
+           "narrows back after a quiet stretch.");
+  for (const auto& l : s.lanes)
+    for (const auto& lim : l.limits)
+      w.sample("pacer_limit_margin_seconds",
+               {{"api", l.api}, {"policy", lim.policy}, {"source", lim.source}},
+               static_cast<double>(lim.margin_ms) / 1000.0);
   w.family("pacer_upstream_remaining", "gauge",
            "What the server's last answers said remains of its counter, less "
            "the lane's calls in flight (policy names the counter).");

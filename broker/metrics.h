@@ -75,10 +75,13 @@ struct LaneCounters {
 struct LimitSample {
   std::string policy;  // the limit as written, e.g. "50/1s"
   std::string source;  // "configured" or "learned"
+  // Units per window; for a leaky bucket ("20/1s burst 10") its room,
+  // burst + 1, which `used` (its level) is measured against.
   std::int64_t limit = 0;
   std::int64_t used = 0;  // units counted in the current window
   Millis window_ms = 0;
   std::string unit = "requests";
+  Millis margin_ms = 0;  // the effective margin (widened after refusals)
 };
 
 // One of the server's own counters, from its rate-limit headers.

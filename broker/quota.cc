@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "common/units.h"
 
@@ -16,6 +17,9 @@ constexpr Millis kMaxWaitMs = 7LL * 86'400'000;
 // Two observations this far apart (at least) estimate others' spending.
 constexpr Millis kForeignSampleMs = 250;
 constexpr double kForeignSmoothing = 0.3;
+// Others spending this many units per server window (or per second when
+// the window is unknown) make a counter unexplained by the lane's model.
+constexpr double kForeignUnits = 0.5;
 
 std::optional<Millis> millis_field(const json& j, const char* key) {
   auto it = j.find(key);
@@ -41,13 +45,15 @@ std::int64_t along(const QuotaState::Mark& m, bool requests) {
 
 }  // namespace
 
-std::optional<Observation> Observation::from_json(const json& j) {
+std::optional<QuotaObservation> QuotaObservation::from_json(const json& j) {
   if (!j.is_object()) return std::nullopt;
-  Observation o;
+  QuotaObservation o;
   if (auto v = string_field(j, "verdict"); !v.empty()) o.verdict = v;
   if (auto b = j.find("blocking"); b != j.end() && b->is_boolean())
     o.blocking = b->get<bool>();
   o.retry_after_ms = millis_field(j, "retry_after_ms");
+  if (auto p = millis_field(j, "retry_after_precision_ms"); p && *p > 0)
+    o.retry_after_precision_ms = std::min<Millis>(*p, 86'400'000);
   o.wait_ms = millis_field(j, "wait_ms");
   auto limits = j.find("limits");
   if (limits != j.end() && limits->is_array()) {
@@ -69,6 +75,9 @@ std::optional<Observation> Observation::from_json(const json& j) {
         if (std::isfinite(d)) ol.remaining = std::clamp(d, 0.0, 1e15);
       }
       ol.reset_in_ms = millis_field(l, "reset_in_ms");
+      if (auto p = millis_field(l, "reset_precision_ms"); p && *p > 0)
+        ol.reset_precision_ms = std::min<Millis>(*p, 86'400'000);
+      ol.reset_kind = string_field(l, "reset_kind");
       if (auto v = l.find("window_s"); v != l.end() && v->is_number()) {
         double d = v->get<double>();
         if (std::isfinite(d) && d > 0 && d <= kMaxWaitMs / 1000.0)
@@ -84,16 +93,94 @@ std::optional<Observation> Observation::from_json(const json& j) {
 
 QuotaState::QuotaState(QuotaSettings settings) : settings_(settings) {}
 
-bool QuotaState::learning() const {
-  if (!settings_.learn_rate) return false;
+bool QuotaState::pacing() const {
+  if (recognized_) return true;
+  if (!settings_.learn_rate || !caps_.empty()) return false;
   for (const auto& [key, l] : advertised_)
     if (l.spec.counts_requests()) return false;
   return true;
 }
 
+bool QuotaState::covered(const std::string& key, const Cap& c) const {
+  if (!c.limit) return false;
+  // The server's window: advertised, or learned and confirmed.
+  std::optional<Millis> window = c.window_ms;
+  bool own_trusted = false;
+  if (auto w = windows_.find(key); w != windows_.end() &&
+                                   w->second.learner.trusted()) {
+    own_trusted = true;
+    if (!window) window = w->second.learner.hi();
+  }
+  const double per = static_cast<double>(window.value_or(1000));
+  if (c.foreign_per_ms * per >= kForeignUnits) return false;
+  const auto limit = static_cast<double>(*c.limit);
+  auto covers = [&](const LimitSpec& m) {
+    if (m.counts_requests() != c.counts_requests) return false;
+    if (!m.counts_requests() && m.unit != c.unit) return false;
+    if (m.leaky()) {
+      // At most burst + 1 + W / spacing starts in any window of length W.
+      if (!window) return false;
+      const double most = static_cast<double>(*m.burst + 1) +
+                          static_cast<double>(*window) *
+                              static_cast<double>(m.amount) /
+                              static_cast<double>(m.window_ms);
+      return most <= limit;
+    }
+    if (static_cast<double>(m.amount) > limit) return false;
+    // With the server's window unknown, the same amount is taken for the
+    // same limit: the lane was told (or learned) what the server counts.
+    return window ? m.window_ms >= *window
+                  : static_cast<double>(m.amount) == limit;
+  };
+  for (const auto& m : settings_.configured)
+    if (covers(m)) return true;
+  if (!settings_.learn) return false;
+  for (const auto& l : learned()) {
+    if (l.key == "window:" + key && !own_trusted) continue;
+    if (covers(l.spec)) return true;
+  }
+  return false;
+}
+
+WindowLearner* QuotaState::window_learner(const std::string& key,
+                                          const Cap& c) {
+  // A counter with an advertised window, or whose reset is not the end of
+  // a window (a bucket's refill), has nothing to learn here.
+  // An exact reset already says when the window ends.
+  if (!settings_.learn || c.window_ms || !c.limit || *c.limit < 1 ||
+      !c.reset_known || c.precision < kCoarseResetMs ||
+      c.reset_kind == "full_replenish" || c.reset_kind == "next_request")
+    return nullptr;
+  auto it = windows_.find(key);
+  if (it == windows_.end()) {
+    if (windows_.size() >= kMaxTracked) return nullptr;
+    it = windows_.emplace(key, Window{}).first;
+  }
+  Window& w = it->second;
+  if (w.limit != *c.limit || w.unit != c.unit) {
+    if (w.limit != 0) limits_changed_ = true;
+    w.limit = *c.limit;
+    w.unit = c.counts_requests ? "requests" : c.unit;
+  }
+  return w.learner.failed() ? nullptr : &w.learner;
+}
+
+void QuotaState::schedule(const std::string& key, Cap& c) {
+  // The reported reset, unless the window learner knows better: its
+  // candidate (learning) or the window it learned from the opener on.
+  c.open_until = c.reset_at;
+  auto it = windows_.find(key);
+  if (it == windows_.end() || it->second.learner.failed()) return;
+  const Millis at = it->second.learner.probe_at(c.opener);
+  if (at != WindowLearner::kUnknown) c.open_until = at;
+}
+
 bool QuotaState::needs_probe(Millis now) const {
-  for (const auto& [key, c] : caps_)
-    if (c.restored || c.reset_at <= now) return true;
+  for (const auto& [key, c] : caps_) {
+    if (!c.restored && c.open_until > now) continue;
+    if (covered(key, c)) continue;
+    return true;
+  }
   return false;
 }
 
@@ -103,16 +190,21 @@ Millis QuotaState::gate(std::int64_t cost, Millis now) const {
   if (circuit_ == Circuit::kOpen && circuit_until_ > now)
     at = std::max(at, circuit_until_);
   if (circuit_ == Circuit::kHalfOpen && circuit_probe_out_) return kAwaitAnswer;
+  // Nothing is known of the server yet: its first answer says what it
+  // counts before anything else goes.
+  if (settings_.probe_first && !heard_ && !outstanding_.empty())
+    return kAwaitAnswer;
   const Mark flying = in_flight();
   for (const auto& [key, c] : caps_) {
-    if (c.restored || c.reset_at <= now) continue;  // to be probed
+    if (c.restored || c.open_until <= now) continue;  // to be probed
+    if (covered(key, c)) continue;  // the limiter already keeps to it
     const double reserve =
-        c.foreign_per_ms * static_cast<double>(c.reset_at - now);
+        c.foreign_per_ms * static_cast<double>(c.open_until - now);
     const double budget =
         c.remaining - static_cast<double>(along(flying, c.counts_requests)) -
         reserve;
     const double charge = c.counts_requests ? 1.0 : static_cast<double>(cost);
-    if (budget < charge) at = std::max(at, c.reset_at);
+    if (budget < charge) at = std::max(at, c.open_until);
   }
   // A counter whose state is unknown: the next start is the probe, and
   // nothing else starts until its answer comes.
@@ -131,26 +223,24 @@ void QuotaState::on_start(std::int64_t cost, Millis now) {
     circuit_probe_mark_ = started_;
     dirty_ = true;
   }
+  const std::int64_t units = std::max<std::int64_t>(cost, 1);
   started_.requests += 1;
-  started_.units += std::max<std::int64_t>(cost, 1);
+  started_.units += units;
   // Bounded: a start whose answer is never reported (a job canceled while
   // running) must not make the map grow forever.
   if (outstanding_.size() >= kMaxOutstanding)
     forget(outstanding_.begin()->first);
-  outstanding_[started_.requests] = std::max<std::int64_t>(cost, 1);
-  outstanding_units_ += std::max<std::int64_t>(cost, 1);
-  Millis bucket = now / 100;
-  auto& slot = recent_[static_cast<std::size_t>(bucket % 10)];
-  if (slot.first != bucket) slot = {bucket, 0};
-  slot.second++;
-}
-
-std::int64_t QuotaState::starts_last_second(Millis now) const {
-  Millis bucket = now / 100;
-  std::int64_t n = 0;
-  for (const auto& [b, count] : recent_)
-    if (b > bucket - 10 && b <= bucket) n += count;
-  return n;
+  outstanding_[started_.requests] = {units, now};
+  outstanding_units_ += units;
+  recent_starts_[static_cast<std::size_t>(started_.requests) %
+                 recent_starts_.size()] = now;
+  if (!history_.empty() && now - history_.back().first < kHistoryBucketMs)
+    history_.back().second = started_;
+  else
+    history_.emplace_back(now, started_);
+  while (!history_.empty() && history_.front().first < now - kHistoryMs)
+    history_.pop_front();
+  if (pacing()) pace_.on_start(now);
 }
 
 void QuotaState::pause(Millis until, const std::string& why) {
@@ -160,27 +250,109 @@ void QuotaState::pause(Millis until, const std::string& why) {
   dirty_ = true;
 }
 
-void QuotaState::forget(std::int64_t request) {
+std::optional<QuotaState::Outstanding> QuotaState::forget(
+    std::int64_t request) {
   auto it = outstanding_.find(request);
-  if (it == outstanding_.end()) return;
-  outstanding_units_ -= it->second;
+  if (it == outstanding_.end()) return std::nullopt;
+  Outstanding o = it->second;
+  outstanding_units_ -= o.units;
   outstanding_.erase(it);
+  return o;
 }
 
 QuotaState::Mark QuotaState::in_flight() const {
   return {static_cast<std::int64_t>(outstanding_.size()), outstanding_units_};
 }
 
+void QuotaState::widen_margin(Millis start, Millis now) {
+  // Refusals of starts sent before the last change were sent with the old
+  // margin: one widening answers them all.
+  if (start <= margin_changed_) return;
+  margin_scale_ = std::min(kMaxMarginScale, std::max(2.0, margin_scale_ * 2));
+  margin_changed_ = now;
+  limits_changed_ = true;
+  dirty_ = true;
+}
+
+void QuotaState::note_refusal_without_counters(Millis start,
+                                               std::int64_t mark, Millis now) {
+  if (pacing()) {
+    // The pace learner has it; once learned, a refusal is the margin's.
+    if (pace_.learned()) widen_margin(start, now);
+    return;
+  }
+  // A configured rate refused with no counters. If the refused start
+  // followed the previous one closer than the rate's spacing, the server
+  // refuses bunched starts within its rate: a leaky bucket (nginx's
+  // limit_req), which the lane paces evenly from now on.
+  const LimitSpec* window = nullptr;
+  double spacing_ms = 0;
+  for (const auto& m : settings_.configured) {
+    if (!m.counts_requests()) continue;
+    if (m.leaky()) {
+      widen_margin(start, now);  // the lane already paces as the server does
+      return;
+    }
+    const double s = static_cast<double>(m.window_ms) /
+                     static_cast<double>(m.amount);
+    if (!window || s > spacing_ms) {
+      window = &m;
+      spacing_ms = s;
+    }
+  }
+  if (!window) return;
+  const std::int64_t previous = mark - 1;
+  const bool known = previous >= 1 &&
+                     previous > started_.requests -
+                                    static_cast<std::int64_t>(
+                                        recent_starts_.size());
+  const Millis gap =
+      known ? start - recent_starts_[static_cast<std::size_t>(previous) %
+                                     recent_starts_.size()]
+            : INT64_MAX;
+  if (gap >= static_cast<Millis>(spacing_ms)) {
+    widen_margin(start, now);
+    return;
+  }
+  recognized_ = true;
+  margin_changed_ = now;  // what was sent before judges nothing now
+  pace_.restore(static_cast<std::int64_t>(std::ceil(spacing_ms * 1000)), 0,
+                true, now);
+  pace_.take_changed();
+  limits_changed_ = true;
+  dirty_ = true;
+}
+
 std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
-  forget(a.at.requests);
+  const auto out = forget(a.at.requests);
+  heard_ = true;
   const bool answers_probe = probe_out_ && a.at.requests > probe_mark_.requests;
-  if (a.obs) observe_limits(*a.obs, now);
+  bool model_refusal = false;
+  bool counters = false;
+  refreshed_.clear();
+  if (out && a.rate_limited) {
+    // A refused start used nothing at the server.
+    refusals_.emplace_back(out->start, Mark{1, out->units});
+    while (refusals_.size() > kMaxRefusals ||
+           (!refusals_.empty() && refusals_.front().first < now - kHistoryMs))
+      refusals_.pop_front();
+  }
+  if (a.obs) {
+    for (const auto& l : a.obs->limits)
+      if (l.remaining && !l.policy_only && l.unit != "concurrent_requests")
+        counters = true;
+    model_refusal =
+        observe_limits(*a.obs, now, out ? out->start : now, a.rate_limited);
+  }
   if (answers_probe) {
     probe_out_ = false;
     // Counters the probe's answer did not refresh are gone (the server no
     // longer reports them for this lane).
     for (auto it = caps_.begin(); it != caps_.end();) {
-      if (it->second.restored || it->second.reset_at <= now)
+      const bool stale =
+          it->second.restored || it->second.open_until <= now;
+      if (stale && std::find(refreshed_.begin(), refreshed_.end(),
+                             it->first) == refreshed_.end())
         it = caps_.erase(it);
       else
         ++it;
@@ -213,7 +385,25 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
     }
   }
 
-  if (a.overloaded) decrease(a.at, now);
+  // What the answer teaches about the pace (no counters) or the margin.
+  const bool refused = a.rate_limited || (a.overloaded && pacing());
+  if (out && !counters && pacing()) {
+    if (refused)
+      pace_.on_refuse(out->start, now);
+    else if (a.success)
+      pace_.on_accept(out->start, now);
+    if (pace_.take_changed()) {
+      limits_changed_ = true;
+      dirty_ = true;
+    }
+  }
+  if (refused) {
+    if (counters) {
+      if (model_refusal && out) widen_margin(out->start, now);
+    } else if (out) {
+      note_refusal_without_counters(out->start, a.at.requests, now);
+    }
+  }
   if (!a.rate_limited) return std::nullopt;
 
   // One episode per burst: rejections of starts made before the previous
@@ -243,7 +433,6 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
   else
     why += " (backoff " + format_duration(backoff) + ")";
   pause(now + std::min(std::max(wait, backoff), kMaxWaitMs), why);
-  decrease(a.at, now);
   return paused_until_;
 }
 
@@ -256,7 +445,77 @@ void QuotaState::on_lost(Mark at, Millis now) {
   on_answer(a, now);
 }
 
-void QuotaState::observe_limits(const Observation& obs, Millis now) {
+void QuotaState::note_counted(const std::string& key, Millis start,
+                              Millis now) {
+  auto w = windows_.find(key);
+  if (w == windows_.end()) return;
+  auto& counted = w->second.counted;
+  counted.insert(std::upper_bound(counted.begin(), counted.end(), start),
+                 start);
+  // Starts older than the window could be are gone whether or not a count
+  // showed it; and the list stays bounded.
+  const Millis hi = w->second.learner.hi();
+  while (!counted.empty() &&
+         (counted.size() > kMaxCounted ||
+          (hi != WindowLearner::kUnknown && counted.front() < now - 2 * hi)))
+    counted.pop_front();
+}
+
+std::optional<Millis> QuotaState::server_window(const std::string& key,
+                                                const Cap& c) const {
+  if (c.window_ms) return c.window_ms;
+  if (auto w = windows_.find(key);
+      w != windows_.end() && w->second.learner.known())
+    return w->second.learner.hi();
+  if (!c.limit) return std::nullopt;
+  auto same = [&](const LimitSpec& m) {
+    return !m.leaky() && m.counts_requests() == c.counts_requests &&
+           m.amount == *c.limit;
+  };
+  for (const auto& m : settings_.configured)
+    if (same(m)) return m.window_ms;
+  for (const auto& [k, l] : advertised_)
+    if (same(l.spec)) return l.spec.window_ms;
+  return std::nullopt;
+}
+
+double QuotaState::own_since(const Cap& c, Millis from) const {
+  // The mark before the first start at or after `from`: buckets are
+  // kHistoryBucketMs wide, so one that began before it may hold later
+  // starts; counting them as the lane's errs towards "explained".
+  Mark before;
+  auto it = std::lower_bound(
+      history_.begin(), history_.end(), from - kHistoryBucketMs,
+      [](const auto& e, Millis t) { return e.first < t; });
+  if (it != history_.begin()) before = std::prev(it)->second;
+  double ours = static_cast<double>(along(started_, c.counts_requests) -
+                                    along(before, c.counts_requests));
+  for (const auto& [t, m] : refusals_)
+    if (t >= from) ours -= static_cast<double>(along(m, c.counts_requests));
+  return std::max(0.0, ours);
+}
+
+double QuotaState::unexplained(const std::string& key, const Cap& c,
+                               double remaining, Millis start) const {
+  if (!c.limit) return 0;
+  const auto window = server_window(key, c);
+  if (!window) return 0;
+  // A window holding the request's arrival began at most W before it;
+  // the lane's starts that can have arrived in it began at most W (and a
+  // little jitter) before the request itself.
+  const double used = static_cast<double>(*c.limit) - remaining;
+  return std::max(0.0, used - own_since(c, start - *window - 10));
+}
+
+void QuotaState::note_foreign(Cap& c, double units, Millis over_ms) {
+  const double sample = units / static_cast<double>(std::max<Millis>(over_ms, 1));
+  c.foreign_per_ms =
+      (1 - kForeignSmoothing) * c.foreign_per_ms + kForeignSmoothing * sample;
+}
+
+bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
+                                Millis start, bool refused) {
+  bool model_refusal = false;
   for (const auto& l : obs.limits) {
     if (l.unit == "concurrent_requests") continue;
     if (l.limit && l.window_s) learn_advertised(l);
@@ -264,6 +523,7 @@ void QuotaState::observe_limits(const Observation& obs, Millis now) {
     auto it = caps_.find(l.key);
     const bool known = it != caps_.end();
     if (!known && caps_.size() >= kMaxTracked) continue;
+    refreshed_.push_back(l.key);
     Cap c;
     c.unit = l.unit;
     c.counts_requests = counts_requests(l.unit);
@@ -272,49 +532,156 @@ void QuotaState::observe_limits(const Observation& obs, Millis now) {
     c.reset_known = l.reset_in_ms.has_value();
     c.reset_at = now + (l.reset_in_ms ? std::max<Millis>(*l.reset_in_ms, 0)
                                       : kUnknownResetMs);
+    c.precision = l.reset_in_ms ? l.reset_precision_ms : 1;
+    if (l.window_s) c.window_ms = *l.window_s * 1000;
+    c.reset_kind = l.reset_kind;
+    c.opener = start;
+    c.opener_answered = now;
+    c.min_answered = now;
+    c.last_counted = start;
     c.base_remaining = c.remaining;
     c.base_started = started_;
+    c.base_flying = static_cast<std::int64_t>(outstanding_.size());
     c.base_at = now;
-    if (!known || it->second.restored || it->second.reset_at <= now) {
-      // First count, or a new window after the old one's reset.
-      if (known) c.foreign_per_ms = it->second.foreign_per_ms;
-      caps_[l.key] = c;
+
+    bool fresh = !known || it->second.restored;
+    bool count_up = false;
+    if (!fresh) {
+      Cap& cur = it->second;
+      // A request sent before one the previous window counted says
+      // nothing about this window.
+      if (start <= cur.previous_last) continue;
+      // A server's count only falls within a window. A request sent after
+      // the lowest count was answered that shows as much or more (more,
+      // for a refusal, which uses nothing) was counted in a new window.
+      count_up = (c.remaining > cur.remaining ||
+                  (c.remaining == cur.remaining && !refused)) &&
+                 start > cur.min_answered;
+      if (count_up) fresh = true;
+      // The server's own reset has passed, whatever its rounding.
+      if (cur.reset_known && now >= cur.reset_at + cur.precision &&
+          start >= cur.reset_at + cur.precision)
+        fresh = true;
+    }
+    if (fresh) {
+      if (known && !it->second.restored) {
+        const Cap& old = it->second;
+        c.previous_last = old.last_counted;
+        c.foreign_per_ms = old.foreign_per_ms;
+        // The count went up: the oldest request it counted is gone, all of
+        // the window's (a fixed window) or the oldest (a moving one). The
+        // window is no longer than from that request to this one.
+        if (auto* w = window_learner(l.key, c); w && count_up) {
+          auto& counted = windows_[l.key].counted;
+          if (!counted.empty()) {
+            // A probe sent at the predicted end found the count gone.
+            if (w->known() && start >= old.open_until) w->confirm();
+            w->fresh(counted.front(), start);
+            // What the count still holds (besides this request, unless
+            // refused) are the lane's latest starts; older ones are gone.
+            const double used =
+                c.limit ? static_cast<double>(*c.limit) - c.remaining : 0.0;
+            const auto keep = static_cast<std::size_t>(
+                std::max(0.0, used - (refused ? 0.0 : 1.0)));
+            while (counted.size() > keep) counted.pop_front();
+          }
+        }
+      } else if (known) {
+        c.foreign_per_ms = it->second.foreign_per_ms;
+      }
+      if (auto* w = window_learner(l.key, c)) {
+        if (c.reset_known)
+          w->reported(c.opener, c.opener_answered, c.reset_at, c.precision);
+        if (!refused) note_counted(l.key, start, now);
+      }
+      schedule(l.key, c);
+      Cap& placed = caps_[l.key] = c;
+      // The count as a whole against the lane's starts the server's window
+      // can hold: more is someone else's (a first count after a restart
+      // may hold the lane's own from before, which this cannot tell).
+      if (known) {
+        const auto window = server_window(l.key, placed);
+        const double other = unexplained(l.key, placed, c.remaining, start);
+        if (window && other >= 1)
+          note_foreign(placed, other, *window);
+        else if (window)
+          placed.foreign_per_ms *= 1 - kForeignSmoothing;
+      }
+      if (refused && unexplained(l.key, placed, c.remaining, start) < 1 &&
+          covered(l.key, placed))
+        model_refusal = true;
       continue;
     }
     Cap& cur = it->second;
-    // A straggler counted in an earlier window says nothing about this one.
+    // The same window.
+    if (auto* w = window_learner(l.key, cur)) {
+      w->counted(cur.opener, start);
+      if (!refused) note_counted(l.key, start, now);
+    }
+    if (start < cur.opener) {
+      cur.opener = start;
+      cur.opener_answered = now;
+    }
+    if (start > cur.last_counted && !refused) cur.last_counted = start;
+    // Others' spending between two answers of the window: how much more
+    // the count fell since a baseline than the lane's starts since then,
+    // and those in flight then, could explain. The server's count only
+    // grows, so the lowest remaining any answer showed is the latest count
+    // the lane knows of, and every start counted after it is still
+    // unanswered (an answered one would have shown less). The gate
+    // subtracts what is in flight from it. Answers come back in any order,
+    // so this is independent of it.
     if (c.reset_known && cur.reset_known &&
-        c.reset_at + kStragglerMs < cur.reset_at)
-      continue;
-    // The same window. The server's count only grows, so the lowest
-    // remaining any answer showed is the latest count the lane knows of,
-    // and every start counted after it is still unanswered (an answered one
-    // would have shown less). The gate subtracts what is in flight from it.
-    // Answers come back in any order, so this is independent of it.
-    if (c.reset_known && cur.reset_known &&
-        c.reset_at <= cur.reset_at + kForeignSampleMs * 4) {
-      // Others' spending: how much more the count fell since a baseline
-      // than every start of the lane since then could explain.
+        c.reset_at <=
+            cur.reset_at + kForeignSampleMs * 4 + 2 * cur.precision) {
       const Millis dt = now - cur.base_at;
       if (dt >= kForeignSampleMs) {
         const double ours =
             static_cast<double>(along(started_, cur.counts_requests) -
-                                along(cur.base_started, cur.counts_requests));
-        const double foreign =
-            std::max(0.0, cur.base_remaining - c.remaining - ours);
-        cur.foreign_per_ms =
-            (1 - kForeignSmoothing) * cur.foreign_per_ms +
-            kForeignSmoothing * foreign / static_cast<double>(dt);
+                                along(cur.base_started, cur.counts_requests) +
+                                cur.base_flying);
+        note_foreign(cur, std::max(0.0, cur.base_remaining - c.remaining - ours),
+                     dt);
         cur.base_remaining = std::min(cur.remaining, c.remaining);
         cur.base_started = started_;
+        cur.base_flying = static_cast<std::int64_t>(outstanding_.size());
         cur.base_at = now;
       }
     }
-    cur.remaining = std::min(cur.remaining, c.remaining);
+    if (c.remaining < cur.remaining) {
+      cur.remaining = c.remaining;
+      cur.min_answered = now;
+    }
     cur.limit = c.limit ? c.limit : cur.limit;
     if (c.reset_known && cur.reset_known)
       cur.reset_at = std::min(cur.reset_at, c.reset_at);
+    schedule(l.key, cur);
+    if (refused) {
+      // Refused on a count the lane's own starts can all explain: they
+      // bunched up on the way (the margin). One they cannot: others.
+      const double other = unexplained(l.key, cur, c.remaining, start);
+      if (other >= 1) {
+        const auto window = server_window(l.key, cur);
+        cur.foreign_per_ms =
+            std::max(cur.foreign_per_ms,
+                     other / static_cast<double>(std::max<Millis>(
+                                 window.value_or(1000), 1)));
+      } else if (covered(l.key, cur)) {
+        model_refusal = true;
+      }
+    }
   }
+  // A window learned (or given up, or narrowed) changes the lane's limits.
+  for (auto& [key, w] : windows_) {
+    const bool k = w.learner.known();
+    if (k != w.known || (k && w.learner.hi() != w.hi)) {
+      w.known = k;
+      w.hi = w.learner.hi();
+      limits_changed_ = true;
+      dirty_ = true;
+    }
+  }
+  return model_refusal;
 }
 
 void QuotaState::learn_advertised(const ObservedLimit& l) {
@@ -332,53 +699,18 @@ void QuotaState::learn_advertised(const ObservedLimit& l) {
     if (advertised_.size() >= kMaxTracked) return;
     advertised_[key] = {key, spec, "advertised", std::nullopt};
   }
-  // An advertised request limit replaces the learned rate.
-  if (spec.counts_requests()) aimd_rate_.reset();
   limits_changed_ = true;
   dirty_ = true;
 }
 
-void QuotaState::decrease(Mark at, Millis now) {
-  // Only when the server gives no counts: with counts, the caps and pauses
-  // already follow its numbers exactly.
-  if (!learning() || !caps_.empty()) return;
-  if (aimd_rate_ && at.requests <= last_decrease_.requests) return;
-  double base =
-      aimd_rate_
-          ? *aimd_rate_
-          : std::max<double>(static_cast<double>(starts_last_second(now)), 1.0);
-  aimd_rate_ = std::max(kMinRate, base * kBeta);
-  last_decrease_ = started_;
-  last_increase_ = now;
-  limits_changed_ = true;
-  dirty_ = true;
-}
-
-void QuotaState::tick(Millis now, bool backlog) {
-  if (!aimd_rate_ || !learning()) return;
-  if (now - last_increase_ < 1000) return;
-  if (paused_until_ > now) {
-    last_increase_ = now;
-    return;
+void QuotaState::tick(Millis now) {
+  // The margin narrows back after a quiet stretch.
+  if (margin_scale_ > 1 && now - margin_changed_ >= kMarginQuietMs) {
+    margin_scale_ = std::max(1.0, margin_scale_ * 0.75);
+    margin_changed_ = now;
+    limits_changed_ = true;
+    dirty_ = true;
   }
-  last_increase_ = now;
-  if (!backlog) return;
-  *aimd_rate_ += std::max(kMinStep, *aimd_rate_ * kAlpha);
-  limits_changed_ = true;
-  dirty_ = true;
-}
-
-LearnedLimit QuotaState::aimd_limit() const {
-  // Evenly spaced starts: a few per window of at least ~50 ms, so an
-  // upstream with no burst allowance (a leaky bucket) is not overrun.
-  const double r = *aimd_rate_;
-  const auto amount =
-      std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(r / 20)));
-  LimitSpec spec;
-  spec.amount = amount;
-  spec.window_ms = std::max<Millis>(
-      1, std::llround(1000.0 * static_cast<double>(amount) / r));
-  return {"aimd", spec, "aimd", 0};
 }
 
 bool QuotaState::take_limits_changed() {
@@ -396,14 +728,34 @@ bool QuotaState::take_dirty() {
 std::vector<LearnedLimit> QuotaState::learned() const {
   std::vector<LearnedLimit> out;
   for (const auto& [key, l] : advertised_) out.push_back(l);
-  if (aimd_rate_ && learning()) out.push_back(aimd_limit());
+  for (const auto& [key, w] : windows_) {
+    if (!w.learner.known() || w.limit < 1) continue;
+    LimitSpec spec;
+    spec.amount = w.limit;
+    spec.window_ms = w.learner.hi();
+    spec.unit = w.unit;
+    out.push_back({"window:" + key, spec, "window", std::nullopt});
+  }
+  // A learned pace is the spacing seen to work, jitter and all: no margin
+  // on top. A recognised one is the configured rate, with its margin.
+  if (pacing())
+    if (auto spec = pace_.limit())
+      out.push_back({"pace", *spec, recognized_ ? "recognized" : "pace",
+                     recognized_ ? std::nullopt : std::optional<Millis>(0)});
   return out;
 }
 
+std::optional<double> QuotaState::learned_rate() const {
+  if (!pacing() || pace_.spacing_us() <= 0) return std::nullopt;
+  return 1e6 / static_cast<double>(pace_.spacing_us());
+}
+
 std::int64_t QuotaState::learned_seed(const std::string& key) const {
-  const std::string prefix = "advertised:";
-  if (key.rfind(prefix, 0) != 0) return 0;
-  auto it = caps_.find(key.substr(prefix.size()));
+  std::string counter;
+  for (const char* prefix : {"advertised:", "window:"})
+    if (key.rfind(prefix, 0) == 0) counter = key.substr(std::strlen(prefix));
+  if (counter.empty()) return 0;
+  auto it = caps_.find(counter);
   if (it == caps_.end() || !it->second.limit) return 0;
   return std::max<std::int64_t>(
       0, *it->second.limit -
@@ -446,11 +798,26 @@ json QuotaState::to_json(Millis now) const {
                                 0.0, c.remaining - static_cast<double>(used)))},
               {"reset_in_ms", c.reset_known || c.restored
                                   ? json(std::max<Millis>(0, c.reset_at - now))
-                                  : json()}};
+                                  : json()},
+              {"explained", covered(key, c)}};
     if (c.foreign_per_ms > 0) u["shared_use_per_s"] = c.foreign_per_ms * 1000;
     upstream.push_back(std::move(u));
   }
+  json windows = json::array();
+  for (const auto& [key, w] : windows_) {
+    const auto& l = w.learner;
+    windows.push_back(
+        {{"key", key},
+         {"state", l.failed()    ? "given_up"
+                   : l.trusted() ? "learned"
+                   : l.known()   ? "confirming"
+                                 : "learning"},
+         {"above_ms", l.lo()},
+         {"at_most_ms",
+          l.hi() == WindowLearner::kUnknown ? json() : json(l.hi())}});
+  }
   auto paused = paused_until(now);
+  auto rate = learned_rate();
   return {{"paused_until_ms", paused ? json(*paused) : json()},
           {"pause_reason",
            paused ? json(circuit_ == Circuit::kOpen && circuit_until_ > now &&
@@ -460,8 +827,11 @@ json QuotaState::to_json(Millis now) const {
                   : json()},
           {"circuit", circuit()},
           {"learned", learned},
-          {"aimd_rate_per_s", aimd_rate_ ? json(*aimd_rate_) : json()},
+          {"learned_rate_per_s", rate ? json(*rate) : json()},
+          {"pace_learned", pacing() && pace_.learned()},
+          {"margin_scale", margin_scale_},
           {"upstream", upstream},
+          {"windows", windows},
           {"probing", probe_out_}};
 }
 
@@ -481,11 +851,18 @@ json QuotaState::persisted(Millis now) const {
                     {"remaining", c.remaining},
                     {"reset_at", c.reset_at}});
   }
+  json pace;
+  if (pace_.spacing_us() > 0)
+    pace = {{"spacing_us", pace_.spacing_us()},
+            {"burst", pace_.burst()},
+            {"learned", pace_.learned()},
+            {"recognized", recognized_}};
   return {{"paused_until", paused_until_},
           {"pause_reason", pause_reason_},
           {"circuit", circuit()},
           {"circuit_until", circuit_until_},
-          {"aimd_rate", aimd_rate_ ? json(*aimd_rate_) : json()},
+          {"pace", pace},
+          {"margin_scale", margin_scale_},
           {"advertised", adv},
           {"caps", caps}};
 }
@@ -508,8 +885,22 @@ void QuotaState::restore(const json& j, Millis now) {
     circuit_ = Circuit::kOpen;
     circuit_until_ = static_cast<Millis>(num("circuit_until").value_or(0));
   }
-  if (auto v = num("aimd_rate"); v && std::isfinite(*v) && *v > 0)
-    aimd_rate_ = std::max(kMinRate, *v);
+  if (auto p = j.find("pace"); p != j.end() && p->is_object()) {
+    const auto spacing = p->value("spacing_us", std::int64_t{0});
+    if (spacing > 0) {
+      recognized_ = p->value("recognized", false);
+      pace_.restore(spacing, p->value("burst", std::int64_t{0}),
+                    p->value("learned", false), now);
+      pace_.take_changed();
+    }
+  } else if (auto v = num("aimd_rate"); v && std::isfinite(*v) && *v > 0) {
+    // Written before the pace learner: a rate to start learning from.
+    pace_.restore(static_cast<std::int64_t>(1e6 / *v), 0, false, now);
+    pace_.take_changed();
+  }
+  if (auto v = num("margin_scale"); v && std::isfinite(*v))
+    margin_scale_ = std::clamp(*v, 1.0, kMaxMarginScale);
+  margin_changed_ = now;
   if (auto a = j.find("advertised"); a != j.end() && a->is_array()) {
     for (const auto& e : *a) {
       if (!e.is_object() || advertised_.size() >= kMaxTracked) continue;
@@ -532,6 +923,7 @@ void QuotaState::restore(const json& j, Millis now) {
         cap.limit = l->get<std::int64_t>();
       cap.remaining = e.value("remaining", 0.0);
       cap.reset_at = e.value("reset_at", Millis{0});
+      cap.open_until = cap.reset_at;
       cap.reset_known = true;
       // Exhausted: wait for the reset. Otherwise the count went on after
       // the snapshot, so probe before trusting it.

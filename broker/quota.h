@@ -11,14 +11,27 @@
 //     count is unknown, so one request goes first and its answer sets the
 //     next cap;
 //   - learned limits: limits the server advertises with a window become
-//     limiter limits; with no usable headers at all, the rate is found by
-//     additive increase / multiplicative decrease (AIMD) on 429s and 503s;
+//     limiter limits; a counter with no window has its window learned from
+//     when it resets (WindowLearner); with no counters at all, the pace and
+//     burst are learned from accepts and refusals (PaceLearner), and a
+//     configured window whose server refuses bunched starts is recognised
+//     as a leaky bucket;
+//   - the margin: a refusal the lane's limits should have prevented means
+//     starts bunch up on the way to the server, and widens the limiter's
+//     margin; a quiet stretch narrows it back;
 //   - the circuit breaker: N consecutive transient failures open it (the
 //     lane pauses), one probe job half-opens it, a success closes it.
+//
+// The lane's limiter is the model; the servers' counters are evidence
+// (docs/architecture.md, "How the servers' answers steer a lane"). A
+// counter the model explains (a limit of the lane, configured or learned,
+// that is at least as strict, and no usage by anyone else) adds no wait of
+// its own; one it does not explain caps the lane as above.
 // Time is passed in, never read. Not thread-safe; owned by the broker loop.
 #pragma once
 
 #include <array>
+#include <deque>
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,6 +39,8 @@
 #include <string>
 #include <vector>
 
+#include "broker/pace_learner.h"
+#include "broker/window_learner.h"
 #include "common/clock.h"
 #include "common/limit_spec.h"
 
@@ -40,24 +55,36 @@ struct ObservedLimit {
   std::optional<std::int64_t> limit;
   std::optional<double> remaining;
   std::optional<Millis> reset_in_ms;
+  // How far the true reset may be from reset_in_ms either way (whole
+  // seconds: 1000 or more); 1 when the worker did not say.
+  Millis reset_precision_ms = 1;
+  std::string reset_kind;  // "window_end", "full_replenish", ...
   std::optional<std::int64_t> window_s;
   bool policy_only = false;
 };
 
-struct Observation {
+struct QuotaObservation {
   std::string verdict = "ok";
   bool blocking = false;
   std::optional<Millis> retry_after_ms;
+  Millis retry_after_precision_ms = 1;
   std::optional<Millis> wait_ms;
   std::vector<ObservedLimit> limits;
 
-  static std::optional<Observation> from_json(const nlohmann::json& j);
+  static std::optional<QuotaObservation> from_json(const nlohmann::json& j);
 };
 
 struct QuotaSettings {
-  // No configured request limit: learn the rate (AIMD) when the server does
-  // not advertise one.
+  // No configured request limit: learn the pace when the server does not
+  // advertise a limit.
   bool learn_rate = true;
+  // Learned limits join the limiter ([api.NAME] learn).
+  bool learn = true;
+  // Nothing is known of the server yet: one request goes first, and
+  // nothing else until it is answered.
+  bool probe_first = false;
+  // The lane's configured limits: the model a counter is checked against.
+  std::vector<LimitSpec> configured;
   Millis backoff_base_ms = 500;
   Millis backoff_cap_ms = 60'000;
   int circuit_failures = 5;  // 0 disables the breaker
@@ -68,7 +95,10 @@ struct QuotaSettings {
 struct LearnedLimit {
   std::string key;
   LimitSpec spec;
-  std::string source;  // "advertised" or "aimd"
+  // "advertised" (the server's policy), "window" (a counter's window,
+  // learned from its resets), "pace" (learned from accepts and refusals)
+  // or "recognized" (a configured rate, run as a leaky bucket).
+  std::string source;
   std::optional<Millis> margin_ms;
 };
 
@@ -82,20 +112,18 @@ class QuotaState {
     std::int64_t units = 0;
   };
 
-  // AIMD tuning. Decrease to kBeta of the rate that drew the rejection;
-  // increase by kAlpha of the rate (at least kMinStep) per second in which
-  // the lane had work and used its rate.
-  static constexpr double kBeta = 0.85;
-  static constexpr double kAlpha = 0.02;
-  static constexpr double kMinStep = 0.5;
-  static constexpr double kMinRate = 0.05;  // per second
+  // The margin: each unexplained refusal doubles its scale (up to
+  // kMaxMarginScale; the limiter caps the margin itself at a tenth of the
+  // window); every kMarginQuietMs without one takes a quarter off.
+  static constexpr double kMaxMarginScale = 32;
+  static constexpr Millis kMarginQuietMs = 30'000;
   // A cap with no advertised reset is trusted for this long, then probed.
   static constexpr Millis kUnknownResetMs = 1000;
   static constexpr std::size_t kMaxTracked = 16;  // caps / learned limits
   static constexpr std::size_t kMaxOutstanding = 1'000'000;
-  // An answer whose reset is this much earlier than the current window's
-  // was counted in an earlier window.
-  static constexpr Millis kStragglerMs = 500;
+  // A reset this coarse (whole seconds) is only a bound on the window's
+  // end: the window learner finds the real one.
+  static constexpr Millis kCoarseResetMs = 100;
 
   explicit QuotaState(QuotaSettings settings = {});
 
@@ -108,12 +136,14 @@ class QuotaState {
   // Earliest time a start of `cost` units may happen, for pauses, caps,
   // probes and the circuit; `now` when it may happen now, kAwaitAnswer.
   Millis gate(std::int64_t cost, Millis now) const;
+  // The margin scale the lane's limiter should use (Limiter::set_margin_scale).
+  double margin_scale() const { return margin_scale_; }
   // Records a start that the gate allowed.
   void on_start(std::int64_t cost, Millis now);
 
   // How one start was answered.
   struct Answer {
-    const Observation* obs = nullptr;  // the parsed headers, when any
+    const QuotaObservation* obs = nullptr;  // the parsed headers, when any
     Mark at;                           // mark() right after the start
     bool success = false;              // 2xx
     // A rejection for rate: 429, a 403/503 with rate-limit evidence, or a
@@ -130,9 +160,8 @@ class QuotaState {
   std::optional<Millis> on_answer(const Answer& a, Millis now);
   // A start whose answer will never come (worker lost, lease expired).
   void on_lost(Mark at, Millis now);
-  // Additive increase; call about once per turn. `backlog`: the lane had
-  // ready work it could not start because of the learned rate.
-  void tick(Millis now, bool backlog);
+  // Call about once per turn: narrows the margin after a quiet stretch.
+  void tick(Millis now);
 
   // Learned limits changed since the last call (the lane rebuilds them in
   // its limiter).
@@ -147,7 +176,9 @@ class QuotaState {
   std::optional<Millis> paused_until(Millis now) const;
   std::string pause_reason() const { return pause_reason_; }
   std::string circuit() const;  // "closed", "open", "half_open"
-  std::optional<double> aimd_rate() const { return aimd_rate_; }
+  // The rate learned from accepts and refusals, per second, when one is in
+  // force.
+  std::optional<double> learned_rate() const;
 
   // For stats and the database.
   nlohmann::json to_json(Millis now) const;
@@ -160,41 +191,116 @@ class QuotaState {
     bool counts_requests = true;
     std::optional<std::int64_t> limit;
     double remaining = 0;  // the lowest count any answer of this window showed
-    Millis reset_at = 0;
+    Millis reset_at = 0;   // the server's reset, as reported
+    Millis precision = 1;  // ... exact to within this, either way
     bool reset_known = false;
+    // When the lane takes the window to end: the reset, or what the
+    // window learner predicts. Gating stops then and a probe goes.
+    Millis open_until = 0;
     bool restored = false;  // from before a restart: probe first
+    std::optional<Millis> window_ms;  // advertised with the counter
+    std::string reset_kind;
+    // The window's first known request (started, answered), when the
+    // lowest count was answered, and the latest start it counted.
+    Millis opener = 0;
+    Millis opener_answered = 0;
+    Millis min_answered = 0;
+    Millis last_counted = 0;
+    // A request started no later than this was counted in an earlier
+    // window: its answer says nothing about this one.
+    Millis previous_last = -1;
     // Others' spending on this counter, estimated from how much more the
-    // remaining count fell than this lane's own starts explain, measured
-    // against a baseline observation of the same window.
+    // remaining count fell than this lane's own starts explain: between
+    // two answers of one window (against a baseline), and in the count
+    // as a whole against the lane's starts within the server's window.
     double foreign_per_ms = 0;
     double base_remaining = 0;
     Mark base_started;
+    std::int64_t base_flying = 0;  // the lane's starts in flight then
     Millis base_at = 0;
   };
   enum class Circuit { kClosed, kOpen, kHalfOpen };
+  struct Outstanding {
+    std::int64_t units = 0;
+    Millis start = 0;
+  };
 
-  void observe_limits(const Observation& obs, Millis now);
+  // `start`: when the answered request started; `refused`: it was refused
+  // for rate. Returns whether the refusal (if any) is one the lane's model
+  // should have prevented (on a count its own starts explain).
+  bool observe_limits(const QuotaObservation& obs, Millis now, Millis start,
+                      bool refused);
+  // The server's window for a counter: advertised, learned, or that of
+  // the lane's limit of the same amount.
+  std::optional<Millis> server_window(const std::string& key,
+                                      const Cap& c) const;
+  // How much of the counter's count (`remaining`, answered for a start at
+  // `start`) the lane's own starts cannot explain: every start the
+  // server's window can hold, less the refused ones. Others' use, or a
+  // limit the lane mistook; 0 when the window is unknown.
+  double unexplained(const std::string& key, const Cap& c, double remaining,
+                     Millis start) const;
+  // A start a counter with a window learner counted.
+  void note_counted(const std::string& key, Millis start, Millis now);
+  static constexpr std::size_t kMaxCounted = 100'000;
+  // The lane's starts (and refusals) since `from`, in the counter's unit.
+  double own_since(const Cap& c, Millis from) const;
+  void note_foreign(Cap& c, double units, Millis over_ms);
   // Starts whose answers have not come back.
   Mark in_flight() const;
-  void forget(std::int64_t request);
+  std::optional<Outstanding> forget(std::int64_t request);
   void learn_advertised(const ObservedLimit& l);
-  void decrease(Mark at, Millis now);
-  bool learning() const;
-  LearnedLimit aimd_limit() const;
+  // The lane's limits explain this counter: gating on it adds nothing.
+  bool covered(const std::string& key, const Cap& c) const;
+  // The window learner of a counter, when its window can be learned.
+  WindowLearner* window_learner(const std::string& key, const Cap& c);
+  void schedule(const std::string& key, Cap& c);
+  bool pacing() const;
   bool needs_probe(Millis now) const;
-  std::int64_t starts_last_second(Millis now) const;
+  // A refusal of a start at `start` the lane's model should have
+  // prevented: widens the margin, once for all starts sent before.
+  void widen_margin(Millis start, Millis now);
   void pause(Millis until, const std::string& why);
+  // A refusal from a server that reported no counters, of the start made
+  // at `start` with mark `mark`.
+  void note_refusal_without_counters(Millis start, std::int64_t mark,
+                                     Millis now);
 
   QuotaSettings settings_;
   Mark started_;
-  // Starts without an answer yet: request mark -> units.
-  std::map<std::int64_t, std::int64_t> outstanding_;
+  // Starts without an answer yet: request mark -> units and start time.
+  std::map<std::int64_t, Outstanding> outstanding_;
   std::int64_t outstanding_units_ = 0;
+  // Start times of the last starts, by mark, to tell bunched starts.
+  std::array<Millis, 64> recent_starts_{};
+  // The lane's starts over the last kHistoryMs, as (time, mark after the
+  // starts at that time), coalesced into kHistoryBucketMs; and the starts
+  // the servers refused, by start time and units.
+  static constexpr Millis kHistoryMs = 3'600'000;
+  static constexpr Millis kHistoryBucketMs = 10;
+  static constexpr std::size_t kMaxRefusals = 10'000;
+  std::deque<std::pair<Millis, Mark>> history_;
+  std::deque<std::pair<Millis, Mark>> refusals_;
   std::map<std::string, Cap> caps_;
+  std::vector<std::string> refreshed_;  // the counters an answer carried
+  // Window learners by counter key, with the counter's limit and unit.
+  struct Window {
+    WindowLearner learner;
+    std::int64_t limit = 0;
+    std::string unit;
+    // What the limiter was last given: a learned window changes it.
+    bool known = false;
+    Millis hi = 0;
+    // Start times of the lane's requests the counter counted, oldest
+    // first, until a count that went up shows the oldest gone.
+    std::deque<Millis> counted;
+  };
+  std::map<std::string, Window> windows_;
   // A probe is out: no further start until an answer to a start made
   // after probe_mark_ (the mark just before the probe) arrives.
   bool probe_out_ = false;
   Mark probe_mark_;
+  bool heard_ = false;  // an answer has come since the start
 
   Millis paused_until_ = 0;
   std::string pause_reason_;
@@ -208,11 +314,14 @@ class QuotaState {
   Mark circuit_probe_mark_;
 
   std::map<std::string, LearnedLimit> advertised_;
-  std::optional<double> aimd_rate_;
-  Mark last_decrease_;
-  Millis last_increase_ = 0;
-  // Starts per 100 ms over the last second, for the rate that drew a 429.
-  std::array<std::pair<Millis, std::int64_t>, 10> recent_{};
+  // Counterless servers: the learned pace, and whether it was recognised
+  // from a configured rate (a leaky bucket behind a window limit).
+  PaceLearner pace_;
+  bool recognized_ = false;
+  std::string last_pace_;  // the pace limit last handed out (persisted)
+
+  double margin_scale_ = 1.0;
+  Millis margin_changed_ = 0;
 
   bool limits_changed_ = false;
   bool dirty_ = false;

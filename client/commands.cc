@@ -625,11 +625,43 @@ std::string quota_text(const nlohmann::json& l) {
     for (const auto& e : *it)
       line("learned limit " + field(e, "limit") + " (" + field(e, "source") +
            ")");
-  if (auto it = l.find("aimd_rate_per_s"); it != l.end() && it->is_number()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "learned rate %.1f/s (AIMD)",
-                  it->get<double>());
+  if (auto it = l.find("learned_rate_per_s");
+      it != l.end() && it->is_number()) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "pace %.2f/s (%s from accepts and refusals)",
+                  it->get<double>(),
+                  l.value("pace_learned", false) ? "learned" : "learning");
     line(buf);
+  }
+  if (auto it = l.find("windows"); it != l.end() && it->is_array()) {
+    for (const auto& w : *it) {
+      std::string text = "window of " + field(w, "key") + ": ";
+      const std::string state = field(w, "state");
+      if (state == "given_up") {
+        text += "not learned (its windows do not start at a request)";
+      } else {
+        text += state + ", ";
+        if (w.contains("at_most_ms") && w["at_most_ms"].is_number())
+          text += "at most " +
+                  format_duration(w["at_most_ms"].get<std::int64_t>()) + ", ";
+        text += "more than " +
+                format_duration(w.value("above_ms", std::int64_t{0}));
+      }
+      line(text);
+    }
+  }
+  if (auto it = l.find("margin_scale");
+      it != l.end() && it->is_number() && it->get<double>() > 1.0) {
+    std::string margins;
+    if (auto u = l.find("usage"); u != l.end() && u->is_array())
+      for (const auto& e : *u)
+        if (e.is_object() && e.contains("margin_ms"))
+          margins += (margins.empty() ? "" : ", ") + field(e, "limit") + " " +
+                     format_duration(e.value("margin_ms", std::int64_t{0}));
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "margin widened x%.2f after refusals",
+                  it->get<double>());
+    line(std::string(buf) + (margins.empty() ? "" : ": " + margins));
   }
   if (auto it = l.find("upstream"); it != l.end() && it->is_array()) {
     for (const auto& u : *it) {
@@ -649,6 +681,9 @@ std::string quota_text(const nlohmann::json& l) {
                       sh->get<double>());
         text += buf;
       }
+      if (auto e = u.find("explained"); e != u.end() && e->is_boolean())
+        text += *e ? " (explained by the lane's limits)"
+                   : " (not explained: the lane keeps to it)";
       line(text);
     }
   }

@@ -55,8 +55,9 @@ std::string limits_cell(const nlohmann::json& lane) {
       out +=
           (out.empty() ? "" : " ") + std::string("(learned ") + learned + ")";
   }
-  if (auto a = lane.find("aimd_rate_per_s"); a != lane.end() && a->is_number())
-    out += (out.empty() ? "" : " ") + std::string("(learned ") +
+  if (auto a = lane.find("learned_rate_per_s");
+      a != lane.end() && a->is_number())
+    out += (out.empty() ? "" : " ") + std::string("(pace ") +
            fixed(a->get<double>()) + "/s)";
   return out.empty() ? "none" : out;
 }

@@ -15,7 +15,9 @@ std::string LimitSpec::to_string() const {
   std::string window = format_duration(window_ms);
   auto back = parse_duration(window);
   if (!back || *back != window_ms) window = std::to_string(window_ms) + "ms";
-  return s + "/" + window;
+  s += "/" + window;
+  if (burst) s += " burst " + std::to_string(*burst);
+  return s;
 }
 
 Result<LimitSpec> parse_limit(std::string_view text) {
@@ -23,7 +25,7 @@ Result<LimitSpec> parse_limit(std::string_view text) {
   auto fail = [&](const std::string& why) -> Result<LimitSpec> {
     return Error{"invalid limit '" + original + "': " + why +
                  " (expected e.g. \"50/s\", \"600/min\", \"1/50ms\", "
-                 "\"90000 tokens/min\")"};
+                 "\"90000 tokens/min\", \"20/s burst 10\")"};
   };
   auto slash = text.find('/');
   if (slash == std::string_view::npos) return fail("no '/'");
@@ -54,7 +56,28 @@ Result<LimitSpec> parse_limit(std::string_view text) {
     unit = "requests";
   spec.unit = unit;
 
+  // An optional " burst N" after the window makes it a leaky bucket.
   std::string window(right);
+  if (auto b = window.find("burst"); b != std::string::npos) {
+    std::string_view rest = std::string_view(window).substr(b + 5);
+    std::size_t j = 0;
+    while (j < rest.size() && std::isspace(static_cast<unsigned char>(rest[j])))
+      ++j;
+    std::size_t digits = j;
+    while (j < rest.size() && std::isdigit(static_cast<unsigned char>(rest[j])))
+      ++j;
+    if (j == digits) return fail("burst needs a whole number, e.g. \"burst 10\"");
+    if (j - digits > 15) return fail("the burst is too large");
+    std::size_t end = j;
+    while (end < rest.size() &&
+           std::isspace(static_cast<unsigned char>(rest[end])))
+      ++end;
+    if (end != rest.size()) return fail("unexpected text after the burst");
+    spec.burst = std::stoll(std::string(rest.substr(digits, j - digits)));
+    if (b == 0 || !std::isspace(static_cast<unsigned char>(window[b - 1])))
+      return fail("write the burst after the window, e.g. \"20/s burst 10\"");
+    window.erase(b);
+  }
   std::size_t k = 0;
   while (k < window.size() &&
          std::isspace(static_cast<unsigned char>(window[k])))

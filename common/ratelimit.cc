@@ -185,6 +185,16 @@ struct Decimal {
   bool is_zero() const { return whole == 0 && !has_fraction(); }
 };
 
+// The resolution of a number of seconds as written: 1000 ms for a whole
+// number, finer with each fraction digit, never below 1 ms.
+Millis seconds_precision_ms(const Decimal& d) {
+  if (!d.has_point) return 1000;
+  Millis p = 1000;
+  for (int i = 0; i < d.frac_digits && p > 1; ++i) p /= 10;
+  return std::max<Millis>(p, 1);
+}
+
+
 std::uint64_t pow10(int n) {
   std::uint64_t p = 1;
   while (n-- > 0) p *= 10;
@@ -900,6 +910,7 @@ struct Entry {
 
 struct RetryHint {
   std::optional<Millis> ms;
+  Millis precision = 1;  // see Observation::retry_after_precision_ms
 };
 
 bool kong_window(std::string_view suffix, std::int64_t& window_s) {
@@ -1136,7 +1147,7 @@ class Observer {
   // An absolute instant as a wait: measured against the server's Date when
   // usable, else the local receive time; the past clamps to 0.
   Millis from_instant(Millis instant, std::vector<std::string>& flags) const {
-    Millis base = date_ms_.value_or(received_);
+    Millis base = date_base() ? *date_ms_ : received_;
     Millis d = sat_sub(instant, base);
     if (d < 0) {
       add_flag(flags, "past_clamped");
@@ -1154,9 +1165,12 @@ class Observer {
   }
 
   // R9: one reset value in ms from now, or nullopt (with a warning).
+  // `precision`: how far the true reset may be from the value (see
+  // LimitObservation::reset_precision_ms).
   std::optional<Millis> reset_value(std::string_view v, ResetUnit unit,
                                     const Field& f,
-                                    std::vector<std::string>& flags) {
+                                    std::vector<std::string>& flags,
+                                    Millis& precision) {
     v = trim_ows(v);
     std::optional<Millis> ms;
     if (auto d = parse_decimal(v)) {
@@ -1168,29 +1182,37 @@ class Observer {
         if (!at) return std::nullopt;
         return from_instant(*at, flags);
       };
+      const Millis in_seconds = seconds_precision_ms(*d);
       switch (unit) {
         case ResetUnit::kEpochS:
           ms = instant(to_ms(*d, kNsPerS));
+          precision = instant_precision(in_seconds);
           break;
         case ResetUnit::kDeltaS:
           ms = to_ms(*d, kNsPerS);
+          precision = in_seconds;
           break;
         case ResetUnit::kDeltaMs:
           ms = to_ms(*d, kNsPerMs);
+          precision = 1;
           break;
         case ResetUnit::kGoDuration:
           add_flag(flags, "bare_number");  // Azure: plain seconds
           ms = to_ms(*d, kNsPerS);
+          precision = in_seconds;
           break;
         case ResetUnit::kHeuristic:
           if (d->whole >= 100'000'000'000) {
             add_flag(flags, "epoch_ms_heuristic");
             ms = instant(to_ms(*d, kNsPerMs));
+            precision = instant_precision(1);
           } else if (d->whole >= 1'000'000'000) {
             add_flag(flags, "epoch_heuristic");
             ms = instant(to_ms(*d, kNsPerS));
+            precision = instant_precision(in_seconds);
           } else {
             ms = to_ms(*d, kNsPerS);
+            precision = in_seconds;
             if (ms && *ms > kSuspiciousDeltaMs)
               add_flag(flags, "suspicious_reset");
           }
@@ -1207,16 +1229,38 @@ class Observer {
         warn("unparseable:" + f.display());
         return std::nullopt;
       }
+      precision = 1;
     } else {
       auto at = parse_http_date(v, received_);
-      if (!at) at = parse_rfc3339(v);
+      bool whole = at.has_value();
+      if (!at) {
+        at = parse_rfc3339(v);
+        whole = v.find('.') == std::string_view::npos;
+      }
       if (!at) {
         warn("unparseable:" + f.display());
         return std::nullopt;
       }
       ms = from_instant(*at, flags);
+      precision = instant_precision(whole ? 1000 : 1);
     }
     return capped(ms, f);
+  }
+
+  // A Date header is the base for instants when it shows a skew it can
+  // measure: it has whole seconds and was written before the response
+  // travelled, so within two seconds of the local clock it says no more
+  // than the local clock does, and would add a second of doubt to every
+  // instant measured against it.
+  bool date_base() const {
+    return date_ms_ && (*date_ms_ - received_ >= 2000 ||
+                        received_ - *date_ms_ >= 2000);
+  }
+
+  // The precision of an instant with resolution `own` once measured
+  // against the base from_instant uses: a Date header has whole seconds.
+  Millis instant_precision(Millis own) const {
+    return date_base() ? own + 1000 : own;
   }
 
   // ---- lenient counters (X-RateLimit-*, RateLimit-Limit/Remaining/Reset)
@@ -1321,11 +1365,17 @@ class Observer {
   // R8: the latest of the members of a reset field.
   void reset_into(LimitObservation& l, const Field& f, ResetUnit unit) {
     std::optional<Millis> latest;
+    Millis latest_precision = 0;
     for (std::string_view m : split_members(f.joined, true)) {
-      auto v = reset_value(m, unit, f, l.flags);
-      if (v && (!latest || *v > *latest)) latest = v;
+      Millis precision = 1;
+      auto v = reset_value(m, unit, f, l.flags, precision);
+      if (v && (!latest || *v > *latest)) {
+        latest = v;
+        latest_precision = precision;
+      }
     }
     l.reset_in_ms = latest;
+    if (latest) l.reset_precision_ms = latest_precision;
   }
 
   // Joins policies to the live entry (the policy whose quota equals its
@@ -1565,6 +1615,7 @@ class Observer {
           ms.reset();
         }
         l.reset_in_ms = ms;
+        if (ms) l.reset_precision_ms = seconds_precision_ms(*v);
       }
     }
     g3_index_ = entries_.size() - 1;
@@ -1606,6 +1657,7 @@ class Observer {
         ms.reset();
       }
       l.reset_in_ms = ms;
+      if (ms) l.reset_precision_ms = seconds_precision_ms(*v);
     }
     if (const SfBare* pk = item.param("pk")) {
       if (pk->type != SfBare::Type::kBytes) {
@@ -1977,6 +2029,7 @@ class Observer {
     if (l.limit && l.remaining && l.refill_per_s) {
       double missing = static_cast<double>(*l.limit) - *l.remaining;
       l.reset_in_ms = seconds_ms(std::max(0.0, missing) / *l.refill_per_s);
+      if (l.reset_in_ms) l.reset_precision_ms = 1;
     }
   }
 
@@ -2056,11 +2109,14 @@ class Observer {
     std::vector<std::string> flags;
     for (std::string_view m : split_members(f->joined, true)) {
       std::optional<Millis> v;
+      Millis precision = 1000;
       if (auto d = parse_decimal(m)) {
         if (!d->negative) v = to_ms(*d, kNsPerS);
         if (v && d->has_point) decimal = true;
+        precision = seconds_precision_ms(*d);
       } else if (auto at = parse_http_date(m, received_)) {
         v = from_instant(*at, flags);
+        precision = instant_precision(1000);
       }
       if (!v) {
         bad = true;
@@ -2071,6 +2127,7 @@ class Observer {
         continue;
       }
       if (h.ms && *h.ms != *v) conflict = true;
+      if (!h.ms || *v > *h.ms) h.precision = precision;
       h.ms = std::max(h.ms.value_or(0), *v);
     }
     if (bad) warn("retry_after_malformed");
@@ -2097,6 +2154,7 @@ class Observer {
       RetryHint h = ms ? retry_ms_header(f) : retry_after_header(f);
       if (h.ms) {
         obs_.retry_after_ms = h.ms;
+        obs_.retry_after_precision_ms = h.precision;
         obs_.retry_after_source = name;
         return;
       }
@@ -2690,6 +2748,7 @@ nlohmann::json to_json(const LimitObservation& l) {
   j["remaining"] = optional_json(l.remaining);
   j["used"] = optional_json(l.used);
   j["reset_in_ms"] = optional_json(l.reset_in_ms);
+  j["reset_precision_ms"] = optional_json(l.reset_precision_ms);
   j["window_s"] = optional_json(l.window_s);
   j["refill_per_s"] = optional_json(l.refill_per_s);
   j["partition_key"] = optional_json(l.partition_key);
@@ -2708,6 +2767,7 @@ nlohmann::json to_json(const Observation& o) {
   j["retryable"] = o.retryable;
   j["blocking"] = o.blocking;
   j["retry_after_ms"] = optional_json(o.retry_after_ms);
+  j["retry_after_precision_ms"] = optional_json(o.retry_after_precision_ms);
   j["retry_after_source"] = text_or_null(o.retry_after_source);
   j["server_should_retry"] = optional_json(o.server_should_retry);
   j["reason"] = text_or_null(o.reason);

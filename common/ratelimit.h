@@ -87,6 +87,11 @@ struct LimitObservation {
   std::optional<double> remaining;  // Reddit floats, Shopify points
   std::optional<std::int64_t> used;
   std::optional<Millis> reset_in_ms;  // from received_unix_ms, skew-corrected
+  // How far the true reset may lie from reset_in_ms, either way: 1000 for a
+  // value in whole seconds (servers round up or truncate), 2000 for an
+  // instant in whole seconds measured against a Date header (also whole
+  // seconds), 1 for milliseconds. Null when there is no reset.
+  std::optional<Millis> reset_precision_ms;
   std::optional<std::int64_t> window_s;
   std::optional<double> refill_per_s;
   std::optional<std::string> partition_key;  // decoded IETF pk
@@ -104,6 +109,9 @@ struct Observation {
   bool retryable = true;
   bool blocking = false;  // the response itself was a rejection
   std::optional<Millis> retry_after_ms;
+  // As LimitObservation::reset_precision_ms, for retry_after_ms: 1000 for
+  // Retry-After in whole seconds.
+  std::optional<Millis> retry_after_precision_ms;
   std::string retry_after_source;  // "retry-after", "body:RetryInfo", ...
   std::optional<bool> server_should_retry;
   std::string reason;  // "secondary_rate_limit", "ThrottlingException", ...

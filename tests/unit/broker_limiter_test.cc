@@ -252,3 +252,124 @@ TEST_CASE("restamp moves this turn's starts to when they really left") {
   l.restamp(400, 450);  // nothing was recorded at 400: no change
   CHECK(l.next_admit(1, 1100) == 1530);
 }
+
+// nginx's limit_req: `rate` per second with `burst`, in its own integer
+// arithmetic (excess in thousandths of a request, time in whole ms).
+struct NginxBucket {
+  std::int64_t rate;
+  std::int64_t burst;
+  std::int64_t excess = 0;
+  Millis last = -1;
+  bool admit(Millis t) {
+    std::int64_t e = 0;
+    if (last >= 0)
+      e = std::max<std::int64_t>(0, excess - rate * (t - last) + 1000);
+    if (last >= 0 && e > burst * 1000) return false;
+    excess = e;
+    last = t;
+    return true;
+  }
+};
+
+TEST_CASE("a leaky bucket with burst 0 spaces starts evenly") {
+  Limiter l({limit("20/s burst 0")}, Millis{0});
+  CHECK(l.admits(1, 1000));
+  l.record(1, 1000);
+  CHECK_FALSE(l.admits(1, 1049));
+  CHECK(l.next_admit(1, 1001) == 1050);
+  l.record(1, 1050);
+  CHECK(l.next_admit(1, 1050) == 1100);
+  // After a quiet spell there is no more than one at once.
+  CHECK(l.admits(1, 5000));
+  l.record(1, 5000);
+  CHECK_FALSE(l.admits(1, 5000));
+  // The default margin (a fiftieth of the spacing, at least 1 ms).
+  Limiter m({limit("20/s burst 0")});
+  m.record(1, 0);
+  CHECK(m.next_admit(1, 0) == 51);
+}
+
+TEST_CASE("a leaky bucket lets burst + 1 through at once, then its rate") {
+  Limiter l({limit("20/s burst 10")}, Millis{0});
+  for (int i = 0; i < 11; ++i) {
+    CHECK(l.admits(1, 0));
+    l.record(1, 0);
+  }
+  CHECK_FALSE(l.admits(1, 0));
+  CHECK(l.next_admit(1, 0) == 50);
+  CHECK(l.max_requests() == 11);
+  auto u = l.usage(0);
+  REQUIRE(u.size() == 1);
+  CHECK(u[0].used == 11);
+  CHECK(l.usage(550)[0].used == 0);
+  // A start of more than burst + 1 units never fits.
+  Limiter t({limit("100 tokens/s burst 4")}, Millis{0});
+  CHECK(t.next_admit(6, 0) == Limiter::kNever);
+  CHECK(t.next_admit(5, 0) == 0);
+}
+
+TEST_CASE("against nginx's own arithmetic a leaky limit is never refused") {
+  for (std::int64_t burst : {0, 1, 10}) {
+    CAPTURE(burst);
+    LimitSpec spec = limit("20/s");
+    spec.burst = burst;
+    Limiter l({spec});  // the default margin
+    NginxBucket server{20, burst};
+    std::mt19937 rng(static_cast<unsigned>(burst) + 7);
+    std::uniform_int_distribution<int> gap(0, 120);
+    std::vector<Start> arrivals;
+    Millis t = 0;
+    for (int i = 0; i < 2000; ++i) {
+      t += gap(rng) < 100 ? 0 : gap(rng) * 10;  // bursts and quiet spells
+      arrivals.push_back({t, 1});
+    }
+    auto starts = simulate(l, arrivals, t + 200'000);
+    CHECK(starts.size() == arrivals.size());
+    std::int64_t refused = 0;
+    for (const auto& s : starts)
+      if (!server.admit(s.t)) ++refused;
+    CHECK(refused == 0);
+  }
+}
+
+TEST_CASE("a leaky limit keeps its rate when the margin is less than the "
+          "burst's room, and restamps its latest starts") {
+  Limiter l({limit("10/s burst 2")}, Millis{5});
+  for (int i = 0; i < 3; ++i) l.record(1, 0);
+  // Full: the next fits once a spacing has drained, margin in reserve.
+  CHECK(l.next_admit(1, 0) == 105);
+  // Saturated, starts come one spacing apart: the margin only shifts them.
+  l.record(1, 105);
+  CHECK(l.next_admit(1, 105) == 205);
+  l.record(1, 205);
+  // The bucket was ahead of that start: moving it later changes nothing.
+  l.restamp(205, 230);
+  CHECK(l.next_admit(1, 230) == 305);
+  // A start into an empty bucket counts from when it really left.
+  Limiter e({limit("10/s burst 0")}, Millis{0});
+  e.record(1, 100);
+  e.restamp(100, 130);  // the commit took 30 ms
+  CHECK(e.next_admit(1, 130) == 230);
+  e.restamp(90, 140);  // nothing was recorded at 90: no change
+  CHECK(e.next_admit(1, 130) == 230);
+}
+
+TEST_CASE("the margin scale widens every limit, capped at a tenth of its "
+          "window") {
+  Limiter l({limit("10/s"), limit("20/s burst 0")});
+  auto margins = [&] {
+    std::vector<Millis> m;
+    for (const auto& u : l.usage(0)) m.push_back(u.margin_ms);
+    return m;
+  };
+  CHECK(margins() == std::vector<Millis>{20, 1});
+  l.set_margin_scale(2);
+  CHECK(margins() == std::vector<Millis>{40, 2});
+  l.set_margin_scale(32);
+  CHECK(margins() == std::vector<Millis>{100, 5});  // 1000/10 and 50/10
+  l.set_margin_scale(0.5);  // never below the configured margin
+  CHECK(margins() == std::vector<Millis>{20, 1});
+  l.record(1, 0);
+  l.set_margin_scale(2);
+  CHECK(l.next_admit(1, 0) == 52);  // the leaky one: 50 + 2
+}

@@ -285,7 +285,7 @@ TEST_CASE("a lane's snapshot: dispatches, pause, circuit, limits and use") {
   }
 
   // A 429 with Retry-After pauses the lane: paused, with the time left.
-  Observation o;
+  QuotaObservation o;
   o.retry_after_ms = 3000;
   QuotaState::Answer a;
   a.obs = &o;

@@ -251,9 +251,10 @@ TEST_CASE("the JSON has every key of the contract, absent optionals null") {
   for (const char* key : {"http_status", "received_unix_ms", "server_skew_ms",
                           "verdict", "retryable", "blocking", "retry_after_ms",
                           "retry_after_source", "server_should_retry", "reason",
-                          "wait_ms", "limits", "warnings", "flags", "scope"})
+                          "wait_ms", "limits", "warnings", "flags", "scope",
+                          "retry_after_precision_ms"})
     CHECK_MESSAGE(j.contains(key), key);
-  CHECK(j.size() == 15);
+  CHECK(j.size() == 16);
   CHECK(j["retry_after_ms"].is_null());
   CHECK(j["retry_after_source"].is_null());
   CHECK(j["http_status"] == 200);
@@ -263,9 +264,9 @@ TEST_CASE("the JSON has every key of the contract, absent optionals null") {
   for (const char* key :
        {"source", "name", "unit", "scope", "limit", "remaining", "used",
         "reset_in_ms", "window_s", "refill_per_s", "partition_key",
-        "reset_kind", "policy_only", "flags"})
+        "reset_kind", "policy_only", "flags", "reset_precision_ms"})
     CHECK_MESSAGE(l.contains(key), key);
-  CHECK(l.size() == 14);
+  CHECK(l.size() == 15);
   CHECK(l["scope"] == "default");
   CHECK(l["reset_kind"] == "window_end");
   CHECK(l["limit"].is_null());

@@ -180,6 +180,33 @@ TEST_CASE("parse_limit accepts the documented forms") {
   CHECK(limit("100 Credits/min") == LimitSpec{100, 60'000, "credits"});
   CHECK(limit("50/s").counts_requests());
   CHECK_FALSE(limit("90000 tokens/min").counts_requests());
+  CHECK_FALSE(limit("50/s").leaky());
+}
+
+TEST_CASE("parse_limit reads a leaky bucket: a rate with a burst") {
+  auto r = parse_limit("20/s burst 10");
+  REQUIRE_MESSAGE(r.ok(), r.error());
+  CHECK(r->amount == 20);
+  CHECK(r->window_ms == 1000);
+  CHECK(r->burst == 10);
+  CHECK(r->leaky());
+  CHECK(parse_limit("20/s burst 0")->burst == 0);
+  CHECK(parse_limit(" 600 / min  burst   5 ")->burst == 5);
+  CHECK(parse_limit("90000 tokens/min burst 1000")->unit == "tokens");
+  CHECK(parse_limit("20/s burst 10")->to_string() == "20/1s burst 10");
+  CHECK(*parse_limit(parse_limit("3/1050ms burst 2")->to_string()) ==
+        *parse_limit("3/1050ms burst 2"));
+  CHECK_FALSE(*parse_limit("20/s burst 1") == *parse_limit("20/s"));
+  for (const char* bad : {"20/s burst", "20/s burst x", "20/s burst -1",
+                          "20/s burst 1 2", "20/sburst 1", "20/burst 1",
+                          "20/s burst 1234567890123456"}) {
+    CAPTURE(std::string(bad));
+    auto e = parse_limit(bad);
+    REQUIRE_FALSE(e.ok());
+    CHECK(contains(e.error(), std::string("invalid limit '") + bad + "'"));
+  }
+  CHECK(contains(parse_limit("20/s burst").error(), "whole number"));
+  CHECK(contains(parse_limit("20/s burst 1 2").error(), "after the burst"));
 }
 
 TEST_CASE("parse_limit refuses bad limits and says why") {
