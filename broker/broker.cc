@@ -980,7 +980,18 @@ json Broker::handle_client(Command cmd, const json& body,
       }
       case Command::kApis: {
         json apis = json::array();
-        for (auto& [name, l] : lanes_) apis.push_back(api_json(l->config()));
+        for (auto& [name, l] : lanes_) {
+          json a = api_json(l->config());
+          // The margin in force on each limit (learned ones included):
+          // the configured one, or wider after refusals.
+          json margins = json::array();
+          for (const auto& u : l->limiter().usage(now))
+            margins.push_back(
+                {{"limit", u.spec.to_string()}, {"margin_ms", u.margin_ms}});
+          a["effective_margins"] = std::move(margins);
+          a["margin_scale"] = l->quota().margin_scale();
+          apis.push_back(std::move(a));
+        }
         return {{"apis", apis}};
       }
       case Command::kDeadList:

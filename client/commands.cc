@@ -819,8 +819,8 @@ int apis(Session& s) {
                ? format_duration(it->get<std::int64_t>())
                : std::string("-");
   };
-  Table t({"NAME", "PRESET", "BASE_URL", "LIMITS", "CONCURRENCY", "DIALECT",
-           "RETRY", "BATCH"});
+  Table t({"NAME", "PRESET", "BASE_URL", "LIMITS", "MARGIN", "CONCURRENCY",
+           "DIALECT", "RETRY", "BATCH"});
   t.align_right(4);
   for (const auto& a : list) {
     std::string conc = field(a, "concurrency");
@@ -833,8 +833,22 @@ int apis(Session& s) {
     if (auto b = a.find("batch"); b != a.end() && b->is_object())
       batch = field(*b, "max_items") + " per " + field(*b, "method") + " " +
               field(*b, "path") + ", wait " + ms(*b, "max_wait_ms");
+    // The margins in force ("20ms", several: "20ms, 1ms"), and the factor
+    // refusals widened them by.
+    std::string margin;
+    if (auto m = a.find("effective_margins"); m != a.end() && m->is_array())
+      for (const auto& e : *m)
+        margin += (margin.empty() ? "" : ", ") + ms(e, "margin_ms");
+    if (margin.empty()) margin = "-";
+    if (auto sc = a.find("margin_scale");
+        sc != a.end() && sc->is_number() && sc->get<double>() > 1.0) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, " (x%.2f)", sc->get<double>());
+      margin += buf;
+    }
     t.add_row({field(a, "name"), field(a, "preset"), field(a, "base_url"),
-               field(a, "limits"), conc, field(a, "dialect"), retry, batch});
+               field(a, "limits"), margin, conc, field(a, "dialect"), retry,
+               batch});
   }
   s.io().out << t.render();
   return kExitOk;

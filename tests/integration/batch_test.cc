@@ -109,7 +109,10 @@ TEST_CASE("2,000 batchable jobs through a 10 requests/s lane: ~40 calls") {
   // submission is in the window.
   CHECK(stats["batch_requests"] >= 40);
   CHECK(stats["batch_requests"] <= 45);
-  CHECK(stats["max_total_in_window"] <= 10);
+  // Every call the lane sent, refused or not, in any second: the lane's
+  // limit holds at the server (the mock counts attempts, not only what it
+  // let through, so this can fail).
+  CHECK(stats["max_attempted_in_any_interval"] <= 10);
   MESSAGE("2,000 jobs in " << stats["batch_requests"] << " calls, "
                            << stats["rejected"] << " refused");
 

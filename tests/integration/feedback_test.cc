@@ -1,10 +1,10 @@
 // The quota feedback loop end to end, for every rate-limit header dialect the
 // mock API speaks: real broker, workers and mock processes on loopback.
 //   (a) the limit configured: the upstream rejects nothing;
-//   (b) no limit configured: every job succeeds, rejections stay small, and
-//       once the limit is known the lane runs at >= 85% of it;
-//   (c) another client spends part of the quota: pacer adapts, its own
-//       rejections stay small and the total stays within the limit.
+//   (b) no limit configured: every job succeeds, rejections stay bounded,
+//       and once the lane knows the limit it runs at >= 90% of it;
+//   (c) another client spends part of the quota: pacer sees its use in the
+//       counts and its own rejections stay small.
 // One fleet per dialect, all running at once (they are rate bound, not CPU
 // bound), so the whole sweep takes about as long as one dialect.
 #include <doctest/doctest.h>
@@ -121,26 +121,49 @@ TEST_CASE("(a) with the limit configured, no dialect draws a rejection") {
     json s = r.fleet->mock().stats();
     CHECK(s["accepted"] == jobs);
     CHECK(s["rejected"] == 0);
-    CHECK(s["max_in_window"].get<int>() <= 20);
+    // Requests that reached the mock in any second, refused or not: the
+    // lane's own pacing, which a refusing mock cannot hide.
+    CHECK(s["max_attempted_in_any_interval"].get<int>() <= 20);
   }
 }
 
+namespace {
+
+// The lane knows what the server allows: its counts (dialects with
+// counters); the end of the window, which a refusal's Retry-After date
+// states exactly (retry-after-date: from its first refusal on); a pace
+// (none: from the first answer on, and the test looks at the second half
+// of the run, since learning from refusals alone takes 10-30 of its 1 s
+// windows).
+bool lane_knows(const std::string& dialect, const json& lane) {
+  if (dialect == "none") return lane.value("learned_rate_per_s", 0.0) > 0;
+  if (dialect == "retry-after-date")
+    return lane.value("rate_limited_total", 0) > 0;
+  for (const auto& u : lane.value("upstream", json::array()))
+    if (u.contains("limit") && u["limit"].is_number()) return true;
+  return false;
+}
+
+}  // namespace
+
 TEST_CASE(
     "(b) with no limit configured, each dialect's lane learns it: all "
-    "succeed, few rejections, >= 85% of the limit once learned") {
+    "succeed, rejections bounded, >= 90% of the limit once learned") {
   // 10/s either way. Where the answers carry whole-second times (counts
   // with resets, or a Retry-After date), as 50 per 5 s: a window of one
   // second would be mostly rounding. Where they carry nothing (nginx
-  // style), as 10 per second: AIMD learns from rejections alone, and many
-  // windows show whether it settled.
+  // style), as 10 per second: the lane learns the pace from accepts and
+  // refusals alone, and many windows show whether it settled.
   auto limit_for = [](const std::string& d) {
     return d == "none" ? std::pair{10, 1} : std::pair{50, 5};
   };
   const int jobs = 200;
   auto runs = start_all(limit_for, {}, "", jobs);
-  // What each upstream window carried: the mock's accepted count, sampled
-  // until its backlog is through (windows start at the mock's reset).
+  // What each upstream window carried (the mock's accepted count, sampled
+  // until its backlog is through; windows start at the mock's reset), and
+  // the window in which the lane first knew the limit.
   std::vector<std::map<std::int64_t, std::int64_t>> at_end(runs.size());
+  std::vector<std::int64_t> known_in(runs.size(), -1);
   std::vector<bool> through(runs.size(), false);
   CHECK(wait_until(
       [&] {
@@ -150,7 +173,11 @@ TEST_CASE(
           json st = runs[i].fleet->mock().stats();
           const auto window_ms = limit_for(runs[i].dialect).second * 1000;
           const auto accepted = st["accepted"].get<std::int64_t>();
-          at_end[i][st["uptime_ms"].get<std::int64_t>() / window_ms] = accepted;
+          const auto k = st["uptime_ms"].get<std::int64_t>() / window_ms;
+          at_end[i][k] = accepted;
+          if (known_in[i] < 0 &&
+              lane_knows(runs[i].dialect, lane_stats(*runs[i].fleet)))
+            known_in[i] = k;
           if (accepted >= jobs)
             through[i] = true;
           else
@@ -167,13 +194,14 @@ TEST_CASE(
     json s = r.fleet->mock().stats();
     const auto [limit, window_s] = limit_for(r.dialect);
     const auto rejected = s["rejected"].get<std::int64_t>();
-    // Utilization once learned: the full windows after the first quarter
-    // of the run (at least the first window, the learning one) and before
-    // the last (where the backlog ran out), against what they allowed.
+    // Utilization once learned: the full windows after the one in which
+    // the lane first knew the limit (none: and in the second half of the
+    // run), and before the last (where the backlog ran out), against what
+    // they allowed.
     const auto window_ms = window_s * 1000;
-    const auto kf = s["first_accept_ms"].get<std::int64_t>() / window_ms;
     const auto kl = s["last_accept_ms"].get<std::int64_t>() / window_ms;
-    const auto from = kf + std::max<std::int64_t>(1, (kl - kf) / 4);
+    auto from = known_in[i] + 1;
+    if (r.dialect == "none") from = std::max(from, kl / 2);
     auto count_at = [&](std::int64_t k) {  // accepted by the end of window k
       std::int64_t n = 0;
       for (auto& [w, a] : at_end[i])
@@ -181,34 +209,39 @@ TEST_CASE(
       return n;
     };
     double utilization = 0;
-    if (kl > from)
+    if (known_in[i] >= 0 && kl > from)
       utilization = static_cast<double>(count_at(kl - 1) - count_at(from - 1)) /
                     (static_cast<double>(kl - from) * limit);
     json lane = lane_stats(*r.fleet);
-    MESSAGE(r.dialect, ": rejections ", rejected, ", utilization once learned ",
-            100 * utilization, "%, learned ", lane["learned"].dump(),
-            ", upstream ", lane["upstream"].dump());
-    CHECK(s["max_in_window"].get<int>() <= limit);
-    CHECK(utilization >= 0.85);
+    MESSAGE(r.dialect, ": rejections ", rejected, ", known in window ",
+            known_in[i], " of ", kl, ", utilization then ", 100 * utilization,
+            "%, learned ", lane["learned"].dump(), ", upstream ",
+            lane["upstream"].dump());
+    REQUIRE(known_in[i] >= 0);
+    REQUIRE(kl > from);
+    CHECK(utilization >= 0.9);
     if (counters_in_headers(r.dialect)) {
-      // The counts arrive with the first answers, and the cap (lowest count
-      // minus what is in flight) holds in any order of answers. Measured:
-      // 0-6 per dialect in most runs, once 14 for github under a full test
-      // run (not explained yet). The bound: under 10% of the jobs.
-      CHECK(rejected < jobs / 10);
+      // The first request goes alone; its answer carries the counts, and
+      // the cap (lowest count minus what is in flight) holds in any order
+      // of answers. Measured: 0-1 per dialect.
+      CHECK(rejected <= 5);
     } else {
-      // Learning from rejections alone: each window that runs out early
-      // costs the requests in flight then and one per backoff step; AIMD
-      // makes that rarer as the rate settles.
-      CHECK(rejected <= jobs / 4);
+      // Learning from refusals alone: each spacing found too short costs
+      // one refusal (one request in flight); two windows' worth bounds it.
+      // Measured: 3 (retry-after-date), 7-14 (none).
+      CHECK(rejected <= 2 * limit);
     }
   }
 }
 
 TEST_CASE(
-    "(c) another client spends part of the quota: pacer slows to match and "
-    "the total stays within the limit") {
-  // The lane is told the nominal 50 per 5 s; someone else spends 2/s of it.
+    "(c) another client spends part of the quota: pacer sees its use in the "
+    "counts, draws few rejections, and the server's limit holds") {
+  // The lane is told the nominal 50 per 5 s; someone else spends 2/s of it,
+  // evenly. What pacer can see is what the other client got counted, not
+  // what it wanted: requests it sends after the lane's burst in a window
+  // are refused by the server (the lane sent first), those before it show
+  // in the lane's counts as use its own starts do not explain.
   const int limit = 50, jobs = 120;
   auto runs = start_all(
       [](const std::string&) {
@@ -227,12 +260,22 @@ TEST_CASE(
             ", other client's accepted ", s["shared_accepted"], " rejected ",
             s["shared_rejected"], ", busiest window total ",
             s["max_total_in_window"], ", upstream ", lane["upstream"].dump());
+    // Both clients together: the mock refuses what goes over, so this is
+    // its accounting, not pacer's; pacer's own arrivals stay within the
+    // lane's limit, refused ones included.
     CHECK(s["max_total_in_window"].get<int>() <= limit);
+    CHECK(s["max_attempted_in_any_interval"].get<int>() <= limit);
     const std::int64_t windows = jobs / 40 + 2;
-    if (counters_in_headers(r.dialect))
+    if (counters_in_headers(r.dialect)) {
       CHECK(rejected <= windows * 2);
-    else
+      // The other client's use showed in the counts: the lane estimated it.
+      bool seen = false;
+      for (const auto& u : lane["upstream"])
+        if (u.value("shared_use_per_s", 0.0) > 0) seen = true;
+      CHECK(seen);
+    } else {
       CHECK(rejected <= windows * (2 * kConcurrency + 5));
+    }
   }
 }
 

@@ -57,11 +57,11 @@ TEST_CASE(
   auto stats = f.mock().stats();
   CHECK(stats["rejected"] == 0);
   CHECK(stats["accepted"] == 1000);
-  CHECK(stats["max_in_window"].get<int>() <= 50);
-  // 1000 jobs at 50/s need ~19 s; a loose bound that only a broken pacer trips.
-  CHECK(elapsed < 60.0);
-  MESSAGE("1000 jobs in " << elapsed << " s; mock busiest window "
-                          << stats["max_in_window"]);
+  // No second saw more than 50 requests arrive, refused ones included (the
+  // mock counts attempts, so this can fail). How fast is bench/'s business.
+  CHECK(stats["max_attempted_in_any_interval"].get<int>() <= 50);
+  MESSAGE("1000 jobs in " << elapsed << " s; mock busiest second "
+                          << stats["max_attempted_in_any_interval"]);
 
   // Every job has exactly one attempt, and it succeeded with the echoed body.
   CHECK(sql_count(f.db_path(), "SELECT COUNT(*) FROM attempts") == 1000);
