@@ -464,7 +464,7 @@ void Broker::apply_result(protocol::WireResult& r, WorkerRec* w, Millis now) {
   const ApiConfig* api = config_.api(job.api);
   Answer a = read_answer(r, api);
   auto lane_paused =
-      note_answer(l, job.api, a, job.mark, job.cost, job.started, now);
+      note_answer(l, job.api, a, job.mark, job.cost, 1, job.started, now);
   AttemptEnd end = answer_end(id, attempt, a, now);
   end.body = std::move(r.body);
   end_job(job, std::move(end), lane_paused, a.server_floor, now);
@@ -487,7 +487,8 @@ void Broker::apply_batch_result(protocol::WireResult& r, WorkerRec* w,
 
   const ApiConfig* api = config_.api(b.api);
   Answer a = read_answer(r, api);
-  auto lane_paused = note_answer(l, b.api, a, b.mark, b.units, b.started, now);
+  auto lane_paused =
+      note_answer(l, b.api, a, b.mark, b.units, b.requests, b.started, now);
 
   // Each member's share, by job id, when the response was split.
   std::map<JobId, const protocol::WireMember*> shares;
@@ -586,7 +587,8 @@ Broker::Answer Broker::read_answer(protocol::WireResult& r,
 std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
                                           const Answer& a,
                                           QuotaState::Mark mark,
-                                          std::int64_t units, Millis started,
+                                          std::int64_t units,
+                                          std::int64_t requests, Millis started,
                                           Millis now) {
   if (auto* c = counters(api))
     c->on_answer(a.status, a.outcome == Outcome::kRateLimited, a.duration_ms);
@@ -607,6 +609,8 @@ std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
                               {"status", a.status}});
   }
   // The real cost, when the response states it: correct the unit limits.
+  // An answer (not a lost worker) says when the request can have arrived.
+  if (a.status > 0) l->note_answered(started, now, units, requests);
   if (a.actual_cost)
     l->limiter().correct(
         static_cast<std::int64_t>(std::ceil(*a.actual_cost)) - units, started,
@@ -1559,6 +1563,7 @@ void Broker::dispatch_batch(Lane& l, const Lane::Selection& sel, WorkerRec& w,
   b.mark = l.quota().mark();
   b.started = now;
   b.units = units;
+  b.requests = requests;
   // The call carries only the headers every member has with the same value.
   std::optional<json> common;
   json out_members = json::array();

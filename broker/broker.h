@@ -101,6 +101,7 @@ class Broker {
     QuotaState::Mark mark;
     Millis started = 0;
     std::int64_t units = 0;
+    std::int64_t requests = 1;  // charged to request limits
   };
   // What one HTTP answer (a job's, or a batch call's) said.
   struct Answer {
@@ -140,8 +141,8 @@ class Broker {
   // lane's pause if it paused.
   std::optional<Millis> note_answer(Lane* l, const std::string& api,
                                     const Answer& a, QuotaState::Mark mark,
-                                    std::int64_t units, Millis started,
-                                    Millis now);
+                                    std::int64_t units, std::int64_t requests,
+                                    Millis started, Millis now);
   AttemptEnd answer_end(JobId id, int attempt, const Answer& a,
                         Millis now) const;
   // Ends one attempt by its outcome (succeeded, dead, waiting for quota or

@@ -52,6 +52,21 @@ void Lane::on_start(std::int64_t cost, Millis now, std::int64_t requests) {
   quota_.on_start(cost, now);
 }
 
+void Lane::note_answered(Millis start, Millis answered, std::int64_t cost,
+                         std::int64_t requests) {
+  if (answered <= start) return;
+  if (!first_answer_) first_answer_ = answered;
+  if (start >= *first_answer_) {
+    rtts_.push_back(answered - start);
+    if (rtts_.size() > kRttSamples) rtts_.pop_front();
+  }
+  Millis back = 0;  // the least time an answer takes to come back
+  if (!rtts_.empty()) back = *std::min_element(rtts_.begin(), rtts_.end());
+  // Only late by more than a millisecond moves a record.
+  if (answered - back > start + 1)
+    limiter_.move_later(start, answered - back, cost, requests);
+}
+
 void Lane::sync_learned(Millis now) {
   if (!quota_.take_limits_changed()) return;
   limiter_.set_margin_scale(quota_.margin_scale());

@@ -46,6 +46,16 @@ class Lane {
   void on_start(std::int64_t cost, Millis now, std::int64_t requests = 1);
   // Brings the limiter's learned limits in line with the quota state.
   void sync_learned(Millis now);
+  // A start made at `start` was answered at `answered`. The limiter
+  // records starts when they were sent; a request that took longer than
+  // the lane's fastest answer may have reached the server that much later
+  // (a connection still being set up, a queue on the way), and a window
+  // the server opened with it ends that much later: its record moves to
+  // the latest moment it can have arrived. Until a request sent after the
+  // lane's first answer has been answered, nothing bounds the way back, so
+  // the first requests count as arriving when answered.
+  void note_answered(Millis start, Millis answered, std::int64_t cost,
+                     std::int64_t requests = 1);
 
   // --- the ready window ---
   bool has_ready() const { return !window_.empty(); }
@@ -143,6 +153,12 @@ class Lane {
 
   ApiConfig config_;
   Limiter limiter_;
+  // Round trips of requests sent after the first answer came back (warm
+  // connections): the least of the last kRttSamples bounds how long an
+  // answer takes to come back once the request has arrived.
+  static constexpr std::size_t kRttSamples = 64;
+  std::deque<Millis> rtts_;
+  std::optional<Millis> first_answer_;
   QuotaState quota_;
   int cap_;
   std::set<ReadyEntry, Order> window_;

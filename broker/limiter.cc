@@ -133,7 +133,12 @@ Millis Limiter::default_margin(Millis window_ms) {
 
 Millis Limiter::default_margin(const LimitSpec& spec) {
   if (!spec.leaky()) return default_margin(spec.window_ms);
-  return default_margin(ceil_ms(interval_us(spec)));
+  const Millis spacing = ceil_ms(interval_us(spec));
+  // A bucket with a burst keeps the margin in reserve at no cost to its
+  // rate (it only shortens the first burst): a quarter of the burst's
+  // time, up to 50 ms. Without one, every millisecond costs pace.
+  return std::max(default_margin(spacing),
+                  std::min<Millis>(50, spacing * *spec.burst / 4));
 }
 
 void Limiter::evict(Log& log, Millis now) {
@@ -258,6 +263,26 @@ void Limiter::restamp(Millis from, Millis to) {
     // Starts at `from` are the newest entry (record keeps the log sorted
     // and merges equal times), so moving it later keeps the order.
     log.entries.back().t = new_t;
+  }
+}
+
+void Limiter::move_later(Millis from, Millis to, std::int64_t cost,
+                         std::int64_t requests) {
+  if (to <= from) return;
+  for (auto& log : logs_) {
+    if (log.spec.leaky()) continue;
+    const Millis at =
+        log.bucket > 0 ? (from + log.bucket - 1) / log.bucket * log.bucket
+                       : from;
+    auto it = std::lower_bound(
+        log.entries.begin(), log.entries.end(), at,
+        [](const Entry& e, Millis v) { return e.t < v; });
+    if (it == log.entries.end() || it->t != at) continue;  // expired
+    const std::int64_t c = std::min(charge(log, cost, requests), it->units);
+    it->units -= c;
+    log.sum -= c;
+    if (it->units == 0) log.entries.erase(it);
+    add(log, c, to);
   }
 }
 

@@ -37,7 +37,9 @@ class Limiter {
 
   static Millis default_margin(Millis window_ms);
   // The margin a limit gets when none is configured: default_margin of its
-  // window, or of its spacing (window / amount) for a leaky bucket.
+  // window; for a leaky bucket, of its spacing (window / amount), or a
+  // quarter of its burst's time (up to 50 ms) when larger, since a bucket
+  // with a burst keeps the margin in reserve without losing rate.
   static Millis default_margin(const LimitSpec& spec);
 
   // Whether a start of `cost` units may happen at `now`. A start counts
@@ -60,6 +62,12 @@ class Limiter {
   // the commit; the log must hold when they really left, or a slow commit
   // would let the next window's starts arrive too close behind these.
   void restamp(Millis from, Millis to);
+  // Moves one start recorded at `from` to `to` > from: it may have reached
+  // the server that late (its answer took longer than the fastest one),
+  // and the window it opened or joined there ends that much later. Window
+  // limits only (a leaky bucket keeps its margin for that).
+  void move_later(Millis from, Millis to, std::int64_t cost,
+                  std::int64_t requests = 1);
 
   // Learned limits (DESIGN §5), identified by a key, live beside the
   // configured ones. Updating one keeps its log; a new one starts with

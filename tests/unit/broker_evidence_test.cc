@@ -295,3 +295,34 @@ TEST_CASE("a refused probe whose reset is already past keeps its counter") {
 
 }  // namespace
 }  // namespace pacer
+
+namespace pacer {
+namespace {
+
+TEST_CASE("the first requests count as arriving when answered; later ones "
+          "as late as their answers were slower than the fastest") {
+  ApiConfig api;
+  api.name = "a";
+  api.limits = {*parse_limit("2/s")};
+  api.margin_ms = 0;
+  Lane lane(api, 64);
+  lane.on_start(1, 0);
+  lane.on_start(1, 0);
+  // Cold connections: answered 120 ms later. Nothing bounds how long the
+  // way back took, so the window they opened may end at 1120.
+  lane.note_answered(0, 120, 1);
+  lane.note_answered(0, 130, 1);
+  CHECK(lane.gate(1, 200) == 1120);
+  // Warm requests answer in 20 ms; one answered in 80 ms arrived up to
+  // 60 ms late.
+  lane.on_start(1, 1120);
+  lane.note_answered(1120, 1140, 1);
+  lane.on_start(1, 1130);
+  lane.note_answered(1130, 1210, 1);
+  CHECK(lane.gate(1, 1210) == 2120);
+  lane.on_start(1, 2120);
+  CHECK(lane.gate(1, 2120) == 1130 + 60 + 1000);
+}
+
+}  // namespace
+}  // namespace pacer

@@ -373,3 +373,20 @@ TEST_CASE("the margin scale widens every limit, capped at a tenth of its "
   l.set_margin_scale(2);
   CHECK(l.next_admit(1, 0) == 52);  // the leaky one: 50 + 2
 }
+
+TEST_CASE("a start that reached the server late is recorded late") {
+  Limiter l({limit("2/s"), limit("20/s burst 0")}, Millis{0});
+  l.record(1, 0);
+  l.record(1, 100);
+  CHECK(l.next_admit(1, 100) == 1000);
+  // The start at 0 was answered at 300 where answers take 50 ms: it may
+  // have arrived at 250, and a window it opened there ends at 1250.
+  l.move_later(0, 250, 1);
+  CHECK(l.next_admit(1, 300) == 1100);  // now the start at 100 is oldest
+  l.record(1, 1100);
+  CHECK(l.next_admit(1, 1100) == 1250);
+  // A start no longer in the log, or a later time that is not later: no-op.
+  l.move_later(5, 400, 1);
+  l.move_later(1100, 1100, 1);
+  CHECK(l.next_admit(1, 1100) == 1250);
+}
