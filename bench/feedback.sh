@@ -3,9 +3,11 @@
 # against a mock API enforcing LIMIT per WINDOW (fixed windows), once with the
 # limit configured ("known") and once with no limit configured ("unknown":
 # the lane learns it from the headers, or by AIMD from rejections alone).
-# Reports per run: utilization of the limit in the windows after the first
-# (what they carried against what they allowed; the upstream's windows are
-# fixed, so a window the lane wastes shows as a drop of 1/windows), the
+# Reports per run: the pace over wall time (the fastest schedule the limit
+# allows for the accepted requests against the time they took: a window the
+# lane enters late costs here), utilization of the limit in the windows
+# after the first (what they carried against what they allowed; a window
+# entered late still fills, so this alone hides lateness), the
 # rejections at the mock, and, for unknown limits, the time to converge: from
 # the first accepted request to the start of the first upstream window from
 # which on every full window carried >= 85% of the limit.
@@ -81,7 +83,16 @@ statuses = { rate_limited = [503] }"
       if (conv < 0) print "n/a"
       else { t = (conv * w - first) / 1000; if (t < 0) t = 0; printf "%.1f", t }
     }' "$samples")
-  printf '%-17s %-8s %6.1f%% %5d   %s\n' "$dialect" "$mode" "$util" "$rejected" \
+  # Pace over wall time: the fastest the limit allows the accepted
+  # requests to span ((ceil(N/L) - 1) windows: the last window's burst
+  # starts that many windows after the first) against the time they took.
+  # A window the lane enters late costs time here, although it still fills.
+  local pace
+  pace=$(echo "$first $last $accepted $LIMIT $wms" | awk '{
+    n = $3; l = $4; w = $5; spent = $2 - $1
+    fastest = (int((n + l - 1) / l) - 1) * w
+    if (spent <= 0) print 100; else printf "%.1f", 100 * fastest / spent }')
+  printf '%-17s %-8s %6.1f%% %6.1f%% %5d   %s\n' "$dialect" "$mode" "$pace" "$util" "$rejected" \
     "$([ "$mode" = unknown ] && echo "${converge} s" || echo -)"
   fleet_cleanup
   trap - EXIT
@@ -89,7 +100,7 @@ statuses = { rate_limited = [503] }"
 }
 
 printf 'limit %d per %d s (fixed windows), %d jobs per run, 2 workers x 8\n' "$LIMIT" "$WINDOW" "$JOBS"
-printf '%-17s %-8s %7s %5s   %s\n' dialect limit util rej converge
+printf '%-17s %-8s %7s %7s %5s   %s\n' dialect limit pace util rej converge
 for d in "${DIALECTS[@]}"; do
   run_one "$d" known
   run_one "$d" unknown

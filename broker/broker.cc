@@ -610,7 +610,8 @@ std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
   }
   // The real cost, when the response states it: correct the unit limits.
   // An answer (not a lost worker) says when the request can have arrived.
-  if (a.status > 0) l->note_answered(started, now, units, requests);
+  if (a.status > 0)
+    l->note_answered(started, now, a.duration_ms, units, requests);
   if (a.actual_cost)
     l->limiter().correct(
         static_cast<std::int64_t>(std::ceil(*a.actual_cost)) - units, started,

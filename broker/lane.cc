@@ -1,6 +1,7 @@
 #include "broker/lane.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/batch.h"
 
@@ -52,19 +53,20 @@ void Lane::on_start(std::int64_t cost, Millis now, std::int64_t requests) {
   quota_.on_start(cost, now);
 }
 
-void Lane::note_answered(Millis start, Millis answered, std::int64_t cost,
-                         std::int64_t requests) {
-  if (answered <= start) return;
-  if (!first_answer_) first_answer_ = answered;
+void Lane::note_answered(Millis start, Millis now, double took_ms,
+                         std::int64_t cost, std::int64_t requests) {
+  if (!std::isfinite(took_ms) || took_ms <= 0) return;
+  const auto took = static_cast<Millis>(std::ceil(took_ms));
+  if (!first_answer_) first_answer_ = now;
   if (start >= *first_answer_) {
-    rtts_.push_back(answered - start);
+    rtts_.push_back(took);
     if (rtts_.size() > kRttSamples) rtts_.pop_front();
   }
-  Millis back = 0;  // the least time an answer takes to come back
-  if (!rtts_.empty()) back = *std::min_element(rtts_.begin(), rtts_.end());
+  Millis fastest = 0;
+  if (!rtts_.empty()) fastest = *std::min_element(rtts_.begin(), rtts_.end());
   // Only late by more than a millisecond moves a record.
-  if (answered - back > start + 1)
-    limiter_.move_later(start, answered - back, cost, requests);
+  if (took - fastest > 1)
+    limiter_.move_later(start, start + took - fastest, cost, requests);
 }
 
 void Lane::sync_learned(Millis now) {

@@ -46,16 +46,19 @@ class Lane {
   void on_start(std::int64_t cost, Millis now, std::int64_t requests = 1);
   // Brings the limiter's learned limits in line with the quota state.
   void sync_learned(Millis now);
-  // A start made at `start` was answered at `answered`. The limiter
-  // records starts when they were sent; a request that took longer than
-  // the lane's fastest answer may have reached the server that much later
-  // (a connection still being set up, a queue on the way), and a window
-  // the server opened with it ends that much later: its record moves to
-  // the latest moment it can have arrived. Until a request sent after the
-  // lane's first answer has been answered, nothing bounds the way back, so
-  // the first requests count as arriving when answered.
-  void note_answered(Millis start, Millis answered, std::int64_t cost,
-                     std::int64_t requests = 1);
+  // A start made at `start` was answered at `now`, its call taking
+  // `took_ms` at the worker (from handing it to curl to the last byte of
+  // the answer). The limiter records starts when they were sent; a call
+  // that took longer than the lane's fastest may have reached the server
+  // that much later (a connection still being set up, a queue on the way),
+  // and a window the server opened with it ends that much later: its
+  // record moves by the difference. The worker's own time is used, not
+  // the broker's, so how results travel back and wait in the broker's
+  // turn does not count. Until a call sent after the lane's first answer
+  // (on a warm connection) has been answered, nothing bounds the way
+  // back, so the first calls count as arriving when they completed.
+  void note_answered(Millis start, Millis now, double took_ms,
+                     std::int64_t cost, std::int64_t requests = 1);
 
   // --- the ready window ---
   bool has_ready() const { return !window_.empty(); }
@@ -153,9 +156,9 @@ class Lane {
 
   ApiConfig config_;
   Limiter limiter_;
-  // Round trips of requests sent after the first answer came back (warm
+  // Worker-side times of calls sent after the first answer came back (warm
   // connections): the least of the last kRttSamples bounds how long an
-  // answer takes to come back once the request has arrived.
+  // answer takes once the request has arrived.
   static constexpr std::size_t kRttSamples = 64;
   std::deque<Millis> rtts_;
   std::optional<Millis> first_answer_;
