@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "common/json_limits.h"
+
 namespace pacer::protocol {
 
 std::string_view to_string(Command c) {
@@ -93,6 +95,13 @@ Decoded decode_frames(const std::vector<zmq::message_t>& frames,
   }
   Message m;
   m.command = static_cast<Command>(byte);
+  if (frames.size() == 3 && frames[2].size() > 0 &&
+      json_depth(std::string_view(static_cast<const char*>(frames[2].data()),
+                                  frames[2].size())) > kMaxJsonDepth)
+    return fail("malformed",
+                std::string(to_string(m.command)) +
+                    ": the body nests deeper than " +
+                    std::to_string(kMaxJsonDepth) + " levels");
   if (frames.size() == 3 && frames[2].size() > 0 && m.command == raw) {
     d.raw_body = std::string_view(static_cast<const char*>(frames[2].data()),
                                   frames[2].size());

@@ -9,6 +9,8 @@
 #include <set>
 #include <tuple>
 
+#include "common/json_limits.h"
+
 namespace pacer {
 namespace {
 
@@ -22,7 +24,6 @@ constexpr std::size_t kMaxLimits = 64;
 constexpr std::size_t kMaxWarnings = 32;
 constexpr std::size_t kMaxTextBytes = 128;  // names, reasons
 constexpr std::size_t kMaxPartitionKeyBytes = 256;
-constexpr int kMaxJsonDepth = 64;
 constexpr Millis kMaxSkewMs = 3'600'000;  // R2: a Date further off is ignored
 constexpr std::int64_t kMaxWindowS = kMaxObservedWaitMs / 1000;
 constexpr Millis kGithubSecondaryDefaultMs = 60'000;
@@ -968,30 +969,6 @@ std::optional<double> number_member(const nlohmann::json& j, const char* key) {
   double v = m->get<double>();
   if (!std::isfinite(v)) return std::nullopt;
   return v;
-}
-
-// Nesting depth of a JSON text, counted without parsing (strings skipped),
-// so a hostile "[[[[..." never reaches a recursive parser.
-int json_depth(std::string_view s) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      max_depth = std::max(max_depth, ++depth);
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
 }
 
 // AWS error codes: "ThrottlingException:http://internal...", or

@@ -10,6 +10,7 @@
 #include <memory>
 #include <tuple>
 
+#include "common/json_limits.h"
 #include "common/json_reader.h"
 #include "common/json_text.h"
 #include "common/ratelimit.h"
@@ -373,6 +374,7 @@ nlohmann::json JobResult::to_json() const {
 std::optional<double> read_actual_cost(std::string_view body,
                                        const std::string& pointer) {
   if (pointer.empty() || body.empty()) return std::nullopt;
+  if (json_depth(body) > kMaxJsonDepth) return std::nullopt;
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (j.is_discarded()) return std::nullopt;
   try {

@@ -179,6 +179,43 @@ TEST_CASE(
   CHECK(f.broker().running());
 }
 
+TEST_CASE("JSON nested 100,000 deep from a client or a worker is refused, "
+          "and the broker lives on") {
+  Fleet f({.workers = 0});
+  f.start_broker();
+  const std::string nest =
+      std::string(100'000, '[') + std::string(100'000, ']');
+  // Deep in a job's body, which the broker copies into its document.
+  const std::string deep = "{\"req\":\"d\",\"jobs\":[{\"api\":\"echo\","
+                           "\"method\":\"POST\",\"path\":\"/v1/echo\","
+                           "\"body\":" + nest + "}]}";
+  auto r = raw_exchange(f.client_endpoint(), "PACER1", 0x10, deep);
+  CHECK(r.command == Command::kError);
+  CHECK(r.body["code"] == "malformed");
+  CHECK(f.broker().running());
+  // A worker's READY and RESULTS as deep: no answer, no crash.
+  zmq::context_t ctx;
+  zmq::socket_t w(ctx, zmq::socket_type::dealer);
+  w.set(zmq::sockopt::linger, 0);
+  w.connect("ipc://" + f.dir().file("workers.sock"));
+  const std::string ready = "{\"worker\":\"w\",\"capacity\":1,\"apis\":" +
+                            nest + "}";
+  const std::string results =
+      "{\"results\":[{\"id\":1,\"attempt\":1,\"status\":200,"
+      "\"observation\":" + nest + "}]}";
+  for (auto [cmd, body] : {std::pair<std::uint8_t, const std::string*>{
+                               0x01, &ready},
+                           {0x04, &results}}) {
+    w.send(zmq::buffer(std::string("PACER1")), zmq::send_flags::sndmore);
+    w.send(zmq::buffer(&cmd, 1), zmq::send_flags::sndmore);
+    w.send(zmq::buffer(*body), zmq::send_flags::none);
+  }
+  auto s = f.request(Command::kStats, json::object());
+  REQUIRE(s);
+  CHECK(s->value("ok", false));
+  CHECK(f.broker().running());
+}
+
 TEST_CASE(
     "a worker sending fields of the wrong type cannot take the broker down") {
   Fleet f({.workers = 0});

@@ -13,6 +13,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/json_limits.h"
 #include "common/protocol.h"
 #include "common/results_body.h"
 #include "common/submit_body.h"
@@ -230,6 +231,30 @@ TEST_CASE("malformed messages are refused with code malformed") {
   malformed(raw("PACERX", 0x03, std::nullopt), "header");
   malformed(raw("PACER", 0x03, std::nullopt), "header");
   malformed(raw("PACER12", 0x03, std::nullopt), "header");
+}
+
+TEST_CASE("a body nested deeper than 64 levels is refused before parsing") {
+  auto nested = [](int depth) {
+    return "{\"a\":" + std::string(depth - 1, '[') +
+           std::string(depth - 1, ']') + "}";
+  };
+  // 100,000 levels (~200 KB) had overflowed the stack of the reader.
+  for (auto cmd : {0x10, 0x01, 0x15}) {
+    Decoded d = decode(raw("PACER1", static_cast<std::uint8_t>(cmd),
+                           nested(100'000)));
+    const auto& e = error_of(d);
+    CHECK(e.code == "malformed");
+    CHECK(e.message.find("deeper than 64 levels") != std::string::npos);
+  }
+  // The same for bodies read raw (SUBMIT, RESULTS).
+  Decoded r = decode(raw("PACER1", 0x10, nested(65)), Command::kSubmit);
+  CHECK(error_of(r).message.find("deeper than 64") != std::string::npos);
+  // 64 is fine; brackets inside strings do not count.
+  CHECK(decode(raw("PACER1", 0x10, nested(64))).message);
+  CHECK(decode(raw("PACER1", 0x10,
+                   "{\"s\":\"" + std::string(1000, '[') + "\"}"))
+            .message);
+  CHECK(pacer::json_depth("{\"a\":[1,{\"b\":\"]]]\\\"[[[\"}]}") == 3);
 }
 
 TEST_CASE("another protocol version is code version with the peer's version") {
