@@ -600,6 +600,9 @@ std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
   q.rate_limited = a.outcome == Outcome::kRateLimited;
   q.transient = a.outcome == Outcome::kTransient;
   q.overloaded = !q.rate_limited && (a.status == 503 || a.status == 529);
+  // An answer (not a lost worker) says when the request can have arrived.
+  if (a.status > 0)
+    q.late_ms = l->note_answered(started, now, a.duration_ms, units, requests);
   auto paused = l->quota().on_answer(q, now);
   if (paused && lane_paused_logged_[api] != *paused) {
     lane_paused_logged_[api] = *paused;
@@ -609,9 +612,6 @@ std::optional<Millis> Broker::note_answer(Lane* l, const std::string& api,
                               {"status", a.status}});
   }
   // The real cost, when the response states it: correct the unit limits.
-  // An answer (not a lost worker) says when the request can have arrived.
-  if (a.status > 0)
-    l->note_answered(started, now, a.duration_ms, units, requests);
   if (a.actual_cost)
     l->limiter().correct(
         static_cast<std::int64_t>(std::ceil(*a.actual_cost)) - units, started,

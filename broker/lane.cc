@@ -53,9 +53,9 @@ void Lane::on_start(std::int64_t cost, Millis now, std::int64_t requests) {
   quota_.on_start(cost, now);
 }
 
-void Lane::note_answered(Millis start, Millis now, double took_ms,
-                         std::int64_t cost, std::int64_t requests) {
-  if (!std::isfinite(took_ms) || took_ms <= 0) return;
+Millis Lane::note_answered(Millis start, Millis now, double took_ms,
+                           std::int64_t cost, std::int64_t requests) {
+  if (!std::isfinite(took_ms) || took_ms <= 0) return 0;
   const auto took = static_cast<Millis>(std::ceil(took_ms));
   if (!first_answer_) first_answer_ = now;
   if (start >= *first_answer_) {
@@ -65,8 +65,10 @@ void Lane::note_answered(Millis start, Millis now, double took_ms,
   Millis fastest = 0;
   if (!rtts_.empty()) fastest = *std::min_element(rtts_.begin(), rtts_.end());
   // Only late by more than a millisecond moves a record.
-  if (took - fastest > 1)
-    limiter_.move_later(start, start + took - fastest, cost, requests);
+  const Millis late = took - fastest;
+  if (late <= 1) return 0;
+  limiter_.move_later(start, start + late, cost, requests);
+  return late;
 }
 
 void Lane::sync_learned(Millis now) {

@@ -57,8 +57,10 @@ class Lane {
   // turn does not count. Until a call sent after the lane's first answer
   // (on a warm connection) has been answered, nothing bounds the way
   // back, so the first calls count as arriving when they completed.
-  void note_answered(Millis start, Millis now, double took_ms,
-                     std::int64_t cost, std::int64_t requests = 1);
+  // Returns how late the request may have arrived (0 when on time); the
+  // quota state reads the server's counts against that arrival.
+  Millis note_answered(Millis start, Millis now, double took_ms,
+                       std::int64_t cost, std::int64_t requests = 1);
 
   // --- the ready window ---
   bool has_ready() const { return !window_.empty(); }

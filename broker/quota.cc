@@ -101,45 +101,61 @@ bool QuotaState::pacing() const {
   return true;
 }
 
-bool QuotaState::covered(const std::string& key, const Cap& c) const {
-  if (!c.limit) return false;
+std::optional<Millis> QuotaState::known_window(const std::string& key,
+                                               const Cap& c) const {
   // The server's window: advertised, or learned and confirmed.
-  std::optional<Millis> window = c.window_ms;
-  bool own_trusted = false;
-  if (auto w = windows_.find(key); w != windows_.end() &&
-                                   w->second.learner.trusted()) {
-    own_trusted = true;
-    if (!window) window = w->second.learner.hi();
-  }
-  const double per = static_cast<double>(window.value_or(1000));
-  if (c.foreign_per_ms * per >= kForeignUnits) return false;
+  if (c.window_ms) return c.window_ms;
+  if (auto w = windows_.find(key);
+      w != windows_.end() && w->second.learner.trusted())
+    return w->second.learner.hi();
+  return std::nullopt;
+}
+
+bool QuotaState::covered_by(const std::vector<LimitSpec>& model,
+                            const std::string& key, const Cap& c) const {
+  if (!c.limit) return false;
+  const std::optional<Millis> window = known_window(key, c);
   const auto limit = static_cast<double>(*c.limit);
-  auto covers = [&](const LimitSpec& m) {
-    if (m.counts_requests() != c.counts_requests) return false;
-    if (!m.counts_requests() && m.unit != c.unit) return false;
+  for (const auto& m : model) {
+    if (m.counts_requests() != c.counts_requests) continue;
+    if (!m.counts_requests() && m.unit != c.unit) continue;
     if (m.leaky()) {
       // At most burst + 1 + W / spacing starts in any window of length W.
-      if (!window) return false;
+      if (!window) continue;
       const double most = static_cast<double>(*m.burst + 1) +
                           static_cast<double>(*window) *
                               static_cast<double>(m.amount) /
                               static_cast<double>(m.window_ms);
-      return most <= limit;
+      if (most <= limit) return true;
+      continue;
     }
-    if (static_cast<double>(m.amount) > limit) return false;
+    if (static_cast<double>(m.amount) > limit) continue;
     // With the server's window unknown, the same amount is taken for the
     // same limit: the lane was told (or learned) what the server counts.
-    return window ? m.window_ms >= *window
-                  : static_cast<double>(m.amount) == limit;
-  };
-  for (const auto& m : settings_.configured)
-    if (covers(m)) return true;
-  if (!settings_.learn) return false;
-  for (const auto& l : learned()) {
-    if (l.key == "window:" + key && !own_trusted) continue;
-    if (covers(l.spec)) return true;
+    if (window ? m.window_ms >= *window
+               : static_cast<double>(m.amount) == limit)
+      return true;
   }
   return false;
+}
+
+bool QuotaState::covered(const std::string& key, const Cap& c) const {
+  if (!c.limit) return false;
+  const double per =
+      static_cast<double>(known_window(key, c).value_or(1000));
+  if (c.foreign_per_ms * per >= kForeignUnits) return false;
+  if (covered_by(settings_.configured, key, c)) return true;
+  if (!settings_.learn) return false;
+  // The learned limits, but the counter's own learned window only once
+  // confirmed.
+  const bool own_trusted = [&] {
+    auto w = windows_.find(key);
+    return w != windows_.end() && w->second.learner.trusted();
+  }();
+  std::vector<LimitSpec> model;
+  for (const auto& l : learned())
+    if (l.key != "window:" + key || own_trusted) model.push_back(l.spec);
+  return covered_by(model, key, c);
 }
 
 WindowLearner* QuotaState::window_learner(const std::string& key,
@@ -341,8 +357,10 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
     for (const auto& l : a.obs->limits)
       if (l.remaining && !l.policy_only && l.unit != "concurrent_requests")
         counters = true;
-    model_refusal =
-        observe_limits(*a.obs, now, out ? out->start : now, a.rate_limited);
+    // Where the server counted it: when it can have arrived.
+    const Millis arrived =
+        out ? out->start + std::max<Millis>(a.late_ms, 0) : now;
+    model_refusal = observe_limits(*a.obs, now, arrived, a.rate_limited);
   }
   if (answers_probe) {
     probe_out_ = false;
@@ -445,6 +463,38 @@ void QuotaState::on_lost(Mark at, Millis now) {
   on_answer(a, now);
 }
 
+void QuotaState::learn_window(const std::string& key, Cap& c, bool count_up,
+                              Millis old_open_until, double remaining,
+                              Millis start, bool refused, Millis now) {
+  WindowLearner* w = window_learner(key, c);
+  if (!w) return;
+  auto& counted = windows_[key].counted;
+  // The count went up: the oldest request it counted is gone, all of the
+  // window's (a fixed window) or the oldest ones (a moving one). The
+  // window is no longer than from that request to this one.
+  if (count_up && !counted.empty()) {
+    // A probe sent at the predicted end found the count gone.
+    if (w->known() && start >= old_open_until) w->confirm();
+    w->fresh(counted.front(), start);
+  }
+  if (!refused) note_counted(key, start, now);
+  // What the server counts now are the lane's latest `used` starts (this
+  // one among them, unless refused): after a count went up, older ones
+  // are gone.
+  const auto used = static_cast<std::size_t>(std::max(
+      0.0, c.limit ? static_cast<double>(*c.limit) - remaining : 0.0));
+  if (count_up)
+    while (counted.size() > used) counted.pop_front();
+  if (used < 1 || counted.size() < used) return;
+  // The oldest of them is still counted: the window is longer than from
+  // it to this request; and the reported reset is when it, or the window
+  // it opened, leaves (or later). Probes count from it.
+  const Millis oldest = counted[counted.size() - used];
+  w->counted(oldest, start);
+  if (c.reset_known) w->reported(oldest, now, c.reset_at, c.precision);
+  c.opener = oldest;
+}
+
 void QuotaState::note_counted(const std::string& key, Millis start,
                               Millis now) {
   auto w = windows_.find(key);
@@ -508,9 +558,9 @@ double QuotaState::unexplained(const std::string& key, const Cap& c,
 }
 
 void QuotaState::note_foreign(Cap& c, double units, Millis over_ms) {
+  // The most others were seen to use holds until answers show less.
   const double sample = units / static_cast<double>(std::max<Millis>(over_ms, 1));
-  c.foreign_per_ms =
-      (1 - kForeignSmoothing) * c.foreign_per_ms + kForeignSmoothing * sample;
+  c.foreign_per_ms = std::max(c.foreign_per_ms, sample);
 }
 
 bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
@@ -536,7 +586,6 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
     if (l.window_s) c.window_ms = *l.window_s * 1000;
     c.reset_kind = l.reset_kind;
     c.opener = start;
-    c.opener_answered = now;
     c.min_answered = now;
     c.last_counted = start;
     c.base_remaining = c.remaining;
@@ -568,32 +617,13 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
         const Cap& old = it->second;
         c.previous_last = old.last_counted;
         c.foreign_per_ms = old.foreign_per_ms;
-        // The count went up: the oldest request it counted is gone, all of
-        // the window's (a fixed window) or the oldest (a moving one). The
-        // window is no longer than from that request to this one.
-        if (auto* w = window_learner(l.key, c); w && count_up) {
-          auto& counted = windows_[l.key].counted;
-          if (!counted.empty()) {
-            // A probe sent at the predicted end found the count gone.
-            if (w->known() && start >= old.open_until) w->confirm();
-            w->fresh(counted.front(), start);
-            // What the count still holds (besides this request, unless
-            // refused) are the lane's latest starts; older ones are gone.
-            const double used =
-                c.limit ? static_cast<double>(*c.limit) - c.remaining : 0.0;
-            const auto keep = static_cast<std::size_t>(
-                std::max(0.0, used - (refused ? 0.0 : 1.0)));
-            while (counted.size() > keep) counted.pop_front();
-          }
-        }
+        learn_window(l.key, c, count_up, old.open_until, c.remaining, start,
+                     refused, now);
       } else if (known) {
         c.foreign_per_ms = it->second.foreign_per_ms;
       }
-      if (auto* w = window_learner(l.key, c)) {
-        if (c.reset_known)
-          w->reported(c.opener, c.opener_answered, c.reset_at, c.precision);
-        if (!refused) note_counted(l.key, start, now);
-      }
+      if (!known || it->second.restored)
+        learn_window(l.key, c, false, 0, c.remaining, start, refused, now);
       schedule(l.key, c);
       Cap& placed = caps_[l.key] = c;
       // The count as a whole against the lane's starts the server's window
@@ -614,14 +644,7 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
     }
     Cap& cur = it->second;
     // The same window.
-    if (auto* w = window_learner(l.key, cur)) {
-      w->counted(cur.opener, start);
-      if (!refused) note_counted(l.key, start, now);
-    }
-    if (start < cur.opener) {
-      cur.opener = start;
-      cur.opener_answered = now;
-    }
+    learn_window(l.key, cur, false, 0, c.remaining, start, refused, now);
     if (start > cur.last_counted && !refused) cur.last_counted = start;
     // Others' spending between two answers of the window: how much more
     // the count fell since a baseline than the lane's starts since then,
@@ -631,7 +654,11 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
     // unanswered (an answered one would have shown less). The gate
     // subtracts what is in flight from it. Answers come back in any order,
     // so this is independent of it.
-    if (c.reset_known && cur.reset_known &&
+    // (Only while the server's window is unknown: with it known, the count
+    // as a whole is checked against the lane's starts the window can hold,
+    // below, which a moving window's counts, rising as old requests leave,
+    // cannot mislead.)
+    if (!server_window(l.key, cur) && c.reset_known && cur.reset_known &&
         c.reset_at <=
             cur.reset_at + kForeignSampleMs * 4 + 2 * cur.precision) {
       const Millis dt = now - cur.base_at;
@@ -656,10 +683,18 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
     if (c.reset_known && cur.reset_known)
       cur.reset_at = std::min(cur.reset_at, c.reset_at);
     schedule(l.key, cur);
+    // The count as a whole against the lane's starts the server's window
+    // can hold, as for a new window above.
+    const double other = unexplained(l.key, cur, c.remaining, start);
+    if (const auto window = server_window(l.key, cur)) {
+      if (other >= 1)
+        note_foreign(cur, other, *window);
+      else if (!refused)
+        cur.foreign_per_ms *= 1 - kForeignSmoothing;
+    }
     if (refused) {
       // Refused on a count the lane's own starts can all explain: they
       // bunched up on the way (the margin). One they cannot: others.
-      const double other = unexplained(l.key, cur, c.remaining, start);
       if (other >= 1) {
         const auto window = server_window(l.key, cur);
         cur.foreign_per_ms =
@@ -730,6 +765,11 @@ std::vector<LearnedLimit> QuotaState::learned() const {
   for (const auto& [key, l] : advertised_) out.push_back(l);
   for (const auto& [key, w] : windows_) {
     if (!w.learner.known() || w.limit < 1) continue;
+    // A counter the configured limits already model needs no learned
+    // window (an upper bound, at worst a little slower than they are).
+    if (auto c = caps_.find(key);
+        c != caps_.end() && covered_by(settings_.configured, key, c->second))
+      continue;
     LimitSpec spec;
     spec.amount = w.limit;
     spec.window_ms = w.learner.hi();

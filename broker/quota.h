@@ -155,6 +155,9 @@ class QuotaState {
     // An answer that means "too much" without saying how much (503): a
     // decrease signal while the lane learns its rate.
     bool overloaded = false;
+    // How much later than its start the request may have reached the
+    // server (Lane::note_answered): the counts are read against that.
+    Millis late_ms = 0;
   };
   // Returns the end of the lane's pause when this answer paused it.
   std::optional<Millis> on_answer(const Answer& a, Millis now);
@@ -200,10 +203,10 @@ class QuotaState {
     bool restored = false;  // from before a restart: probe first
     std::optional<Millis> window_ms;  // advertised with the counter
     std::string reset_kind;
-    // The window's first known request (started, answered), when the
-    // lowest count was answered, and the latest start it counted.
+    // The oldest start the counter still counts (a fixed window's first
+    // request; a moving window's oldest), which probes count from; when
+    // the lowest count was answered; and the latest start it counted.
     Millis opener = 0;
-    Millis opener_answered = 0;
     Millis min_answered = 0;
     Millis last_counted = 0;
     // A request started no later than this was counted in an earlier
@@ -240,6 +243,12 @@ class QuotaState {
   // limit the lane mistook; 0 when the window is unknown.
   double unexplained(const std::string& key, const Cap& c, double remaining,
                      Millis start) const;
+  // Feeds a counter's window learner one answer: `count_up` when its
+  // count went back up, `remaining` as answered for a start at `start`.
+  // Sets the counter's opener (the oldest start it still counts).
+  void learn_window(const std::string& key, Cap& c, bool count_up,
+                    Millis old_open_until, double remaining, Millis start,
+                    bool refused, Millis now);
   // A start a counter with a window learner counted.
   void note_counted(const std::string& key, Millis start, Millis now);
   static constexpr std::size_t kMaxCounted = 100'000;
@@ -252,6 +261,13 @@ class QuotaState {
   void learn_advertised(const ObservedLimit& l);
   // The lane's limits explain this counter: gating on it adds nothing.
   bool covered(const std::string& key, const Cap& c) const;
+  // Some limit of `model` is at least as strict as the counter.
+  bool covered_by(const std::vector<LimitSpec>& model, const std::string& key,
+                  const Cap& c) const;
+  // The server's window for the counter: advertised, or learned and
+  // confirmed.
+  std::optional<Millis> known_window(const std::string& key,
+                                     const Cap& c) const;
   // The window learner of a counter, when its window can be learned.
   WindowLearner* window_learner(const std::string& key, const Cap& c);
   void schedule(const std::string& key, Cap& c);

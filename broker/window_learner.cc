@@ -79,15 +79,16 @@ Millis WindowLearner::probe_at(Millis opener) const {
       });
   Millis candidate;
   if (width > 4 * tolerance() && !round) {
-    // Halve the bounds, trying a round window in their middle half first.
+    // The largest round window between the bounds goes first: a probe
+    // above the truth costs a wait, one below it a refusal, and the
+    // reported reset puts the upper bound just above the window (by its
+    // precision). Without one, halve the bounds.
     candidate = lo_ + width / 2;
+    for (Millis w : kRoundWindows)
+      if (w > lo_ + kJitterMs && w < hi_) candidate = std::max(candidate, w);
     Millis best = kUnknown;
-    for (Millis w : kRoundWindows) {
-      if (w <= lo_ + width / 4 || w >= hi_ - width / 4) continue;
-      if (best == kUnknown ||
-          std::llabs(w - candidate) < std::llabs(best - candidate))
-        best = w;
-    }
+    for (Millis w : kRoundWindows)
+      if (w > lo_ + kJitterMs && w < hi_) best = w;
     if (best != kUnknown) candidate = best;
   } else {
     // Close, or just above a round window: the upper bound is the answer

@@ -110,7 +110,8 @@ TEST_CASE("usage by another client is not explained: the lane slows") {
   answer(lane, m2[0], counter(69, 8'500, 100), 510);
   auto up = lane.quota().to_json(510)["upstream"][0];
   CHECK(up["explained"] == false);
-  CHECK(up["shared_use_per_s"].get<double>() > 10);
+  // 29 counted that the lane did not start, within the server's 10 s.
+  CHECK(up["shared_use_per_s"].get<double>() >= 2.5);
   // The lane's limiter would start 98 more now; the counter, less what the
   // other client will spend before the reset, holds it back.
   int started = 0;

@@ -164,8 +164,8 @@ Result run(const Server& s, std::vector<LimitSpec> limits, Millis duration,
       q.success = a.status == 200;
       q.rate_limited = a.status == 429;
       if (q.rate_limited) ++r.refused;
-      lane.note_answered(a.request.start, now,
-                         static_cast<double>(now - a.request.start), 1);
+      q.late_ms = lane.note_answered(
+          a.request.start, now, static_cast<double>(now - a.request.start), 1);
       lane.quota().on_answer(q, now);
       lane.sync_learned(now);
       lane.finished();
