@@ -14,8 +14,9 @@ PACKAGES=(build-essential cmake ninja-build pkg-config
   libssl-dev
   doctest-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev libsimdjson-dev
   bc curl jq sqlite3)
-# Only the benchmarks need nginx (a fast upstream to measure against).
-BENCH_PACKAGES=(nginx-light)
+# Only the benchmarks need these: nginx (a fast upstream to measure against,
+# and limit_req for bench/conformance.sh), Flask-Limiter (conformance).
+BENCH_PACKAGES=(nginx-light python3-flask python3-flask-limiter)
 
 JOBS=${JOBS:-$(nproc)}
 
@@ -50,7 +51,18 @@ run_tests() {  # DIR
 case "${1:-}" in
   deps) deps ;;
   build) deps; build build ;;
-  bench) deps "${BENCH_PACKAGES[@]}"; build build ;;
+  bench)
+    deps "${BENCH_PACKAGES[@]}"
+    # express-rate-limit for bench/conformance.sh: node and npm, then its
+    # locked packages. Debian's npm only where there is none: a nodejs from
+    # another source (nodesource) carries its own npm, which Debian's would
+    # conflict with.
+    command -v npm >/dev/null || deps nodejs npm
+    if [ ! bench/conformance/express/node_modules/.package-lock.json -nt bench/conformance/express/package-lock.json ]; then
+      (cd bench/conformance/express && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    build build
+    ;;
   demo)
     deps; build build
     exec ./scripts/demo.sh "${@:2}"
