@@ -249,6 +249,16 @@ TEST_CASE("Flask-Limiter: fixed and moving windows, resets truncated") {
   }
 }
 
+TEST_CASE("a moving window, resets rounded up") {
+  for (Millis w : {1000, 10'000}) {
+    Server s = flask(20 * w / 1000, w, mock::Algorithm::kSliding);
+    s.name = "moving (rounded up) " + std::to_string(w);
+    s.config.reset_rounding = mock::ResetRounding::kUp;
+    known(s, window_limit(s));
+    unknown(s);
+  }
+}
+
 TEST_CASE("nginx limit_req: a leaky bucket, no counters") {
   for (std::int64_t burst : {0, 10}) {
     Server s = nginx(burst);
