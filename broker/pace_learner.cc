@@ -19,12 +19,7 @@ void PaceLearner::begin_epoch(std::int64_t spacing_us, Millis now) {
   if (spacing_us != spacing_us_) changed_ = true;
   spacing_us_ = spacing_us;
   epoch_start_ = now;
-  epoch_starts_ = 0;
   epoch_accepts_ = 0;
-}
-
-void PaceLearner::on_start(Millis now) {
-  if (spacing_us_ > 0 && now >= epoch_start_) ++epoch_starts_;
 }
 
 void PaceLearner::on_accept(Millis start, Millis now) {
@@ -191,7 +186,6 @@ void PaceLearner::restore(std::int64_t spacing_us, std::int64_t burst,
   if (spacing_us <= 0) return;
   spacing_us_ = clamp_spacing(spacing_us);
   epoch_start_ = now;
-  epoch_starts_ = 0;
   epoch_accepts_ = 0;
   burst_ = std::max<std::int64_t>(0, burst);
   learned_ = learned;

@@ -58,8 +58,6 @@ class PaceLearner {
   static constexpr Millis kRefusedMemoryMs = 600'000;
   static constexpr std::int64_t kFirstSpacingUs = 50'000;
 
-  // A start at `now`.
-  void on_start(Millis now);
   // The answer to a start made at `start`, at `now`: accepted, or refused
   // for rate (a 429, or a 503 on a lane learning its rate).
   void on_accept(Millis start, Millis now);
@@ -96,9 +94,8 @@ class PaceLearner {
   bool learned_ = false;
   bool changed_ = false;
 
-  // The epoch at spacing_us_: since when, starts and accepts in it.
+  // The epoch at spacing_us_: since when, and the accepts of its starts.
   Millis epoch_start_ = 0;
-  std::int64_t epoch_starts_ = 0;
   std::int64_t epoch_accepts_ = 0;
   std::int64_t longest_run_ = 0;
   // The last two refused epochs: spacing and accepts before the refusal.

@@ -256,7 +256,6 @@ void QuotaState::on_start(std::int64_t cost, Millis now) {
     history_.emplace_back(now, started_);
   while (!history_.empty() && history_.front().first < now - kHistoryMs)
     history_.pop_front();
-  if (pacing()) pace_.on_start(now);
 }
 
 void QuotaState::pause(Millis until, const std::string& why) {
