@@ -38,10 +38,17 @@ deps() {  # [extra packages...]
   fi
 }
 
-build() {  # build DIR [cmake args...]
+# Debug information is line tables only (-g1): enough for backtraces and
+# sanitizer reports with file:line, and a quarter less compile time than
+# full -g. For a debugger's view of locals, configure a build of your own.
+build() {  # build DIR [cmake args...]; TARGETS="a b" builds only those
   local dir=$1; shift
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
-  cmake --build "$dir" -j "$JOBS"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS_DEBUG="-g1" \
+    "$@" >/dev/null
+  local targets=()
+  [ -z "${TARGETS:-}" ] || targets=(--target $TARGETS)
+  cmake --build "$dir" -j "$JOBS" "${targets[@]}"
 }
 
 run_tests() {  # DIR
@@ -64,7 +71,8 @@ case "${1:-}" in
     build build
     ;;
   demo)
-    deps; build build
+    # Only what the demo runs: the tests are most of the build.
+    deps; TARGETS="pacer-broker pacer-worker pacer pacer-mock-api" build build
     exec ./scripts/demo.sh "${@:2}"
     ;;
   test)

@@ -150,7 +150,7 @@ bool lane_knows(const std::string& dialect, const json& lane) {
 
 TEST_CASE(
     "(b) with no limit configured, each dialect's lane learns it: all "
-    "succeed, rejections bounded, and a pace a noisy machine keeps") {
+    "succeed, rejections bounded") {
   // 10/s either way. Where the answers carry whole-second times (counts
   // with resets, or a Retry-After date), as 50 per 5 s: a window of one
   // second would be mostly rounding. Where they carry nothing (nginx
@@ -214,14 +214,14 @@ TEST_CASE(
     if (known_in[i] >= 0 && kl > from)
       utilization = static_cast<double>(count_at(kl - 1) - count_at(from - 1)) /
                     (static_cast<double>(kl - from) * limit);
-    // The pace over wall time for the other dialects, learning included:
-    // the fastest the limit allows the accepted requests to span
-    // ((ceil(N/L) - 1) windows) against the time they took. A loose bound:
-    // in a run of four windows one probe refused while a counter's window
-    // is learned costs a window (measured 0.75 for x-ratelimit and github,
-    // whose windows here are aligned to the mock's clock; 0.82 for
-    // retry-after-date; 0.99-1.0 for the rest). The pace once learned is
-    // broker_servers_test's business, under a fake clock.
+    // The pace over wall time, learning included: the fastest the limit
+    // allows the accepted requests to span ((ceil(N/L) - 1) windows)
+    // against the time they took. Printed, not asserted: speed is for the
+    // benchmarks (bench/feedback.sh scores it), and the pace once learned
+    // is broker_servers_test's business, under a fake clock. Seen here:
+    // 0.75 for x-ratelimit and github (one probe refused while a counter's
+    // window is learned costs one of four windows), 0.82 for
+    // retry-after-date, 0.99-1.0 for the rest.
     const double spent = s["last_accept_ms"].get<double>() -
                          s["first_accept_ms"].get<double>();
     const auto accepted = s["accepted"].get<std::int64_t>();
@@ -238,8 +238,6 @@ TEST_CASE(
     if (r.dialect == "none") {
       REQUIRE(kl > from);
       CHECK(utilization >= 0.9);
-    } else {
-      CHECK(pace >= 0.6);
     }
     if (counters_in_headers(r.dialect)) {
       // The first request goes alone; its answer carries the counts, and
