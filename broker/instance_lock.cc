@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
+#include <system_error>
 
 namespace pacer {
 namespace {
@@ -21,10 +23,19 @@ std::string holder_of(int fd) {
   return pid.find_first_not_of("0123456789") == std::string::npos ? pid : "";
 }
 
+// The database's path with every symlink and "." or ".." resolved (those
+// of its folder when the file does not exist yet): two names for one file
+// through a symlink must take one lock. (Hard links still name two.)
+std::string real_path(const std::string& database) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(database, ec);
+  return ec || p.empty() ? database : p.string();
+}
+
 }  // namespace
 
 InstanceLock::InstanceLock(const std::string& database)
-    : path_(database + ".lock") {
+    : path_(real_path(database) + ".lock") {
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0)
     throw std::runtime_error("cannot open the lock file " + path_ + ": " +

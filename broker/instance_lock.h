@@ -1,7 +1,8 @@
 // One broker per database. Two brokers on one SQLite file would both
 // dispatch its jobs, each with a limiter of its own: jobs run twice and
 // quotas are spent twice over. InstanceLock holds an exclusive flock(2) on
-// "<database>.lock" for the life of the process; the kernel releases it
+// "<database>.lock", the database's real path (symlinks resolved), for the
+// life of the process; the kernel releases it
 // however the process ends, so a crash never leaves a stale lock behind.
 // Like SQLite's own locking, it needs a local filesystem.
 #pragma once

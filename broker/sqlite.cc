@@ -1,5 +1,8 @@
 #include "broker/sqlite.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -101,6 +104,14 @@ void configure_sqlite_once() {
 
 Database::Database(const std::string& path) {
   configure_sqlite_once();
+  // A new database is the owner's alone (0600, whatever the umask): it
+  // holds every job's body and results. SQLite gives its WAL and shared-
+  // memory files the database's mode. An existing file keeps its own.
+  if (!path.empty() && path != ":memory:" && path.rfind("file:", 0) != 0) {
+    const int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);  // anything else is sqlite3_open's to report
+  }
   int rc = sqlite3_open_v2(
       path.c_str(), &db_,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
