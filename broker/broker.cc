@@ -88,6 +88,9 @@ zmq::socket_t bind_router(zmq::context_t& ctx, const std::string& endpoint,
                           const char* what) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::router_mandatory, 1);
+  // A peer that reconnects with its routing id (a worker does) takes it
+  // over at once, before the old connection is seen to be gone.
+  s.set(zmq::sockopt::router_handover, 1);
   s.set(zmq::sockopt::maxmsgsize, protocol::kMaxMessageBytes);
   s.set(zmq::sockopt::linger, 0);
   // Credit, not the high-water mark, bounds what is queued for a worker; a
@@ -361,10 +364,12 @@ void Broker::handle_worker(const std::string& rid, Message& m,
     case Command::kHeartbeat:
       break;
     case Command::kResults:
-      // From a worker from before a restart too: its answers are still
-      // good when their attempt is current (fencing). Credit is not
-      // tracked for it.
-      for (auto& r : results) apply_result(r, w, now);
+      // Only from the peer each attempt was sent to (a worker keeps its
+      // routing id across reconnects); an attempt recovered after a broker
+      // restart has no peer on record, and its answer is taken from
+      // whoever was running it when its attempt is current (fencing).
+      // Credit is not tracked for an unregistered sender.
+      for (auto& r : results) apply_result(r, rid, w, now);
       break;
     case Command::kDisconnect:
       if (w) forget_worker(rid, "worker disconnected", now);
@@ -432,9 +437,25 @@ void Broker::on_ready(const std::string& rid, const json& body, Millis now) {
                  {"liveness", config_.broker.liveness}}});
 }
 
-void Broker::apply_result(protocol::WireResult& r, WorkerRec* w, Millis now) {
+bool Broker::result_from(const std::string& sent_to, const std::string& rid,
+                         WorkerRec* w, Millis now) {
+  if (sent_to.empty() || sent_to == rid) return true;
+  ++results_refused_total_;
+  auto& last = refused_logged_[rid];
+  if (now - last > 60'000) {
+    last = now;
+    if (refused_logged_.size() > 1000) refused_logged_.clear();
+    log::warn("result_refused",
+              {{"worker", w ? w->name : "(not registered)"},
+               {"reason", "the attempt was sent to another peer"}});
+  }
+  return false;
+}
+
+void Broker::apply_result(protocol::WireResult& r, const std::string& rid,
+                          WorkerRec* w, Millis now) {
   if (r.is_object && r.has_batch) {
-    apply_batch_result(r, w, now);
+    apply_batch_result(r, rid, w, now);
     return;
   }
   if (!r.is_object || !r.id || !r.attempt || *r.attempt < INT_MIN ||
@@ -444,12 +465,14 @@ void Broker::apply_result(protocol::WireResult& r, WorkerRec* w, Millis now) {
   }
   JobId id = *r.id;
   int attempt = static_cast<int>(*r.attempt);
+  auto f = in_flight_.find(id);
+  if (f != in_flight_.end() && !result_from(f->second.worker, rid, w, now))
+    return;
   if (w) {
     auto o = w->outstanding.find(id);
     if (o != w->outstanding.end() && o->second == attempt)
       w->outstanding.erase(o);
   }
-  auto f = in_flight_.find(id);
   if (f == in_flight_.end() || f->second.attempt != attempt ||
       f->second.batch != 0) {
     log::debug("stale_result", {{"job", id}, {"attempt", attempt}});
@@ -470,11 +493,13 @@ void Broker::apply_result(protocol::WireResult& r, WorkerRec* w, Millis now) {
   end_job(job, std::move(end), lane_paused, a.server_floor, now);
 }
 
-void Broker::apply_batch_result(protocol::WireResult& r, WorkerRec* w,
-                                Millis now) {
+void Broker::apply_batch_result(protocol::WireResult& r, const std::string& rid,
+                                WorkerRec* w, Millis now) {
   const std::int64_t batch = r.batch.value_or(0);
-  if (w) w->batches.erase(batch);
   auto bf = batches_.find(batch);
+  if (bf != batches_.end() && !result_from(bf->second.worker, rid, w, now))
+    return;
+  if (w) w->batches.erase(batch);
   if (batch <= 0 || bf == batches_.end()) {
     log::debug("stale_batch_result", {{"batch", batch}});
     return;
@@ -1342,6 +1367,7 @@ json Broker::stats(Millis now) {
            {{"uptime_s", (now - started_ms_) / 1000},
             {"in_flight", in_flight_.size()},
             {"results_total", results_total_},
+            {"results_refused_total", results_refused_total_},
             {"database", config_.broker.database}}}};
 }
 

@@ -133,8 +133,16 @@ class Broker {
                      std::vector<protocol::WireResult>& results, Millis now);
   void on_ready(const std::string& rid, const nlohmann::json& body, Millis now);
   // These take what they keep (bodies, headers) out of `r`.
-  void apply_result(protocol::WireResult& r, WorkerRec* w, Millis now);
-  void apply_batch_result(protocol::WireResult& r, WorkerRec* w, Millis now);
+  // `rid` is the sender: a result counts only from the peer its attempt
+  // was sent to (refused_result otherwise).
+  void apply_result(protocol::WireResult& r, const std::string& rid,
+                    WorkerRec* w, Millis now);
+  void apply_batch_result(protocol::WireResult& r, const std::string& rid,
+                          WorkerRec* w, Millis now);
+  // Whether a result for an attempt sent to `sent_to` may come from `rid`;
+  // counts and logs (once a minute per sender) the ones that may not.
+  bool result_from(const std::string& sent_to, const std::string& rid,
+                   WorkerRec* w, Millis now);
   Answer read_answer(protocol::WireResult& r, const ApiConfig* api) const;
   // Counts an answer for the metrics and feeds it to the lane's quota state
   // (and corrects unit limits by the stated cost); returns the end of the
@@ -258,6 +266,9 @@ class Broker {
   Millis started_ms_ = 0;
   std::map<std::string, Millis> malformed_logged_;
   std::int64_t results_total_ = 0;
+  // RESULTS for attempts sent to another peer: dropped.
+  std::int64_t results_refused_total_ = 0;
+  std::map<std::string, Millis> refused_logged_;
   // Metrics: null when broker.metrics_address is empty. The counters are
   // kept either way (STATS and the alerts read them).
   std::unique_ptr<metrics::Server> metrics_;

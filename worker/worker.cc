@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <random>
 
 #include "common/json_reader.h"
 #include "common/json_view.h"
@@ -86,8 +87,16 @@ std::chrono::milliseconds Worker::liveness_window() const {
 }
 
 void Worker::connect(TimePoint now) {
+  if (routing_id_.empty()) {
+    // 16 random bytes; ZeroMQ reserves ids that start with a zero byte.
+    std::random_device rd;
+    std::uniform_int_distribution<int> byte(1, 255);
+    for (int i = 0; i < 16; ++i)
+      routing_id_.push_back(static_cast<char>(byte(rd)));
+  }
   socket_.emplace(context_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 0);
+  socket_->set(zmq::sockopt::routing_id, zmq::buffer(routing_id_));
   // Unlimited queues: the credit bounds what we hold, and a full queue must
   // not drop (or block) a RESULTS message.
   socket_->set(zmq::sockopt::sndhwm, 0);

@@ -105,6 +105,10 @@ class Worker {
 
   // The broker session: a fresh socket and READY each time.
   std::uint64_t session_ = 0;
+  // This process's routing id at the broker, random and kept across
+  // reconnects: the broker takes an attempt's result only from the peer it
+  // sent the attempt to.
+  std::string routing_id_;
   bool peer_seen_ = false;       // the broker answered on this socket
   int session_outstanding_ = 0;  // jobs of this session not yet answered
   Millis heartbeat_ms_;

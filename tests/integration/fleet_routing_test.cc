@@ -250,3 +250,62 @@ TEST_CASE(
   CHECK(r->value("ok", false));
   CHECK(f.broker().running());
 }
+
+TEST_CASE(
+    "a result counts only from the worker its attempt was sent to: forged "
+    "ones are dropped and counted") {
+  // A slow upstream keeps the job running at the real worker meanwhile.
+  Fleet f({.mock_args = {"--latency", "1500"}, .workers = 1});
+  f.start_broker();
+  f.start_worker(0);
+  REQUIRE(f.wait_workers(1));
+  auto ids = f.submit_echo(1, "bound");
+  REQUIRE(ids.size() == 1);
+  auto in_flight = [&] {
+    auto s = f.request(Command::kStats, json::object());
+    return s ? (*s)["broker"].value("in_flight", -1) : -1;
+  };
+  REQUIRE(wait_until([&] { return in_flight() == 1; }, 10s));
+
+  const json forged = {{"results", json::array({{{"id", ids[0]},
+                                                  {"attempt", 1},
+                                                  {"outcome", "success"},
+                                                  {"status", 200},
+                                                  {"body", "FORGED"}}})}};
+  zmq::context_t ctx;
+  // A peer that never sent READY, and one that did (a registered worker,
+  // but not the one the attempt went to).
+  zmq::socket_t stranger(ctx, zmq::socket_type::dealer);
+  stranger.set(zmq::sockopt::linger, 0);
+  stranger.connect("ipc://" + f.dir().file("workers.sock"));
+  REQUIRE(pacer::protocol::send(stranger, {Command::kResults, forged},
+                                nullptr, false));
+  zmq::socket_t rogue(ctx, zmq::socket_type::dealer);
+  rogue.set(zmq::sockopt::linger, 0);
+  rogue.connect("ipc://" + f.dir().file("workers.sock"));
+  REQUIRE(pacer::protocol::send(
+      rogue,
+      {Command::kReady,
+       {{"worker", "worker-0"}, {"capacity", 1}, {"apis", json::array()}}},
+      nullptr, false));
+  REQUIRE(pacer::protocol::send(rogue, {Command::kResults, forged}, nullptr,
+                                false));
+
+  // Both dropped and counted; the job still runs at its worker.
+  REQUIRE(wait_until(
+      [&] {
+        auto s = f.request(Command::kStats, json::object());
+        return s && (*s)["broker"].value("results_refused_total", 0) == 2;
+      },
+      10s));
+  CHECK(in_flight() == 1);
+  CHECK(f.progress(ids).value("succeeded", -1) == 0);
+  // Then the real answer lands.
+  REQUIRE(f.wait_done(ids, 30s));
+  CHECK(f.progress(ids).value("succeeded", 0) == 1);
+  auto r = f.request(Command::kResult, {{"id", ids[0]}});
+  REQUIRE(r);
+  const std::string body = (*r)["job"]["body"].get<std::string>();
+  CHECK(body.find("FORGED") == std::string::npos);
+  CHECK(json::parse(body)["echo"]["n"] == 0);
+}
