@@ -1367,8 +1367,7 @@ json Broker::stats(Millis now) {
            {{"uptime_s", (now - started_ms_) / 1000},
             {"in_flight", in_flight_.size()},
             {"results_total", results_total_},
-            {"results_refused_total", results_refused_total_},
-            {"database", config_.broker.database}}}};
+            {"results_refused_total", results_refused_total_}}}};
 }
 
 // ---------------------------------------------------------------- dispatch

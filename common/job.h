@@ -74,6 +74,10 @@ Outcome classify_status(int status);
 inline constexpr std::size_t kMaxJobBodyBytes = 1 << 20;
 inline constexpr std::size_t kMaxHeaderValueBytes = 8 << 10;
 inline constexpr std::size_t kMaxJobsPerSubmit = 10'000;
+// A job's cost, in its lane's units (tokens, say): a billion is far above
+// any real call, and keeps every sum of costs a limiter or a lane makes
+// exact and far from overflow.
+inline constexpr std::int64_t kMaxJobCost = 1'000'000'000;
 
 // What a user submits (one JSONL line of `pacer submit --file`).
 struct JobSpec {

@@ -125,6 +125,7 @@ Result<JobSpec> read(const V& j) {
   if (auto c = j.find("cost")) {
     auto v = c->int64();
     if (!v || *v < 1) return Error{"'cost' must be an integer of at least 1"};
+    if (*v > kMaxJobCost) return Error{"'cost' is more than 1000000000"};
     s.cost = *v;
   }
   if (auto k = j.find("key")) {

@@ -300,6 +300,10 @@ TEST_CASE(
       10s));
   CHECK(in_flight() == 1);
   CHECK(f.progress(ids).value("succeeded", -1) == 0);
+  // Nor does STATS tell any client where the broker keeps its database.
+  auto stats = f.request(Command::kStats, json::object());
+  REQUIRE(stats);
+  CHECK(stats->dump().find(f.db_path()) == std::string::npos);
   // Then the real answer lands.
   REQUIRE(f.wait_done(ids, 30s));
   CHECK(f.progress(ids).value("succeeded", 0) == 1);

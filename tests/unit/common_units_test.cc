@@ -462,6 +462,7 @@ TEST_CASE("parse_job_spec: priority, cost, delay, timeout, key, max_attempts") {
   refused({{"cost", 0}}, "'cost' must be an integer of at least 1");
   refused({{"cost", -1}}, "'cost' must be an integer of at least 1");
   refused({{"cost", 1.5}}, "'cost' must be an integer of at least 1");
+  refused({{"cost", 1'000'000'001}}, "'cost' is more than 1000000000");
   refused({{"cost", std::numeric_limits<std::uint64_t>::max()}}, "'cost'");
   refused({{"delay", -1}}, "'delay' must not be negative");
   refused({{"delay", "soon"}}, "'delay'");
