@@ -134,7 +134,7 @@ class Broker {
   void on_ready(const std::string& rid, const nlohmann::json& body, Millis now);
   // These take what they keep (bodies, headers) out of `r`.
   // `rid` is the sender: a result counts only from the peer its attempt
-  // was sent to (refused_result otherwise).
+  // was sent to (result_from says which).
   void apply_result(protocol::WireResult& r, const std::string& rid,
                     WorkerRec* w, Millis now);
   void apply_batch_result(protocol::WireResult& r, const std::string& rid,
