@@ -102,11 +102,12 @@ bool QuotaState::pacing() const {
 }
 
 std::optional<Millis> QuotaState::known_window(const std::string& key,
-                                               const Cap& c) const {
-  // The server's window: advertised, or learned and confirmed.
+                                               const Cap& c,
+                                               bool confirmed) const {
   if (c.window_ms) return c.window_ms;
   if (auto w = windows_.find(key);
-      w != windows_.end() && w->second.learner.trusted())
+      w != windows_.end() && (confirmed ? w->second.learner.trusted()
+                                        : w->second.learner.known()))
     return w->second.learner.hi();
   return std::nullopt;
 }
@@ -512,10 +513,7 @@ void QuotaState::note_counted(const std::string& key, Millis start,
 
 std::optional<Millis> QuotaState::server_window(const std::string& key,
                                                 const Cap& c) const {
-  if (c.window_ms) return c.window_ms;
-  if (auto w = windows_.find(key);
-      w != windows_.end() && w->second.learner.known())
-    return w->second.learner.hi();
+  if (auto w = known_window(key, c, false)) return w;
   if (!c.limit) return std::nullopt;
   auto same = [&](const LimitSpec& m) {
     return !m.leaky() && m.counts_requests() == c.counts_requests &&

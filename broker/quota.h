@@ -264,10 +264,10 @@ class QuotaState {
   // Some limit of `model` is at least as strict as the counter.
   bool covered_by(const std::vector<LimitSpec>& model, const std::string& key,
                   const Cap& c) const;
-  // The server's window for the counter: advertised, or learned and
-  // confirmed.
-  std::optional<Millis> known_window(const std::string& key,
-                                     const Cap& c) const;
+  // The server's window for the counter: advertised, or learned (and
+  // confirmed, unless `confirmed` is false).
+  std::optional<Millis> known_window(const std::string& key, const Cap& c,
+                                     bool confirmed = true) const;
   // The window learner of a counter, when its window can be learned.
   WindowLearner* window_learner(const std::string& key, const Cap& c);
   void schedule(const std::string& key, Cap& c);
