@@ -360,7 +360,8 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
     // Where the server counted it: when it can have arrived.
     const Millis arrived =
         out ? out->start + std::max<Millis>(a.late_ms, 0) : now;
-    model_refusal = observe_limits(*a.obs, now, arrived, a.rate_limited);
+    model_refusal = observe_limits(*a.obs, now, arrived,
+                                   out ? out->start : now, a.rate_limited);
   }
   if (answers_probe) {
     probe_out_ = false;
@@ -464,21 +465,23 @@ void QuotaState::on_lost(Mark at, Millis now) {
 }
 
 void QuotaState::learn_window(const std::string& key, Cap& c, bool count_up,
-                              Millis old_open_until, double remaining,
-                              Millis start, bool refused, Millis now) {
+                              Millis fresh_at, Millis old_open_until,
+                              double remaining, Arrival at, bool refused,
+                              Millis now) {
   WindowLearner* w = window_learner(key, c);
   if (!w) return;
   auto& counted = windows_[key].counted;
   // The count went up: the oldest request it counted is gone, all of the
   // window's (a fixed window) or the oldest ones (a moving one). The
-  // window is no longer than from that request to this one.
+  // window is no longer than from that request's arrival (at the
+  // earliest) to when the new one was there.
   if (count_up && !counted.empty()) {
     // A probe sent at the predicted end found the count gone.
-    if (w->known() && start >= old_open_until) w->confirm();
-    w->fresh(counted.front(), start);
+    if (w->known() && at.by >= old_open_until) w->confirm();
+    w->fresh(counted.front().sent, fresh_at);
   }
-  if (!refused) note_counted(key, start, now);
-  // What the server counts now are the lane's latest `used` starts (this
+  if (!refused) note_counted(key, at, now);
+  // What the server counts now are the lane's latest `used` requests (this
   // one among them, unless refused): after a count went up, older ones
   // are gone.
   const auto used = static_cast<std::size_t>(std::max(
@@ -486,28 +489,39 @@ void QuotaState::learn_window(const std::string& key, Cap& c, bool count_up,
   if (count_up)
     while (counted.size() > used) counted.pop_front();
   if (used < 1 || counted.size() < used) return;
+  // The reported reset is when the oldest of them, or the window it
+  // opened, leaves (or later).
+  if (c.reset_known)
+    w->reported(counted[counted.size() - used].sent, now, c.reset_at,
+                c.precision);
   // The oldest of them is still counted: the window is longer than from
-  // it to this request; and the reported reset is when it, or the window
-  // it opened, leaves (or later). Probes count from it.
-  const Millis oldest = counted[counted.size() - used];
-  w->counted(oldest, start);
-  if (c.reset_known) w->reported(oldest, now, c.reset_at, c.precision);
-  c.opener = oldest;
+  // its arrival (at the latest) to this one's (at the earliest). Probes
+  // count from it. But a server that reads its count for the headers
+  // after the call (Flask-Limiter) also counts the lane's requests that
+  // arrived meanwhile, still in flight here: they may be the newest of
+  // `used`, which makes the oldest a newer one.
+  const std::size_t flying = outstanding_.size();
+  if (used <= flying) return;
+  const Arrival& oldest = counted[counted.size() - (used - flying)];
+  w->counted(oldest.by, at.sent);
+  c.opener = oldest.by;
 }
 
-void QuotaState::note_counted(const std::string& key, Millis start,
+void QuotaState::note_counted(const std::string& key, Arrival at,
                               Millis now) {
   auto w = windows_.find(key);
   if (w == windows_.end()) return;
   auto& counted = w->second.counted;
-  counted.insert(std::upper_bound(counted.begin(), counted.end(), start),
-                 start);
-  // Starts older than the window could be are gone whether or not a count
-  // showed it; and the list stays bounded.
+  counted.insert(
+      std::upper_bound(counted.begin(), counted.end(), at.by,
+                       [](Millis t, const Arrival& a) { return t < a.by; }),
+      at);
+  // Requests older than the window could be are gone whether or not a
+  // count showed it; and the list stays bounded.
   const Millis hi = w->second.learner.hi();
   while (!counted.empty() &&
          (counted.size() > kMaxCounted ||
-          (hi != WindowLearner::kUnknown && counted.front() < now - 2 * hi)))
+          (hi != WindowLearner::kUnknown && counted.front().by < now - 2 * hi)))
     counted.pop_front();
 }
 
@@ -561,7 +575,7 @@ void QuotaState::note_foreign(Cap& c, double units, Millis over_ms) {
 }
 
 bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
-                                Millis start, bool refused) {
+                                Millis start, Millis sent, bool refused) {
   bool model_refusal = false;
   for (const auto& l : obs.limits) {
     if (l.unit == "concurrent_requests") continue;
@@ -592,18 +606,34 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
 
     bool fresh = !known || it->second.restored;
     bool count_up = false;
+    Millis fresh_at = start;
     if (!fresh) {
       Cap& cur = it->second;
       // A request sent before one the previous window counted says
       // nothing about this window.
-      if (start <= cur.previous_last) continue;
+      if (sent <= cur.previous_last) continue;
       // A server's count only falls within a window. A request sent after
       // the lowest count was answered that shows as much or more (more,
-      // for a refusal, which uses nothing) was counted in a new window.
+      // for a refusal, which uses nothing) was answered from a new window.
+      // (Sent, not arrived: the arrival is an estimate, late by the way
+      // back; causality needs the dispatch.)
       count_up = (c.remaining > cur.remaining ||
                   (c.remaining == cur.remaining && !refused)) &&
-                 start > cur.min_answered;
-      if (count_up) fresh = true;
+                 sent > cur.min_answered;
+      if (count_up) {
+        fresh = true;
+        // Where the new window began by. Accepted after the old window
+        // was full: by the arrival, which it opened or joined. Otherwise
+        // only by the answer: servers that read the count for the headers
+        // after the call (Flask-Limiter) report a window that turned over
+        // while the request ran, though the old one refused or counted it.
+        fresh_at = !refused && cur.remaining <= 0 ? start : now;
+        // Refused, so the old window was still there when it arrived,
+        // though the answer shows the new one.
+        if (refused)
+          if (WindowLearner* w = window_learner(l.key, cur))
+            w->counted(cur.opener, sent);
+      }
       // The server's own reset has passed, whatever its rounding.
       if (cur.reset_known && now >= cur.reset_at + cur.precision &&
           start >= cur.reset_at + cur.precision)
@@ -614,13 +644,14 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
         const Cap& old = it->second;
         c.previous_last = old.last_counted;
         c.foreign_per_ms = old.foreign_per_ms;
-        learn_window(l.key, c, count_up, old.open_until, c.remaining, start,
-                     refused, now);
+        learn_window(l.key, c, count_up, fresh_at, old.open_until,
+                     c.remaining, {sent, start}, refused, now);
       } else if (known) {
         c.foreign_per_ms = it->second.foreign_per_ms;
       }
       if (!known || it->second.restored)
-        learn_window(l.key, c, false, 0, c.remaining, start, refused, now);
+        learn_window(l.key, c, false, start, 0, c.remaining, {sent, start},
+                     refused, now);
       schedule(l.key, c);
       Cap& placed = caps_[l.key] = c;
       // The count as a whole against the lane's starts the server's window
@@ -640,8 +671,18 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
       continue;
     }
     Cap& cur = it->second;
-    // The same window.
-    learn_window(l.key, cur, false, 0, c.remaining, start, refused, now);
+    // The same window. One read while it held nothing (a refusal answered
+    // after its window ended, by a server that reads the count after the
+    // call) had no window: its reset is not that of the window the next
+    // request opened.
+    if (cur.limit && cur.remaining >= static_cast<double>(*cur.limit) &&
+        c.remaining < cur.remaining) {
+      cur.reset_known = c.reset_known;
+      cur.reset_at = c.reset_at;
+      cur.precision = c.precision;
+    }
+    learn_window(l.key, cur, false, start, 0, c.remaining, {sent, start},
+                 refused, now);
     if (start > cur.last_counted && !refused) cur.last_counted = start;
     // Others' spending between two answers of the window: how much more
     // the count fell since a baseline than the lane's starts since then,

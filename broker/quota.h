@@ -223,16 +223,27 @@ class QuotaState {
     Millis base_at = 0;
   };
   enum class Circuit { kClosed, kOpen, kHalfOpen };
+  // When a request can have arrived at the server: not before it was
+  // sent (dispatched), and by `by` (the dispatch and the worker's delay
+  // before the call; late by the way back at most). A bound of the window
+  // takes whichever end keeps it true.
+  struct Arrival {
+    Millis sent = 0;
+    Millis by = 0;
+  };
   struct Outstanding {
     std::int64_t units = 0;
     Millis start = 0;
   };
 
-  // `start`: when the answered request started; `refused`: it was refused
-  // for rate. Returns whether the refusal (if any) is one the lane's model
-  // should have prevented (on a count its own starts explain).
+  // `start`: when the answered request can have arrived (its dispatch and
+  // the worker's delay before the call: the latest it arrived, give or
+  // take the way there); `sent`: when the broker dispatched it (the
+  // earliest); `refused`: it was refused for rate. Returns whether the
+  // refusal (if any) is one the lane's model should have prevented (on a
+  // count its own starts explain).
   bool observe_limits(const QuotaObservation& obs, Millis now, Millis start,
-                      bool refused);
+                      Millis sent, bool refused);
   // The server's window for a counter: advertised, learned, or that of
   // the lane's limit of the same amount.
   std::optional<Millis> server_window(const std::string& key,
@@ -244,13 +255,14 @@ class QuotaState {
   double unexplained(const std::string& key, const Cap& c, double remaining,
                      Millis start) const;
   // Feeds a counter's window learner one answer: `count_up` when its
-  // count went back up, `remaining` as answered for a start at `start`.
-  // Sets the counter's opener (the oldest start it still counts).
+  // count went back up (the new window existed by `fresh_at`), `remaining`
+  // as answered for a request that arrived at `at`. Sets the counter's
+  // opener (the oldest arrival it still counts, by its latest).
   void learn_window(const std::string& key, Cap& c, bool count_up,
-                    Millis old_open_until, double remaining, Millis start,
-                    bool refused, Millis now);
-  // A start a counter with a window learner counted.
-  void note_counted(const std::string& key, Millis start, Millis now);
+                    Millis fresh_at, Millis old_open_until, double remaining,
+                    Arrival at, bool refused, Millis now);
+  // A request a counter with a window learner counted.
+  void note_counted(const std::string& key, Arrival at, Millis now);
   static constexpr std::size_t kMaxCounted = 100'000;
   // The lane's starts (and refusals) since `from`, in the counter's unit.
   double own_since(const Cap& c, Millis from) const;
@@ -307,9 +319,10 @@ class QuotaState {
     // What the limiter was last given: a learned window changes it.
     bool known = false;
     Millis hi = 0;
-    // Start times of the lane's requests the counter counted, oldest
-    // first, until a count that went up shows the oldest gone.
-    std::deque<Millis> counted;
+    // When the lane's requests the counter counted can have arrived, by
+    // the latest, oldest first, until a count that went up shows the
+    // oldest gone.
+    std::deque<Arrival> counted;
   };
   std::map<std::string, Window> windows_;
   // A probe is out: no further start until an answer to a start made

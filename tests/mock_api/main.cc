@@ -90,6 +90,10 @@ int Run(int argc, char** argv) {
                  "Whole-second resets and Retry-After: up | down (truncated, "
                  "as Flask-Limiter)")
       ->capture_default_str();
+  bool headers_after_call = false;
+  app.add_flag("--headers-after-call", headers_after_call,
+               "Rate-limit headers describe the count when the reply is "
+               "sent, after --latency (as Flask-Limiter's)");
   app.add_option("--latency", latency_ms,
                  "Delay added to every /v1/* reply, in ms (fractional ok)")
       ->capture_default_str();
@@ -168,6 +172,7 @@ int Run(int argc, char** argv) {
                       "' is not one of up, down");
   }
   config.reset_rounding = *reset_rounding;
+  config.headers_after_call = headers_after_call;
   if (!std::isfinite(latency_ms) || latency_ms < 0 ||
       latency_ms > kMaxLatencyMs) {
     return UsageError("--latency must be between 0 and 3600000 ms");

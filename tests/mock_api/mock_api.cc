@@ -112,6 +112,9 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
     }
     if (!rounding) return "reset_rounding must be \"up\" or \"down\"";
     config.reset_rounding = *rounding;
+  } else if (key == "headers_after_call") {
+    if (!value.is_boolean()) return "headers_after_call must be true or false";
+    config.headers_after_call = value.get<bool>();
   } else if (key == "fail_status") {
     if (value.is_null()) {
       config.fail_status.reset();
@@ -183,7 +186,7 @@ std::optional<std::string> ApplyConfigKey(const std::string& key,
            "' (known: latency_ms, error_rate, limit, algorithm, window_start, "
            "burst, fail_status, batch_item_error_every, batch_short, "
            "batch_non_json, seed, dialect, reject_status, reset_rounding, "
-           "token_limit, shared_load)";
+           "headers_after_call, token_limit, shared_load)";
   }
   return std::nullopt;
 }
@@ -434,6 +437,8 @@ MockApi::Gate MockApi::Admit(const std::optional<std::string>& bad_request,
       }
       reply = JsonReply(status, body);
       reply.headers = HeadersLocked(now, retry_after_ns);
+      reply.refused = true;
+      reply.refresh_headers = config_.headers_after_call;
     }
     refuse(std::move(reply));
     return gate;
@@ -491,7 +496,35 @@ Reply MockApi::Echo(std::string_view body) {
   Reply reply = JsonReply(200, out);
   reply.delay = gate.delay;
   reply.headers = std::move(gate.headers);
+  reply.refresh_headers = gate.config.headers_after_call;
   return reply;
+}
+
+void MockApi::RefreshHeaders(Reply& reply) {
+  if (!reply.refresh_headers) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_();
+  ReplaySharedLoadLocked(now);
+  limiter_.Advance(now);
+  token_limiter_.Advance(now);
+  std::optional<int64_t> retry_after_ns;
+  if (reply.refused) {
+    // The wait from now; none once the quota is back.
+    const Admission a = limiter_.Check(1);
+    if (!a.admitted) retry_after_ns = a.retry_after_ns;
+  }
+  Headers fresh = HeadersLocked(now, retry_after_ns);
+  // Replace the rate-limit headers the dialect sent at admission; keep any
+  // other header of the reply.
+  Headers kept;
+  for (auto& h : reply.headers) {
+    const bool rate = std::any_of(fresh.begin(), fresh.end(), [&](const auto& f) {
+      return f.first == h.first;
+    }) || h.first == "Retry-After";
+    if (!rate) kept.push_back(std::move(h));
+  }
+  for (auto& f : fresh) kept.push_back(std::move(f));
+  reply.headers = std::move(kept);
 }
 
 Reply MockApi::Batch(std::string_view body) {
@@ -519,6 +552,7 @@ Reply MockApi::Batch(std::string_view body) {
     reply.body = "upstream hiccup: this body is deliberately not JSON\n";
     reply.delay = gate.delay;
     reply.headers = std::move(gate.headers);
+    reply.refresh_headers = gate.config.headers_after_call;
     return reply;
   }
 
@@ -549,6 +583,7 @@ Reply MockApi::Batch(std::string_view body) {
   Reply reply = JsonReply(200, out);
   reply.delay = gate.delay;
   reply.headers = std::move(gate.headers);
+  reply.refresh_headers = gate.config.headers_after_call;
   return reply;
 }
 
@@ -618,6 +653,7 @@ Json MockApi::ConfigJsonLocked() const {
   config["reject_status"] = EffectiveRejectStatus(config_);
   config["reset_rounding"] =
       std::string(ResetRoundingName(config_.reset_rounding));
+  config["headers_after_call"] = config_.headers_after_call;
   config["token_limit"] =
       config_.token_limit ? Json(config_.token_limit->text) : Json(nullptr);
   config["shared_load"] =

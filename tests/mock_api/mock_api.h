@@ -56,6 +56,11 @@ struct MockConfig {
   std::optional<int> reject_status;
   // How whole-second resets and Retry-After are rounded.
   ResetRounding reset_rounding = ResetRounding::kUp;
+  // The rate-limit headers describe the count when the reply is sent,
+  // after the latency, not when the request was admitted or refused:
+  // Flask-Limiter computes them after the view ran, so they include the
+  // requests that arrived meanwhile and a window that ended meanwhile.
+  bool headers_after_call = false;
   // A second limit, in tokens, enforced with the same algorithm; a request
   // costs its body's "tokens" field (default 1). nullopt = none.
   std::optional<LimitSpec> token_limit;
@@ -86,6 +91,10 @@ struct Reply {
   // Configured latency to add before sending. Handed back rather than slept
   // here so the mutex is never held across it and tests need no sleeps.
   std::chrono::nanoseconds delay{0};
+  // With MockConfig::headers_after_call: the rate-limit headers are to be
+  // recomputed when the reply is sent (MockApi::RefreshHeaders).
+  bool refresh_headers = false;
+  bool refused = false;  // a rate-limit refusal
 };
 
 class MockApi {
@@ -121,6 +130,11 @@ class MockApi {
 
   Json StatsJson();
   Json ConfigJson();
+
+  // Called when `reply` is sent, after its delay: with
+  // MockConfig::headers_after_call, replaces its rate-limit headers with
+  // those of the count now (a refusal's Retry-After: the wait from now).
+  void RefreshHeaders(Reply& reply);
 
  private:
   // Outcome of the locked admission step for a /v1/* request.

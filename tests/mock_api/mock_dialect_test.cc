@@ -204,6 +204,40 @@ const DialectCase kDialectCases[] = {
     {Dialect::kNone, 503, "", ""},
 };
 
+TEST_CASE("headers_after_call: the headers describe the count when the "
+          "reply is sent") {
+  FakeClock fake;
+  MockConfig config = Config("2/s", Algorithm::kFixed, Dialect::kXRateLimit);
+  config.window_start = WindowStart::kFirstRequest;
+  config.headers_after_call = true;
+  MockApi api(config, fake.clock(), FakeClock::wall());
+  fake.At(0);
+  Reply first = api.Echo("{}");
+  fake.At(10 * kMs);
+  Reply second = api.Echo("{}");
+  // Admitted first of two: 1 left then, none when its reply goes.
+  CHECK(Header(first, "X-RateLimit-Remaining") == "1");
+  api.RefreshHeaders(first);
+  CHECK(Header(first, "X-RateLimit-Remaining") == "0");
+  fake.At(900 * kMs);
+  Reply refused = api.Echo("{}");
+  REQUIRE(refused.status == 429);
+  CHECK(Header(refused, "X-RateLimit-Remaining") == "0");
+  // Sent after the window ended: a fresh count, and no wait.
+  fake.At(1'050 * kMs);
+  api.RefreshHeaders(refused);
+  CHECK(refused.status == 429);
+  CHECK(Header(refused, "X-RateLimit-Remaining") == "2");
+  CHECK_FALSE(Header(refused, "Retry-After"));
+  // Without the setting, a reply keeps the headers of its admission.
+  config.headers_after_call = false;
+  MockApi plain(config, fake.clock(), FakeClock::wall());
+  Reply kept = plain.Echo("{}");
+  plain.Echo("{}");
+  plain.RefreshHeaders(kept);
+  CHECK(Header(kept, "X-RateLimit-Remaining") == "1");
+}
+
 TEST_CASE("each dialect's exact headers on a 200 and on a rejection") {
   for (const DialectCase& c : kDialectCases) {
     CAPTURE(DialectName(c.dialect));

@@ -39,6 +39,7 @@ void MockServer::Respond(httplib::Response& res, MakeReply make_reply) {
   // The delay happens here, on the worker thread, after MockApi has already
   // released its lock and recorded the arrival time.
   if (reply.delay.count() > 0) std::this_thread::sleep_for(reply.delay);
+  api_.RefreshHeaders(reply);
   res.status = reply.status;
   for (const auto& [name, value] : reply.headers) res.set_header(name, value);
   res.set_content(reply.body, reply.content_type);

@@ -1,6 +1,7 @@
 // A lane against the rate limiters real servers run, under a fake clock:
 // the mock API's limiter and header code (tests/mock_api) playing
-// express-rate-limit, Flask-Limiter's fixed and moving windows and nginx's
+// express-rate-limit, Flask-Limiter's fixed and moving windows (headers
+// read when the answer is sent, 50 ms after the decision) and nginx's
 // limit_req, the worker's header parser reading its answers, and the
 // broker's Lane deciding every start. Requests arrive 0-1 ms after their
 // start and are answered 50 ms later; the lane has an endless backlog.
@@ -67,6 +68,8 @@ Server flask(std::int64_t limit, Millis window_ms, mock::Algorithm algorithm) {
            limit, window_ms};
   s.config.window_start = mock::WindowStart::kFirstRequest;
   s.config.reset_rounding = mock::ResetRounding::kDown;
+  // Flask-Limiter reads the count for its headers after the view ran.
+  s.config.headers_after_call = true;
   return s;
 }
 
@@ -138,8 +141,7 @@ Result run(const Server& s, std::vector<LimitSpec> limits, Millis duration,
   std::multimap<Millis, Request> arriving;
   struct Answer {
     Request request;
-    int status;
-    std::vector<std::pair<std::string, std::string>> headers;
+    mock::Reply reply;
   };
   std::multimap<Millis, Answer> answering;
   std::vector<Millis> accepted;
@@ -149,20 +151,21 @@ Result run(const Server& s, std::vector<LimitSpec> limits, Millis duration,
          it = arriving.erase(it)) {
       mock::Reply reply = server.Echo("{}");
       if (reply.status == 200) accepted.push_back(now);
-      answering.emplace(now + kLatencyMs,
-                        Answer{it->second, reply.status, reply.headers});
+      answering.emplace(now + kLatencyMs, Answer{it->second, std::move(reply)});
     }
     for (auto it = answering.begin(); it != answering.end() && it->first <= now;
          it = answering.erase(it)) {
-      const Answer& a = it->second;
+      Answer& a = it->second;
+      server.RefreshHeaders(a.reply);
+      const int status = a.reply.status;
       Observation parsed =
-          observe_response(a.status, a.headers, "", now, "auto");
+          observe_response(status, a.reply.headers, "", now, "auto");
       auto obs = QuotaObservation::from_json(to_json(parsed));
       QuotaState::Answer q;
       if (obs) q.obs = &*obs;
       q.at = a.request.mark;
-      q.success = a.status == 200;
-      q.rate_limited = a.status == 429;
+      q.success = status == 200;
+      q.rate_limited = status == 429;
       if (q.rate_limited) ++r.refused;
       q.late_ms = lane.note_answered(
           a.request.start, now, static_cast<double>(now - a.request.start), 1);
