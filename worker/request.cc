@@ -776,3 +776,64 @@ std::vector<std::string> pack_results(const std::vector<JobResult>& results,
 }
 
 }  // namespace pacer::worker
+
+namespace pacer::worker {
+
+Redactor::Redactor(const std::map<std::string, ApiRoute>& routes) {
+  auto add = [&](std::string_view v) {
+    if (v.size() >= kMinSecretBytes) secrets_.emplace_back(v);
+  };
+  for (const auto& [name, route] : routes)
+    for (const auto& [header, value] : route.credentials) {
+      add(value);
+      const auto space = value.find_last_of(" \t");
+      if (space != std::string::npos) add(std::string_view(value).substr(space + 1));
+    }
+  // Longest first: a token inside a longer value goes after it.
+  std::sort(secrets_.begin(), secrets_.end(),
+            [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  secrets_.erase(std::unique(secrets_.begin(), secrets_.end()),
+                 secrets_.end());
+}
+
+bool Redactor::scrub(std::string& text) const {
+  bool any = false;
+  for (const auto& secret : secrets_) {
+    std::size_t at = 0;
+    while ((at = text.find(secret, at)) != std::string::npos) {
+      text.replace(at, secret.size(), kMark);
+      at += kMark.size();
+      any = true;
+    }
+  }
+  return any;
+}
+
+bool Redactor::scrub_cut(std::string& text) const {
+  bool any = scrub(text);
+  // A body cut at the cap may end in the first bytes of a secret.
+  for (const auto& secret : secrets_)
+    for (std::size_t k = std::min(secret.size() - 1, text.size());
+         k >= kMinCutBytes; --k)
+      if (text.compare(text.size() - k, k, secret, 0, k) == 0) {
+        text.replace(text.size() - k, k, kMark);
+        return true;
+      }
+  return any;
+}
+
+bool Redactor::scrub(JobResult& r) const {
+  if (secrets_.empty()) return false;
+  bool any = r.body_truncated ? scrub_cut(r.body) : scrub(r.body);
+  any |= scrub(r.error);
+  for (auto& [name, value] : r.headers) any |= scrub(value);
+  if (r.split_error) any |= scrub(*r.split_error);
+  if (r.members)
+    for (auto& m : *r.members) {
+      any |= m.body_truncated ? scrub_cut(m.item.body) : scrub(m.item.body);
+      any |= scrub(m.item.error);
+    }
+  return any;
+}
+
+}  // namespace pacer::worker

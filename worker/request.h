@@ -292,6 +292,36 @@ JobResult refusal(const HttpRequest& request, Outcome outcome,
 void settle_batch(JobResult& r, const BatchCall& call,
                   std::size_t max_body_bytes);
 
+// Replaces the credentials of the APIs a worker serves wherever a response
+// repeats them (an upstream that echoes the request, an error page that
+// quotes the Authorization header) before a Result leaves the worker: the
+// broker stores results and serves them to clients, and credentials must
+// never reach it. Each credential value of at least kMinSecretBytes is
+// replaced, and so is its last word when that is as long (the token of
+// "Bearer TOKEN"), by "[redacted]": in the body, the kept headers' values,
+// the error text and every batch member's body and error (a body cut at
+// the size cap loses a trailing start of one too). Shorter values are left
+// alone: they would match ordinary text.
+class Redactor {
+ public:
+  static constexpr std::size_t kMinSecretBytes = 8;
+  static constexpr std::string_view kMark = "[redacted]";
+  Redactor() = default;
+  explicit Redactor(const std::map<std::string, ApiRoute>& routes);
+  // Replaces every secret in `text`; returns whether anything was.
+  bool scrub(std::string& text) const;
+  // Scrubs every text field of `r`; returns whether anything was.
+  bool scrub(JobResult& r) const;
+  bool empty() const { return secrets_.empty(); }
+
+ private:
+  // A cut text's tail that begins a secret (this many bytes or more) goes
+  // too.
+  static constexpr std::size_t kMinCutBytes = 4;
+  bool scrub_cut(std::string& text) const;
+  std::vector<std::string> secrets_;  // longest first
+};
+
 // Splits results into RESULTS bodies ({"results": [...]}, as JSON text)
 // that stay under `max_bytes`; a single result larger than that goes in a
 // body of its own. One body unless the results are huge.

@@ -56,7 +56,8 @@ Worker::Worker(WorkerOptions options, std::unique_ptr<HttpExecutor> executor)
       executor_(std::move(executor)),
       context_(1),
       heartbeat_ms_(options_.heartbeat_ms),
-      liveness_(options_.liveness) {}
+      liveness_(options_.liveness),
+      redactor_(options_.routes) {}
 
 Worker::~Worker() {
   socket_.reset();
@@ -375,8 +376,18 @@ void Worker::flush(TimePoint now, bool even_unanswered) {
   // Results wait in the outbox until the broker has answered this socket, so
   // none is queued into a socket that is then dropped.
   if (outbox_.empty() || !socket_ || !(peer_seen_ || even_unanswered)) return;
-  for (const auto& r : outbox_)
+  for (auto& r : outbox_) {
     if (r.session == session_) --session_outstanding_;
+    // Credentials never leave the worker, whatever the upstream echoes.
+    // Logged for the first and then every 1000th such result.
+    if (redactor_.scrub(r) && redacted_++ % 1000 == 0)
+      log::warn("credentials_redacted",
+                {{"job", r.id},
+                 {"results", redacted_},
+                 {"detail",
+                  "a response repeated a credential of its API; it was "
+                  "replaced by [redacted]"}});
+  }
   std::size_t count = outbox_.size();
   outbox_since_ = TimePoint{};
   auto bodies = pack_results(std::exchange(outbox_, {}), kMaxResultsBytes);

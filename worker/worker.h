@@ -120,6 +120,8 @@ class Worker {
 
   std::deque<HttpRequest> pending_;  // accepted, waiting for a transfer slot
   std::vector<JobResult> outbox_;    // not yet sent
+  Redactor redactor_;                // the routes' credentials
+  std::int64_t redacted_ = 0;        // results that held a credential
   TimePoint outbox_since_{};         // when the oldest of them was added
 
   bool stopping_ = false;

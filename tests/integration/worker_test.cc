@@ -627,9 +627,14 @@ TEST_CASE("refusals, credentials, failures and response capture") {
     CHECK(lower["content-type"] == "application/json");
     CHECK(lower["host"] == "127.0.0.1:" + std::to_string(s.upstream.port()));
     CHECK(lower.count("expect") == 0);
-    // The response echoes the request headers: the body goes to the broker,
-    // but the credential must never be in the worker's log.
+    // The response echoes the request headers: the body goes to the broker
+    // with the credential replaced, and it is never in the worker's log.
+    const std::string body = r["body"];
+    CHECK(body.find(kSecret) == std::string::npos);
+    CHECK(body.find("[redacted]") != std::string::npos);
+    CHECK(body.find("t1") != std::string::npos);  // the rest is kept
     CHECK(s.worker->err().find(kSecret) == std::string::npos);
+    CHECK(s.worker->err().find("credentials_redacted") != std::string::npos);
   }
 
   SUBCASE("connection refused is transient with status 0") {

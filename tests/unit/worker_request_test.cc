@@ -597,3 +597,51 @@ TEST_CASE("a JOBS entry reads the same from simdjson as from a document") {
     check_job_agrees(j.dump());
   }
 }
+
+TEST_CASE("Redactor replaces the credentials a response repeats") {
+  std::map<std::string, ApiRoute> routes;
+  routes["a"].credentials = {{"Authorization", "Bearer sk-live-0123456789"},
+                             {"X-Short", "abc123"}};
+  routes["b"].credentials = {{"X-Api-Key", "key-b-987654321"}};
+  const Redactor redactor(routes);
+
+  SUBCASE("the whole value and its token, in every text of a Result") {
+    JobResult r;
+    r.body = R"({"seen":"Bearer sk-live-0123456789","token":"sk-live-0123456789"})";
+    r.error = "upstream said: bad key key-b-987654321";
+    r.headers["x-echo"] = "sk-live-0123456789";
+    MemberResult m;
+    m.item.body = R"({"auth":"key-b-987654321"})";
+    m.item.error = "key-b-987654321 rejected";
+    r.members = std::vector<MemberResult>{m};
+    CHECK(redactor.scrub(r));
+    CHECK(r.body == R"({"seen":"[redacted]","token":"[redacted]"})");
+    CHECK(r.error == "upstream said: bad key [redacted]");
+    CHECK(r.headers["x-echo"] == "[redacted]");
+    CHECK((*r.members)[0].item.body == R"({"auth":"[redacted]"})");
+    CHECK((*r.members)[0].item.error == "[redacted] rejected");
+  }
+  SUBCASE("short values and ordinary text are left alone") {
+    JobResult r;
+    r.body = R"({"code":"abc123","word":"Bearer"})";
+    CHECK_FALSE(redactor.scrub(r));
+    CHECK(r.body == R"({"code":"abc123","word":"Bearer"})");
+  }
+  SUBCASE("a body cut at the cap loses a trailing start of a secret") {
+    JobResult r;
+    r.body = R"({"token":"sk-live-01)";
+    r.body_truncated = true;
+    CHECK(redactor.scrub(r));
+    CHECK(r.body == R"({"token":"[redacted])");
+    // Not cut: the same tail is ordinary text.
+    JobResult whole;
+    whole.body = "sk-l";
+    CHECK_FALSE(redactor.scrub(whole));
+  }
+  SUBCASE("no credentials: nothing to do") {
+    JobResult r;
+    r.body = "Bearer sk-live-0123456789";
+    CHECK_FALSE(Redactor().scrub(r));
+    CHECK(r.body == "Bearer sk-live-0123456789");
+  }
+}
