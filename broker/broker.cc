@@ -1118,6 +1118,7 @@ json Broker::api_json(const ApiConfig& a) {
           {"backoff_base_ms", a.backoff_base_ms},
           {"backoff_cap_ms", a.backoff_cap_ms},
           {"quota_wait_ms", a.quota_wait_ms},
+          {"max_pause_ms", a.max_pause_ms},
           {"circuit_failures", a.circuit_failures},
           {"circuit_cooldown_ms", a.circuit_cooldown_ms},
           {"batch", batch}};

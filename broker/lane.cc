@@ -23,6 +23,7 @@ QuotaSettings quota_settings(const ApiConfig& api) {
   s.backoff_cap_ms = api.backoff_cap_ms;
   s.circuit_failures = api.circuit_failures;
   s.circuit_cooldown_ms = api.circuit_cooldown_ms;
+  s.max_pause_ms = api.max_pause_ms;
   return s;
 }
 

@@ -187,9 +187,14 @@ void QuotaState::schedule(const std::string& key, Cap& c) {
   // candidate (learning) or the window it learned from the opener on.
   c.open_until = c.reset_at;
   auto it = windows_.find(key);
-  if (it == windows_.end() || it->second.learner.failed()) return;
-  const Millis at = it->second.learner.probe_at(c.opener);
-  if (at != WindowLearner::kUnknown) c.open_until = at;
+  if (it != windows_.end() && !it->second.learner.failed()) {
+    const Millis at = it->second.learner.probe_at(c.opener);
+    if (at != WindowLearner::kUnknown) c.open_until = at;
+  }
+  // One answer's reset stops the lane for at most max_pause: then a probe
+  // asks again, and a second answer as far off is believed.
+  if (!c.long_confirmed)
+    c.open_until = std::min(c.open_until, c.seen_at + settings_.max_pause_ms);
 }
 
 bool QuotaState::needs_probe(Millis now) const {
@@ -397,6 +402,7 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
   } else if (a.success) {
     consecutive_failures_ = 0;
     consecutive_rate_limited_ = 0;
+    long_wait_seen_ = false;
     if (circuit_ == Circuit::kHalfOpen && after_probe) {
       circuit_ = Circuit::kClosed;
       circuit_probe_out_ = false;
@@ -445,6 +451,22 @@ std::optional<Millis> QuotaState::on_answer(const Answer& a, Millis now) {
       wait = *a.obs->retry_after_ms;
   }
   std::string why = "rate limited";
+  // One answer alone stops the lane for at most max_pause: a forged or
+  // mistaken Retry-After of a week costs an hour. A second asking as much
+  // is believed.
+  bool held = false;
+  if (wait > settings_.max_pause_ms && wait > backoff) {
+    held = !long_wait_seen_;
+    long_wait_seen_ = true;
+  }
+  if (held) {
+    why += " (server asked to wait " + format_duration(wait) +
+           "; held to max_pause " + format_duration(settings_.max_pause_ms) +
+           " until a second answer asks as much)";
+    wait = settings_.max_pause_ms;
+    pause(now + std::max(wait, backoff), why);
+    return paused_until_;
+  }
   if (wait > backoff)
     why += a.obs && a.obs->retry_after_ms
                ? " (server asked to wait " + format_duration(wait) + ")"
@@ -597,6 +619,7 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
     if (l.window_s) c.window_ms = *l.window_s * 1000;
     c.reset_kind = l.reset_kind;
     c.opener = start;
+    c.seen_at = now;
     c.min_answered = now;
     c.last_counted = start;
     c.base_remaining = c.remaining;
@@ -642,6 +665,9 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
     if (fresh) {
       if (known && !it->second.restored) {
         const Cap& old = it->second;
+        // The window before reported a reset as far off: believed.
+        c.long_confirmed = c.reset_at > now + settings_.max_pause_ms &&
+                           old.reset_at > old.seen_at + settings_.max_pause_ms;
         c.previous_last = old.last_counted;
         c.foreign_per_ms = old.foreign_per_ms;
         learn_window(l.key, c, count_up, fresh_at, old.open_until,
@@ -681,6 +707,10 @@ bool QuotaState::observe_limits(const QuotaObservation& obs, Millis now,
       cur.reset_at = c.reset_at;
       cur.precision = c.precision;
     }
+    // A second answer of the window with a reset as far off: believed.
+    if (c.reset_at > now + settings_.max_pause_ms &&
+        cur.reset_at > cur.seen_at + settings_.max_pause_ms)
+      cur.long_confirmed = true;
     learn_window(l.key, cur, false, start, 0, c.remaining, {sent, start},
                  refused, now);
     if (start > cur.last_counted && !refused) cur.last_counted = start;
@@ -765,8 +795,33 @@ void QuotaState::learn_advertised(const ObservedLimit& l) {
   spec.unit = counts_requests(l.unit) ? "requests" : l.unit;
   if (spec.amount < 1) return;
   auto it = advertised_.find(key);
+  if (it != advertised_.end() && it->second.spec == spec) return;
+  // One answer never installs a limit whose spacing is longer than
+  // max_pause, or a tenth of the rate of the lane's own limit of the kind
+  // (configured, or learned before under this key): a forged or mistaken
+  // policy would stop the lane. The next answer advertising the same does.
+  auto rate = [](const LimitSpec& s) {
+    return static_cast<double>(s.amount) /
+           static_cast<double>(std::max<Millis>(s.window_ms, 1));
+  };
+  bool suspect = spec.window_ms / spec.amount > settings_.max_pause_ms;
+  for (const auto& m : settings_.configured)
+    if (!m.leaky() && m.counts_requests() == spec.counts_requests() &&
+        rate(spec) < rate(m) / 10)
+      suspect = true;
+  if (it != advertised_.end() && rate(spec) < rate(it->second.spec) / 10)
+    suspect = true;
+  if (suspect) {
+    auto p = advertised_pending_.find(key);
+    if (p == advertised_pending_.end() || !(p->second == spec)) {
+      if (advertised_pending_.size() < kMaxTracked ||
+          p != advertised_pending_.end())
+        advertised_pending_[key] = spec;
+      return;
+    }
+  }
+  advertised_pending_.erase(key);
   if (it != advertised_.end()) {
-    if (it->second.spec == spec) return;
     it->second.spec = spec;
   } else {
     if (advertised_.size() >= kMaxTracked) return;

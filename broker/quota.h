@@ -89,6 +89,12 @@ struct QuotaSettings {
   Millis backoff_cap_ms = 60'000;
   int circuit_failures = 5;  // 0 disables the breaker
   Millis circuit_cooldown_ms = 30'000;
+  // One answer alone stops the lane for at most this long ([api.NAME]
+  // max_pause): a pause it asks for, a counter's reset it reports, or the
+  // spacing of a limit it advertises, beyond this, is held to it (or, for
+  // a limit, not installed) until a second answer says as much. A forged
+  // or mistaken answer costs at most this.
+  Millis max_pause_ms = 3'600'000;
 };
 
 // A limit the lane learned, for the limiter.
@@ -221,6 +227,11 @@ class QuotaState {
     Mark base_started;
     std::int64_t base_flying = 0;  // the lane's starts in flight then
     Millis base_at = 0;
+    // When the window was first answered, and whether a second answer
+    // confirmed a reset further off than max_pause (until then the lane
+    // waits at most max_pause from seen_at).
+    Millis seen_at = 0;
+    bool long_confirmed = false;
   };
   enum class Circuit { kClosed, kOpen, kHalfOpen };
   // When a request can have arrived at the server: not before it was
@@ -343,6 +354,13 @@ class QuotaState {
   Mark circuit_probe_mark_;
 
   std::map<std::string, LearnedLimit> advertised_;
+  // Advertised limits seen once that one answer may not install (stricter
+  // than max_pause or a tenth of the lane's limit allows): installed when
+  // the next answer advertises the same.
+  std::map<std::string, LimitSpec> advertised_pending_;
+  // A rate-limited answer asked for a wait longer than max_pause and was
+  // held to it; the next one asking as much is believed. A success clears.
+  bool long_wait_seen_ = false;
   // Counterless servers: the learned pace, and whether it was recognised
   // from a configured rate (a leaky bucket behind a window limit).
   PaceLearner pace_;

@@ -445,7 +445,7 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
               *t, p,
               {"base_url", "limits", "concurrency", "margin", "timeout",
                "max_attempts", "backoff_base", "backoff_cap", "headers",
-               "quota_wait", "circuit_failures", "circuit_cooldown", "learn",
+               "quota_wait", "max_pause", "circuit_failures", "circuit_cooldown", "learn",
                "actual_cost", "statuses", "dialect", "batch", "preset",
                "alerts"}))
         return *e;
@@ -508,6 +508,7 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
       if (auto e = r.duration(*t, p, "backoff_cap", a.backoff_cap_ms))
         return *e;
       if (auto e = r.duration(*t, p, "quota_wait", a.quota_wait_ms)) return *e;
+      if (auto e = r.duration(*t, p, "max_pause", a.max_pause_ms)) return *e;
       if (auto e = r.integer(*t, p, "circuit_failures", 0, 1'000'000,
                              a.circuit_failures))
         return *e;

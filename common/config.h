@@ -67,6 +67,9 @@ struct ApiConfig {
   std::map<std::string, std::string> headers;
   // The quota feedback loop (DESIGN §5, §6).
   Millis quota_wait_ms = 24LL * 3'600'000;  // waiting_quota -> dead after
+  // The longest wait one answer can impose (a pause, a counter's reset, a
+  // learned limit's spacing); longer needs a second answer saying as much.
+  Millis max_pause_ms = 3'600'000;
   int circuit_failures = 5;                 // 0: no circuit breaker
   Millis circuit_cooldown_ms = 30'000;
   bool learn = true;  // learn limits the configuration does not give

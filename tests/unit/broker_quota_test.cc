@@ -239,6 +239,87 @@ TEST_CASE("advertised limits with a window are learned and seeded") {
   CHECK_FALSE(q.take_limits_changed());
 }
 
+TEST_CASE("one answer stops the lane for at most max_pause; a second is "
+          "believed") {
+  QuotaSettings s;
+  s.learn_rate = false;
+  s.max_pause_ms = 3'600'000;
+  const Millis week = 7LL * 86'400'000;
+  auto forged = obs_json({{"verdict", "throttled"},
+                          {"blocking", true},
+                          {"retry_after_ms", week},
+                          {"wait_ms", week}});
+
+  SUBCASE("a 429 asking for a week") {
+    QuotaState q(s);
+    const Millis t0 = 1'000'000;
+    q.on_start(1, t0);
+    auto until = q.on_answer(rejected(&forged, q.mark()), t0 + 10);
+    REQUIRE(until);
+    CHECK(*until == t0 + 10 + 3'600'000);
+    CHECK(q.pause_reason().find("held to max_pause") != std::string::npos);
+    // The next answer asking as much is believed.
+    q.on_start(1, *until);
+    until = q.on_answer(rejected(&forged, q.mark()), *until + 10);
+    CHECK(*until >= t0 + week);
+  }
+  SUBCASE("a success in between: held again") {
+    QuotaState q(s);
+    const Millis t0 = 1'000'000;
+    q.on_start(1, t0);
+    auto until = q.on_answer(rejected(&forged, q.mark()), t0 + 10);
+    q.on_start(1, *until);
+    q.on_answer(ok(nullptr, q.mark()), *until + 10);
+    q.on_start(1, *until + 20);
+    auto again = q.on_answer(rejected(&forged, q.mark()), *until + 30);
+    CHECK(*again == *until + 30 + 3'600'000);
+  }
+  SUBCASE("a counter reset a day off") {
+    QuotaState q(s);
+    const Millis t0 = 10'000;
+    auto day = obs_json({{"limits", {limit(0, 86'400'000, 1000)}}});
+    q.on_start(1, t0);
+    q.on_answer(ok(&day, q.mark()), t0 + 2);
+    CHECK(q.gate(1, t0 + 3) == t0 + 2 + 3'600'000);
+    // A second answer of the window saying as much: the reset holds.
+    QuotaState q2(s);
+    q2.on_start(1, t0);
+    auto first = q2.mark();
+    q2.on_start(1, t0);
+    auto second = q2.mark();
+    q2.on_answer(ok(&day, first), t0 + 2);
+    auto day2 = obs_json({{"limits", {limit(0, 86'400'000 - 1, 1000)}}});
+    q2.on_answer(ok(&day2, second), t0 + 3);
+    CHECK(q2.gate(1, t0 + 4) == t0 + 2 + 86'400'000);
+  }
+  SUBCASE("an advertised limit of 1 per week") {
+    QuotaState q(s);
+    auto policy = obs_json({{"limits", {limit(0, 1000, 1, 7 * 86'400)}}});
+    q.on_start(1, 0);
+    q.on_answer(ok(&policy, q.mark()), 1);
+    CHECK(q.learned().empty());
+    q.on_start(1, 2);
+    q.on_answer(ok(&policy, q.mark()), 3);
+    REQUIRE(q.learned().size() == 1);
+    CHECK(q.learned()[0].spec == LimitSpec{1, 7 * 86'400'000LL, "requests"});
+  }
+  SUBCASE("an advertised limit a tenth of the configured one or less") {
+    QuotaSettings c = s;
+    c.configured = {LimitSpec{100, 1000, "requests"}};
+    QuotaState q(c);
+    auto strict = obs_json({{"limits", {limit(5, 1000, 9, 1)}}});
+    q.on_start(1, 0);
+    q.on_answer(ok(&strict, q.mark()), 1);
+    CHECK(q.learned().empty());
+    // A tenth or more is installed at once.
+    QuotaState r(c);
+    auto tenth = obs_json({{"limits", {limit(5, 1000, 10, 1)}}});
+    r.on_start(1, 0);
+    r.on_answer(ok(&tenth, r.mark()), 1);
+    CHECK(r.learned().size() == 1);
+  }
+}
+
 TEST_CASE("a lane with a learned limit seeds its limiter from the server") {
   ApiConfig api;
   api.name = "a";

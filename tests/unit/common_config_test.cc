@@ -328,6 +328,7 @@ TEST_CASE("the feedback loop's keys: defaults, values, refusals") {
   REQUIRE_MESSAGE(plain.ok(), plain.error());
   const auto* d = plain->api("echo");
   CHECK(d->quota_wait_ms == 24LL * 3'600'000);
+  CHECK(d->max_pause_ms == 3'600'000);
   CHECK(d->circuit_failures == 5);
   CHECK(d->circuit_cooldown_ms == 30'000);
   CHECK(d->learn);
@@ -336,6 +337,7 @@ TEST_CASE("the feedback loop's keys: defaults, values, refusals") {
 
   auto r =
       parse_config(api_with("quota_wait = \"1h\"\ncircuit_failures = 0\n"
+                            "max_pause = \"10m\"\n"
                             "circuit_cooldown = \"5s\"\nlearn = false\n"
                             "actual_cost = \"/usage/total_tokens\"\n"
                             "[api.echo.statuses]\nrate_limited = [503, 420]\n"
@@ -344,6 +346,7 @@ TEST_CASE("the feedback loop's keys: defaults, values, refusals") {
   REQUIRE_MESSAGE(r.ok(), r.error());
   const auto* a = r->api("echo");
   CHECK(a->quota_wait_ms == 3'600'000);
+  CHECK(a->max_pause_ms == 600'000);
   CHECK(a->circuit_failures == 0);
   CHECK(a->circuit_cooldown_ms == 5000);
   CHECK_FALSE(a->learn);
