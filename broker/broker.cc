@@ -12,6 +12,7 @@
 #include "common/batch.h"
 #include "common/json_text.h"
 #include "common/log.h"
+#include "common/security.h"
 #include "common/units.h"
 
 #ifndef PACER_VERSION
@@ -28,6 +29,9 @@ namespace {
 
 constexpr int kMaxWorkerMessagesPerTurn = 4000;
 constexpr int kMaxClientMessagesPerTurn = 200;
+// Client replies a turn holds until its commit: past this, the rest of the
+// client requests wait for the next turn (workers' messages do not).
+constexpr std::size_t kMaxClientReplyBytesPerTurn = 8u << 20;
 constexpr Millis kMaxPollMs = 1000;
 constexpr Millis kDefaultQuotaWaitMs = 24LL * 3600 * 1000;
 constexpr int kPurgeStep = 500;
@@ -84,19 +88,42 @@ std::string random_group() {
   return buf;
 }
 
+// Messages queued per client connection, each way. The CLI has one request
+// out at a time; a client that sends more than this without reading loses
+// the excess replies (its requests time out), not the broker's memory.
+constexpr int kClientHighWaterMark = 32;
+
+// CURVE server settings of an endpoint: the broker's secret key and the
+// endpoint's ZAP domain (broker/zap.h).
+struct CurveServer {
+  std::string secret_key;
+  std::string domain;
+};
+
 zmq::socket_t bind_router(zmq::context_t& ctx, const std::string& endpoint,
-                          const char* what) {
+                          const char* what,
+                          const std::optional<CurveServer>& curve, int hwm) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
+  if (curve) {
+    s.set(zmq::sockopt::curve_server, 1);
+    s.set(zmq::sockopt::curve_secretkey, curve->secret_key);
+    s.set(zmq::sockopt::zap_domain, curve->domain);
+    // A peer that connects and never completes the handshake is dropped.
+    s.set(zmq::sockopt::handshake_ivl, 5000);
+  }
   s.set(zmq::sockopt::router_mandatory, 1);
   // A peer that reconnects with its routing id (a worker does) takes it
   // over at once, before the old connection is seen to be gone.
   s.set(zmq::sockopt::router_handover, 1);
   s.set(zmq::sockopt::maxmsgsize, protocol::kMaxMessageBytes);
   s.set(zmq::sockopt::linger, 0);
-  // Credit, not the high-water mark, bounds what is queued for a worker; a
-  // silently dropped JOBS message would strand its jobs until their lease.
-  s.set(zmq::sockopt::sndhwm, 0);
-  s.set(zmq::sockopt::rcvhwm, 0);
+  // Workers (hwm 0): credit, not the high-water mark, bounds what is queued
+  // for a worker; a silently dropped JOBS message would strand its jobs
+  // until their lease. Clients: a client that never reads its replies
+  // loses them past the mark (it times out and asks again) instead of
+  // growing the broker's memory without bound.
+  s.set(zmq::sockopt::sndhwm, hwm);
+  s.set(zmq::sockopt::rcvhwm, hwm);
   try {
     s.bind(endpoint);
   } catch (const zmq::error_t& e) {
@@ -117,8 +144,25 @@ Broker::Broker(Config config, Clock& clock)
   } catch (const sqlite::StoreError& e) {
     throw std::runtime_error(e.what());
   }
-  workers_sock_ = bind_router(ctx_, config_.broker.worker_endpoint, "worker");
-  clients_sock_ = bind_router(ctx_, config_.broker.client_endpoint, "client");
+  if (auto ok = check_security(config_); !ok)
+    throw std::runtime_error(ok.error());
+  std::optional<CurveServer> workers_curve, clients_curve;
+  const auto& sec = config_.security;
+  if (sec.enabled) {
+    auto secret = read_secret_key(sec.broker_secret_key);
+    if (!secret)
+      throw std::runtime_error("security.broker_secret_key: " + secret.error());
+    auto zap = ZapHandler::start(ctx_, {{ZapHandler::kWorkers, sec.worker_keys},
+                                        {ZapHandler::kClients, sec.client_keys}});
+    if (!zap) throw std::runtime_error(zap.error());
+    zap_ = std::move(*zap);
+    workers_curve = CurveServer{*secret, ZapHandler::kWorkers};
+    clients_curve = CurveServer{*secret, ZapHandler::kClients};
+  }
+  workers_sock_ = bind_router(ctx_, config_.broker.worker_endpoint, "worker",
+                              workers_curve, 0);
+  clients_sock_ = bind_router(ctx_, config_.broker.client_endpoint, "client",
+                              clients_curve, kClientHighWaterMark);
   for (auto& [name, api] : config_.apis) {
     lanes_[name] = std::make_unique<Lane>(api, config_.broker.window);
     lane_order_.push_back(lanes_[name].get());
@@ -216,6 +260,38 @@ void Broker::recover() {
                           {"schema_version", store_->schema_version()}});
 }
 
+Result<Ok> Broker::check_security(const Config& config) {
+  const auto& sec = config.security;
+  if (!sec.enabled) {
+    if (config.broker.allow_insecure) return Ok{};
+    for (const auto& ep :
+         {config.broker.worker_endpoint, config.broker.client_endpoint})
+      if (!loopback_endpoint(ep))
+        return Error{"endpoint " + ep +
+                     " is reachable from other hosts, and without "
+                     "[security] anyone who reaches it can run jobs with "
+                     "the workers' credentials: configure [security] "
+                     "(docs/operations.md, \"A fleet across hosts\"), or "
+                     "set broker.allow_insecure = true on a network you "
+                     "trust"};
+    return Ok{};
+  }
+  for (auto [key, value] :
+       {std::pair{"broker_secret_key", &sec.broker_secret_key},
+        std::pair{"worker_keys", &sec.worker_keys},
+        std::pair{"client_keys", &sec.client_keys}})
+    if (value->empty())
+      return Error{std::string("security.") + key +
+                   ": required by pacer-broker with [security]"};
+  if (auto s = read_secret_key(sec.broker_secret_key); !s)
+    return Error{"security.broker_secret_key: " + s.error()};
+  for (auto [key, value] : {std::pair{"worker_keys", &sec.worker_keys},
+                            std::pair{"client_keys", &sec.client_keys}})
+    if (auto k = read_key_folder(*value); !k)
+      return Error{std::string("security.") + key + ": " + k.error()};
+  return Ok{};
+}
+
 int Broker::run() {
   recover();
   log::info(
@@ -225,7 +301,32 @@ int Broker::run() {
        {"database", config_.broker.database},
        {"metrics", metrics_ ? json(config_.broker.metrics_address) : json()},
        {"apis", lanes_.size()}});
-  while (!stopping_) turn();
+  if (zap_) {
+    auto n = zap_->sizes();
+    log::info("security", {{"mechanism", "CURVE"},
+                           {"worker_keys", n[ZapHandler::kWorkers]},
+                           {"client_keys", n[ZapHandler::kClients]}});
+  } else if (config_.broker.allow_insecure) {
+    log::warn("security",
+              {{"mechanism", "none"},
+               {"detail",
+                "no [security]: any peer that reaches the endpoints is "
+                "trusted (broker.allow_insecure = true)"}});
+  }
+  while (!stopping_) {
+    if (reload_keys_.exchange(false) && zap_) {
+      auto r = zap_->reload();
+      auto n = zap_->sizes();
+      if (r)
+        log::info("keys_reloaded", {{"worker_keys", n[ZapHandler::kWorkers]},
+                                    {"client_keys", n[ZapHandler::kClients]}});
+      else
+        log::error("keys_reload_failed",
+                   {{"error", r.error()},
+                    {"detail", "the previous keys stay in force"}});
+    }
+    turn();
+  }
   Millis end = clock_.now_ms();
   store_->begin();
   for (Lane* l : lane_order_)
@@ -266,7 +367,9 @@ void Broker::turn() {
     if (!frames) break;
     on_worker_message(rid, *frames, now);
   }
-  for (int i = 0; i < kMaxClientMessagesPerTurn; ++i) {
+  for (int i = 0; i < kMaxClientMessagesPerTurn &&
+                  client_reply_bytes_ < kMaxClientReplyBytesPerTurn;
+       ++i) {
     auto frames = protocol::recv_frames(clients_sock_, true, &rid);
     if (!frames) break;
     on_client_message(rid, *frames, now);
@@ -871,6 +974,7 @@ void Broker::forget_worker(const std::string& rid, const std::string& why,
 void Broker::on_client_message(const std::string& rid,
                                std::vector<zmq::message_t>& frames,
                                Millis now) {
+  ++client_requests_total_;
   // A SUBMIT's jobs are read from its text (common/submit_body.h); what
   // simdjson does not take is decoded as a document, as any other message.
   auto decoded = protocol::decode(frames, Command::kSubmit);
@@ -1368,7 +1472,8 @@ json Broker::stats(Millis now) {
            {{"uptime_s", (now - started_ms_) / 1000},
             {"in_flight", in_flight_.size()},
             {"results_total", results_total_},
-            {"results_refused_total", results_refused_total_}}}};
+            {"results_refused_total", results_refused_total_},
+            {"client_requests_total", client_requests_total_}}}};
 }
 
 // ---------------------------------------------------------------- dispatch
@@ -1772,7 +1877,15 @@ void Broker::notify(const alerts::Event& e) {
 }
 
 void Broker::reply(zmq::socket_t& s, const std::string& rid, Message m) {
-  outbox_.push_back({&s, rid, std::move(m), {}});
+  std::string text;
+  if (&s == &clients_sock_ && !m.body.is_null()) {
+    // Held as text until the commit: a fraction of the document's memory,
+    // and counted against the turn's budget.
+    text = m.body.dump(-1, ' ', false, json::error_handler_t::replace);
+    m.body = nullptr;
+    client_reply_bytes_ += text.size();
+  }
+  outbox_.push_back({&s, rid, std::move(m), std::move(text)});
 }
 
 void Broker::flush() {
@@ -1793,6 +1906,7 @@ void Broker::flush() {
     }
   }
   outbox_.clear();
+  client_reply_bytes_ = 0;
   if (!dispatched_lanes_.empty()) {
     Millis sent = clock_.now_ms();
     for (Lane* l : dispatched_lanes_)

@@ -20,6 +20,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "broker/zap.h"
 #include "broker/alerts.h"
 #include "broker/instance_lock.h"
 #include "broker/lane.h"
@@ -47,6 +48,14 @@ class Broker {
   // Runs until stop(). Returns the exit code.
   int run();
   void stop() { stopping_ = true; }
+  // Re-read the allowed keys ([security]) at the next turn (SIGHUP).
+  void reload_keys() { reload_keys_ = true; }
+
+  // The endpoints and keys the configuration asks for, checked before
+  // anything starts: without [security] only loopback endpoints unless
+  // broker.allow_insecure; with it, the broker's secret key and both key
+  // folders. The error is a line for the operator.
+  static Result<Ok> check_security(const Config& config);
 
  private:
   struct Outstanding {
@@ -245,6 +254,8 @@ class Broker {
   zmq::context_t ctx_;
   zmq::socket_t workers_sock_;
   zmq::socket_t clients_sock_;
+  // After the sockets: stopped before they close and the context ends.
+  std::unique_ptr<ZapHandler> zap_;
   std::map<std::string, std::unique_ptr<Lane>> lanes_;
   std::vector<Lane*> lane_order_;
   std::size_t rr_ = 0;
@@ -252,6 +263,9 @@ class Broker {
   std::unordered_map<JobId, InFlight> in_flight_;
   std::map<std::int64_t, BatchFlight> batches_;
   std::vector<Outgoing> outbox_;
+  // Bytes of client replies held in outbox_ this turn: past
+  // kMaxClientReplyBytesPerTurn the turn reads no more client requests.
+  std::size_t client_reply_bytes_ = 0;
   // Lanes that dispatched in this turn, and the time their starts were
   // recorded at; flush() restamps them to when the jobs actually left.
   std::set<Lane*> dispatched_lanes_;
@@ -261,6 +275,7 @@ class Broker {
   Millis next_lane_save_ = 0;
   Backoff backoff_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> reload_keys_{false};
   Millis next_lease_check_ = 0;
   Millis next_purge_ = 0;
   Millis started_ms_ = 0;
@@ -268,6 +283,7 @@ class Broker {
   std::int64_t results_total_ = 0;
   // RESULTS for attempts sent to another peer: dropped.
   std::int64_t results_refused_total_ = 0;
+  std::int64_t client_requests_total_ = 0;  // messages on the client endpoint
   std::map<std::string, Millis> refused_logged_;
   // Metrics: null when broker.metrics_address is empty. The counters are
   // kept either way (STATS and the alerts read them).

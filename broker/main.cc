@@ -21,6 +21,9 @@ pacer::Broker* g_broker = nullptr;
 void on_signal(int) {
   if (g_broker) g_broker->stop();
 }
+void on_hangup(int) {
+  if (g_broker) g_broker->reload_keys();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,6 +112,10 @@ int main(int argc, char** argv) {
                                   "the configuration declares no [api.NAME]; "
                                   "every SUBMIT will be refused"}});
 
+  if (auto ok = pacer::Broker::check_security(config); !ok) {
+    std::cerr << "pacer-broker: " << ok.error() << "\n";
+    return 2;
+  }
   pacer::SystemClock clock;
   const std::string database = config.broker.database;
   try {
@@ -119,6 +126,10 @@ int main(int argc, char** argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    struct sigaction hup {};
+    hup.sa_handler = on_hangup;
+    sigemptyset(&hup.sa_mask);
+    sigaction(SIGHUP, &hup, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
     int rc = broker.run();
     g_broker = nullptr;

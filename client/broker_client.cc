@@ -52,10 +52,12 @@ BrokerClient::BrokerClient(std::string endpoint, Millis timeout_ms)
       context_(std::make_unique<zmq::context_t>(1)) {}
 
 Result<BrokerClient> BrokerClient::connect(const std::string& endpoint,
-                                           Millis timeout_ms) {
+                                           Millis timeout_ms,
+                                           std::optional<CurveClient> curve) {
   if (endpoint.empty()) return Error{"no broker endpoint given"};
   try {
     BrokerClient c(endpoint, timeout_ms);
+    c.curve_ = std::move(curve);
     c.open_socket();
     return Result<BrokerClient>(std::move(c));
   } catch (const zmq::error_t& e) {
@@ -71,6 +73,7 @@ void BrokerClient::open_socket() {
   s->set(zmq::sockopt::sndtimeo,
          static_cast<int>(std::min<Millis>(timeout_ms_, 1 << 30)));
   s->set(zmq::sockopt::maxmsgsize, protocol::kMaxMessageBytes);
+  if (curve_) apply_curve_client(*s, *curve_);
   s->connect(endpoint_);
   socket_ = std::move(s);
 }

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <zmq.hpp>
 
+#include "common/security.h"
 #include "common/clock.h"
 #include "common/protocol.h"
 #include "common/result.h"
@@ -46,8 +47,11 @@ class BrokerClient {
  public:
   // Connects (ZeroMQ connects lazily: this succeeds without a broker).
   // Fails only for an endpoint ZeroMQ cannot parse.
+  // With `curve`, the broker must prove the pinned key (docs/operations.md,
+  // "A fleet across hosts").
   static Result<BrokerClient> connect(const std::string& endpoint,
-                                      Millis timeout_ms);
+                                      Millis timeout_ms,
+                                      std::optional<CurveClient> curve = {});
 
   BrokerClient(BrokerClient&&) noexcept = default;
   BrokerClient& operator=(BrokerClient&&) noexcept = default;
@@ -86,6 +90,7 @@ class BrokerClient {
 
   std::string endpoint_;
   Millis timeout_ms_;
+  std::optional<CurveClient> curve_;
   std::string req_prefix_;
   std::uint64_t counter_ = 0;
   // The context outlives the socket (members are destroyed in reverse order).

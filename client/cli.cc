@@ -9,6 +9,7 @@
 #include "client/run.h"
 #include "client/top.h"
 #include "common/config.h"
+#include "common/security.h"
 #include "common/units.h"
 
 namespace pacer::client {
@@ -344,6 +345,18 @@ int run(int argc, const char* const* argv, Io& io) {
   dead_replay_cmd->add_flag("--dry-run", dro.dry_run,
                             "only count the jobs that would move");
 
+  // keygen NAME [--dir D]
+  std::string keygen_name, keygen_dir = ".";
+  auto* keygen_cmd = app.add_subcommand(
+      "keygen",
+      "write a CURVE key pair for [security]: DIR/NAME.secret (mode 0600) "
+      "and DIR/NAME.public; needs no broker or configuration");
+  keygen_cmd->add_option("name", keygen_name,
+                         "the key's name (broker, worker-1, ci, ...)")
+      ->required();
+  keygen_cmd->add_option("--dir", keygen_dir, "folder for the files")
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -354,6 +367,19 @@ int run(int argc, const char* const* argv, Io& io) {
     if (e.get_exit_code() == 0) return app.exit(e, io.out, io.err);
     io.err << "pacer: " << e.what() << " (see pacer --help)\n";
     return kExitError;
+  }
+
+  if (keygen_cmd->parsed()) {
+    auto pub = write_keypair(keygen_dir, keygen_name);
+    if (!pub) {
+      io.err << "pacer: keygen: " << pub.error() << "\n";
+      return kExitError;
+    }
+    const auto base = std::filesystem::path(keygen_dir) / keygen_name;
+    io.out << "wrote " << base.string() << ".secret (keep it on this host, "
+           << "mode 0600) and " << base.string() << ".public\n"
+           << "public key " << *pub << "\n";
+    return 0;
   }
 
   auto config = load_config(g.config);
@@ -371,7 +397,12 @@ int run(int argc, const char* const* argv, Io& io) {
     timeout_ms = *t;
   }
   std::string endpoint = g.broker.empty() ? config->client_broker() : g.broker;
-  Session session(io, endpoint, timeout_ms, g.json);
+  auto curve = curve_client(config->security);
+  if (!curve) {
+    io.err << "pacer: " << curve.error() << "\n";
+    return kExitError;
+  }
+  Session session(io, endpoint, timeout_ms, g.json, *curve);
 
   if (submit->parsed()) {
     if (o_priority->count()) so.priority = priority;

@@ -129,7 +129,7 @@ Result<nlohmann::json> read_json_file(const std::string& path) {
 
 Result<BrokerClient*> Session::broker() {
   if (!client_) {
-    auto c = BrokerClient::connect(endpoint_, timeout_ms_);
+    auto c = BrokerClient::connect(endpoint_, timeout_ms_, curve_);
     if (!c) return Error{c.error()};
     client_.emplace(std::move(c).value());
   }

@@ -38,11 +38,13 @@ struct Io {
 
 class Session {
  public:
-  Session(Io& io, std::string endpoint, Millis timeout_ms, bool json)
+  Session(Io& io, std::string endpoint, Millis timeout_ms, bool json,
+          std::optional<CurveClient> curve = {})
       : io_(io),
         endpoint_(std::move(endpoint)),
         timeout_ms_(timeout_ms),
-        json_(json) {}
+        json_(json),
+        curve_(std::move(curve)) {}
 
   Io& io() { return io_; }
   bool json() const { return json_; }
@@ -57,6 +59,7 @@ class Session {
   std::string endpoint_;
   Millis timeout_ms_;
   bool json_;
+  std::optional<CurveClient> curve_;
   std::optional<BrokerClient> client_;
 };
 

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -337,7 +338,8 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
   Config c;
   c.source = source;
   if (auto e = r.check_keys(root, "",
-                            {"broker", "worker", "client", "api", "alerts"}))
+                            {"broker", "worker", "client", "api", "alerts",
+                             "security"}))
     return *e;
 
   // Before the APIs: each takes [alerts] as the base of its own thresholds.
@@ -372,7 +374,8 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
             r.check_keys(*t, p,
                          {"database", "worker_endpoint", "client_endpoint",
                           "heartbeat", "liveness", "synchronous", "retention",
-                          "window", "lease_grace", "metrics_address"}))
+                          "window", "lease_grace", "metrics_address",
+                          "allow_insecure"}))
       return *e;
     auto& b = c.broker;
     if (auto e = r.string(*t, p, "database", b.database)) return *e;
@@ -394,10 +397,38 @@ Result<Config> parse_table(const toml::table& root, const std::string& source) {
                      "must be between 50ms and 60s");
     if (auto e = r.string(*t, p, "metrics_address", b.metrics_address))
       return *e;
+    if (auto* n = t->get("allow_insecure")) {
+      auto v = n->value<bool>();
+      if (!v || !n->is_boolean())
+        return r.error(n, p + "allow_insecure", "must be true or false");
+      b.allow_insecure = *v;
+    }
     if (!b.metrics_address.empty()) {
       if (auto hp = parse_host_port(b.metrics_address); !hp)
         return r.error(t->get("metrics_address"), p + "metrics_address",
                        hp.error());
+    }
+  }
+
+  if (auto* n = root.get("security")) {
+    auto* t = n->as_table();
+    if (!t) return r.error(n, "security", "must be a table");
+    const std::string p = "security.";
+    if (auto e = r.check_keys(*t, p,
+                              {"broker_secret_key", "broker_public_key",
+                               "secret_key", "worker_keys", "client_keys"}))
+      return *e;
+    auto& s = c.security;
+    s.enabled = true;
+    for (auto [key, out] :
+         {std::pair{"broker_secret_key", &s.broker_secret_key},
+          std::pair{"broker_public_key", &s.broker_public_key},
+          std::pair{"secret_key", &s.secret_key},
+          std::pair{"worker_keys", &s.worker_keys},
+          std::pair{"client_keys", &s.client_keys}}) {
+      if (auto e = r.string(*t, p, key, *out)) return *e;
+      if (t->get(key) && out->empty())
+        return r.error(t->get(key), p + key, "must not be empty");
     }
   }
 
@@ -609,7 +640,16 @@ Result<Config> load_config_file(const std::string& path) {
   if (!in) return Error{path + ": cannot open the configuration file"};
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_config(ss.str(), path);
+  auto c = parse_config(ss.str(), path);
+  if (!c) return c;
+  // Key paths are the file's: relative ones from its folder.
+  const auto folder = std::filesystem::path(path).parent_path();
+  auto& s = c->security;
+  for (std::string* p : {&s.broker_secret_key, &s.broker_public_key,
+                         &s.secret_key, &s.worker_keys, &s.client_keys})
+    if (!p->empty() && std::filesystem::path(*p).is_relative())
+      *p = (folder / *p).string();
+  return c;
 }
 
 Result<HostPort> parse_host_port(std::string_view text) {

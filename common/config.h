@@ -95,6 +95,20 @@ struct BrokerConfig {
   Millis lease_grace_ms = 30'000;
   // "host:port" of the Prometheus endpoint (broker/metrics.h); empty: off.
   std::string metrics_address;
+  // Without [security], endpoints other than loopback are refused unless
+  // this is set: anyone who reaches them could run the fleet.
+  bool allow_insecure = false;
+};
+
+// [security]: CURVE keys (common/security.h). Paths are as written; a
+// relative one is taken from the configuration file's folder.
+struct SecurityConfig {
+  bool enabled = false;            // the table is present
+  std::string broker_secret_key;   // pacer-broker's own secret key file
+  std::string broker_public_key;   // workers and clients pin the broker
+  std::string secret_key;          // a worker's or client's own secret key
+  std::string worker_keys;         // broker: folder of allowed worker keys
+  std::string client_keys;         // broker: folder of allowed client keys
 };
 
 struct WorkerConfig {
@@ -115,6 +129,7 @@ struct Config {
   BrokerConfig broker;
   WorkerConfig worker;
   ClientConfig client;
+  SecurityConfig security;
   AlertsConfig alerts;
   std::map<std::string, ApiConfig> apis;
 

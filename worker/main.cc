@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/security.h"
 #include "common/log.h"
 #include "worker/worker.h"
 
@@ -125,6 +126,15 @@ int run(int argc, char** argv) {
     }
     options.routes[name] = std::move(*route);
   }
+  auto curve = pacer::curve_client(config.security);
+  if (!curve) return fail(curve.error());
+  options.curve = *curve;
+  if (!options.curve && !pacer::loopback_endpoint(options.broker))
+    pacer::log::warn("insecure",
+                     {{"broker", options.broker},
+                      {"detail",
+                       "no [security]: the broker is not authenticated and "
+                       "job bodies and results travel in clear text"}});
 
   // Block the stop signals before any thread exists (ZeroMQ's, curl's
   // resolver) so they arrive only through the signalfd the loop polls.

@@ -103,6 +103,7 @@ void Worker::connect(TimePoint now) {
   socket_->set(zmq::sockopt::sndhwm, 0);
   socket_->set(zmq::sockopt::rcvhwm, 0);
   socket_->set(zmq::sockopt::maxmsgsize, protocol::kMaxMessageBytes);
+  if (options_.curve) apply_curve_client(*socket_, *options_.curve);
   socket_->connect(options_.broker);
   ++session_;
   peer_seen_ = false;

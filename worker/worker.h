@@ -21,6 +21,7 @@
 
 #include "common/protocol.h"
 #include "common/result.h"
+#include "common/security.h"
 #include "worker/http_executor.h"
 #include "worker/request.h"
 
@@ -43,6 +44,8 @@ struct WorkerOptions {
   int liveness = 3;
   Millis shutdown_grace_ms = 10'000;
   int stop_fd = -1;  // readable when a stop is requested; owned by the caller
+  // [security]: the broker's public key (pinned) and this worker's keys.
+  std::optional<CurveClient> curve;
 };
 
 class Worker {

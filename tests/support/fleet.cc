@@ -8,11 +8,13 @@ using json = nlohmann::json;
 
 std::optional<json> broker_request(const std::string& endpoint,
                                    protocol::Command command, json body,
-                                   std::chrono::milliseconds timeout) {
+                                   std::chrono::milliseconds timeout,
+                                   const CurveClient* curve) {
   static std::mt19937_64 rng{std::random_device{}()};
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
+  if (curve) apply_curve_client(s, *curve);
   s.connect(endpoint);
   std::string req = std::to_string(rng());
   body["req"] = req;

@@ -14,14 +14,17 @@
 #include <vector>
 
 #include "common/protocol.h"
+#include "common/security.h"
 #include "tests/support/process.h"
 
 namespace pacer::testing {
 
-// One request/reply on the client endpoint. Empty on timeout.
+// One request/reply on the client endpoint. Empty on timeout. With
+// `curve`, as a CURVE client (common/security.h).
 std::optional<nlohmann::json> broker_request(
     const std::string& endpoint, protocol::Command command, nlohmann::json body,
-    std::chrono::milliseconds timeout = 10s);
+    std::chrono::milliseconds timeout = 10s,
+    const CurveClient* curve = nullptr);
 
 struct FleetOptions {
   std::vector<std::string> mock_args = {};  // e.g. {"--limit", "50/s"}
@@ -56,8 +59,11 @@ class Fleet {
   std::optional<nlohmann::json> request(
       protocol::Command c, nlohmann::json body,
       std::chrono::milliseconds timeout = 10s) {
-    return broker_request(client_endpoint(), c, std::move(body), timeout);
+    return broker_request(client_endpoint(), c, std::move(body), timeout,
+                          client_curve ? &*client_curve : nullptr);
   }
+  // The keys request() uses, for a broker with [security].
+  std::optional<CurveClient> client_curve;
   // Submits `n` echo jobs {"n": i} in one SUBMIT (keys "<prefix>:i"); returns
   // ids.
   std::vector<std::int64_t> submit_echo(int n, const std::string& prefix,
