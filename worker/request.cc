@@ -468,8 +468,27 @@ Result<ApiRoute> make_route(const ApiConfig& api) {
   if (!credentials) return Error{credentials.error()};
   auto base = parse_base_url(api.base_url);
   if (!base) return Error{"api." + api.name + ".base_url: " + base.error()};
-  return ApiRoute{api.name,       std::move(*base), std::move(*credentials),
-                  api.timeout_ms, api.dialect,      api.actual_cost};
+  ApiRoute route;
+  route.name = api.name;
+  route.base = std::move(*base);
+  route.credentials = std::move(*credentials);
+  route.timeout_ms = api.timeout_ms;
+  route.dialect = api.dialect;
+  route.actual_cost = api.actual_cost;
+  for (const auto& [name, value] : route.credentials) {
+    std::string lower = name;
+    for (char& c : lower)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    bool secret = false;
+    for (const char* word : {"auth", "key", "token", "secret", "cookie",
+                             "password", "signature", "credential"})
+      if (lower.find(word) != std::string::npos) secret = true;
+    for (const auto& [raw_name, raw] : api.headers)
+      if (raw_name == name && raw.find("${") != std::string::npos)
+        secret = true;
+    if (secret) route.secrets.push_back(value);
+  }
+  return route;
 }
 
 std::string url_text(const CURLU* url) {
@@ -784,7 +803,7 @@ Redactor::Redactor(const std::map<std::string, ApiRoute>& routes) {
     if (v.size() >= kMinSecretBytes) secrets_.emplace_back(v);
   };
   for (const auto& [name, route] : routes)
-    for (const auto& [header, value] : route.credentials) {
+    for (const auto& value : route.secrets) {
       add(value);
       const auto space = value.find_last_of(" \t");
       if (space != std::string::npos) add(std::string_view(value).substr(space + 1));

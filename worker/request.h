@@ -169,6 +169,11 @@ struct ApiRoute {
   std::string name;
   BaseUrl base;
   HeaderList credentials;
+  // The values among them that are secrets, for the Redactor: a header
+  // named like a credential (authorization, *key*, *token*, *secret*,
+  // cookie, password, signature) or whose configured value reads an
+  // environment variable. Others ("anthropic-version: 2023-06-01") are not.
+  std::vector<std::string> secrets;
   Millis timeout_ms = 30'000;
   std::string dialect = "auto";  // rate-limit header profile
   std::string actual_cost;       // JSON pointer to the real cost, or empty
@@ -296,8 +301,8 @@ void settle_batch(JobResult& r, const BatchCall& call,
 // repeats them (an upstream that echoes the request, an error page that
 // quotes the Authorization header) before a Result leaves the worker: the
 // broker stores results and serves them to clients, and credentials must
-// never reach it. Each credential value of at least kMinSecretBytes is
-// replaced, and so is its last word when that is as long (the token of
+// never reach it. Each secret (ApiRoute::secrets) of at least
+// kMinSecretBytes is replaced, and so is its last word when that is as long (the token of
 // "Bearer TOKEN"), by "[redacted]": in the body, the kept headers' values,
 // the error text and every batch member's body and error (a body cut at
 // the size cap loses a trailing start of one too). Shorter values are left

@@ -599,33 +599,45 @@ TEST_CASE("a JOBS entry reads the same from simdjson as from a document") {
 }
 
 TEST_CASE("Redactor replaces the credentials a response repeats") {
+  ApiConfig a;
+  a.name = "a";
+  a.base_url = "http://127.0.0.1:1";
+  a.headers = {{"Authorization", "Bearer sk-live-0123456789"},
+               {"X-Short-Key", "abc123"},
+               {"Anthropic-Version", "2023-06-01"}};
+  ApiConfig b = a;
+  b.name = "b";
+  ::setenv("PACER_TEST_TENANT", "tenant-b-987654321", 1);
+  b.headers = {{"X-Tenant", "${PACER_TEST_TENANT}"}};
   std::map<std::string, ApiRoute> routes;
-  routes["a"].credentials = {{"Authorization", "Bearer sk-live-0123456789"},
-                             {"X-Short", "abc123"}};
-  routes["b"].credentials = {{"X-Api-Key", "key-b-987654321"}};
+  routes["a"] = make_route(a).value();
+  routes["b"] = make_route(b).value();
+  // Named like a credential, or read from the environment: secrets.
+  CHECK(routes["a"].secrets.size() == 2);
+  CHECK(routes["b"].secrets == std::vector<std::string>{"tenant-b-987654321"});
   const Redactor redactor(routes);
 
   SUBCASE("the whole value and its token, in every text of a Result") {
     JobResult r;
     r.body = R"({"seen":"Bearer sk-live-0123456789","token":"sk-live-0123456789"})";
-    r.error = "upstream said: bad key key-b-987654321";
+    r.error = "upstream said: bad tenant tenant-b-987654321";
     r.headers["x-echo"] = "sk-live-0123456789";
     MemberResult m;
-    m.item.body = R"({"auth":"key-b-987654321"})";
-    m.item.error = "key-b-987654321 rejected";
+    m.item.body = R"({"auth":"tenant-b-987654321"})";
+    m.item.error = "tenant-b-987654321 rejected";
     r.members = std::vector<MemberResult>{m};
     CHECK(redactor.scrub(r));
     CHECK(r.body == R"({"seen":"[redacted]","token":"[redacted]"})");
-    CHECK(r.error == "upstream said: bad key [redacted]");
+    CHECK(r.error == "upstream said: bad tenant [redacted]");
     CHECK(r.headers["x-echo"] == "[redacted]");
     CHECK((*r.members)[0].item.body == R"({"auth":"[redacted]"})");
     CHECK((*r.members)[0].item.error == "[redacted] rejected");
   }
-  SUBCASE("short values and ordinary text are left alone") {
+  SUBCASE("short values, headers that are not secrets, ordinary text") {
     JobResult r;
-    r.body = R"({"code":"abc123","word":"Bearer"})";
+    r.body = R"({"code":"abc123","word":"Bearer","v":"2023-06-01"})";
     CHECK_FALSE(redactor.scrub(r));
-    CHECK(r.body == R"({"code":"abc123","word":"Bearer"})");
+    CHECK(r.body == R"({"code":"abc123","word":"Bearer","v":"2023-06-01"})");
   }
   SUBCASE("a body cut at the cap loses a trailing start of a secret") {
     JobResult r;
