@@ -29,6 +29,8 @@ namespace {
 
 constexpr int kMaxWorkerMessagesPerTurn = 4000;
 constexpr int kMaxClientMessagesPerTurn = 200;
+// Job ids one STATUS, PROGRESS or CANCEL may name (the CLI sends 10,000).
+constexpr std::size_t kMaxIdsPerRequest = 10'000;
 // Client replies a turn holds until its commit: past this, the rest of the
 // client requests wait for the next turn (workers' messages do not).
 constexpr std::size_t kMaxClientReplyBytesPerTurn = 8u << 20;
@@ -1030,8 +1032,13 @@ std::vector<JobId> id_list(const json& body, const char* key = "ids") {
       throw std::invalid_argument("job ids must be integers");
     ids.push_back(v.get<JobId>());
   }
-  if (ids.size() > 100'000)
-    throw std::invalid_argument("too many ids in one request");
+  // A request's cost is bounded: one client cannot hold the loop (and the
+  // workers' heartbeats) with a query of a million ids.
+  if (ids.size() > kMaxIdsPerRequest)
+    throw std::invalid_argument(
+        "at most " + std::to_string(kMaxIdsPerRequest) +
+        " job ids in one request (got " + std::to_string(ids.size()) +
+        "); send the rest in further requests");
   return ids;
 }
 }  // namespace
