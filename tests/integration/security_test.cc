@@ -60,6 +60,13 @@ bool welcomed(const std::string& endpoint, const CurveClient* curve) {
   return (item.revents & ZMQ_POLLIN) != 0;
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 std::size_t count(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
   for (auto at = text.find(needle); at != std::string::npos;
@@ -129,13 +136,7 @@ TEST_CASE("with [security], allowed peers work and every other peer gets "
 
   SUBCASE("a worker that pins another broker's key never connects") {
     // The same configuration but another broker's public key.
-    std::string config;
-    {
-      std::ifstream in(f.config_path());
-      std::stringstream ss;
-      ss << in.rdbuf();
-      config = ss.str();
-    }
+    std::string config = read_text(f.config_path());
     const std::string from = "keys/broker.public";
     config.replace(config.find(from), from.size(), "intruders/fake-broker.public");
     f.dir().write("fake.toml", config);
@@ -158,13 +159,7 @@ TEST_CASE("with [security], allowed peers work and every other peer gets "
   }
 
   SUBCASE("the CLI with a client key; SIGHUP reads new keys") {
-    std::string config;
-    {
-      std::ifstream in(f.config_path());
-      std::stringstream ss;
-      ss << in.rdbuf();
-      config = ss.str();
-    }
+    std::string config = read_text(f.config_path());
     const std::string from = "keys/workers/w1.secret";
     config.replace(config.find(from), from.size(), "keys/clients/c1.secret");
     f.dir().write("client.toml", config);
@@ -178,12 +173,8 @@ TEST_CASE("with [security], allowed peers work and every other peer gets "
     CHECK(refused.err.find("not reachable") != std::string::npos);
 
     // An intruder's key added to the client list counts after SIGHUP.
-    {
-      std::ifstream in(f.dir().file("intruders/intruder.public"));
-      std::stringstream ss;
-      ss << in.rdbuf();
-      f.dir().write("keys/clients/intruder.public", ss.str());
-    }
+    f.dir().write("keys/clients/intruder.public",
+                  read_text(f.dir().file("intruders/intruder.public")));
     f.broker().signal(SIGHUP);
     REQUIRE(wait_until(
         [&] {
@@ -201,13 +192,7 @@ TEST_CASE("without [security], endpoints beyond loopback are refused") {
   o.workers = 0;
   o.broker_toml = "";
   Fleet f(o);
-  std::string config;
-  {
-    std::ifstream in(f.config_path());
-    std::stringstream ss;
-    ss << in.rdbuf();
-    config = ss.str();
-  }
+  std::string config = read_text(f.config_path());
   // Checked before anything binds: nothing listens beyond loopback.
   const std::string from = "worker_endpoint = \"";
   const auto at = config.find(from);
@@ -268,9 +253,9 @@ TEST_CASE("a client that never reads its replies costs the broker a bounded "
   };
   const std::int64_t start = handled();
   REQUIRE(start > 0);
-  // 1,000 of them, never read: about 200 MB if the broker queued every
+  // 400 of them, never read: about 250 MB if the broker queued every
   // reply.
-  const int n = 1000;
+  const int n = 400;
   for (int i = 0; i < n; ++i)
     REQUIRE(protocol::send(
         s,
@@ -278,12 +263,13 @@ TEST_CASE("a client that never reads its replies costs the broker a bounded "
                           json{{"ids", ids}, {"req", std::to_string(i)}}},
         nullptr, false));
   // Every one answered (each STATS counts itself too).
-  CHECK(wait_until([&] { return handled() >= start + n; }, 120s, 50ms));
+  CHECK(wait_until([&] { return handled() >= start + n; }, 300s, 50ms));
   const long after = rss_kb(f.broker().pid());
   MESSAGE("broker RSS ", before, " kB before, ", after, " kB after");
 #ifndef __SANITIZE_ADDRESS__
-  // Measured: 660 MB more with no high-water mark; ~20 MB with it. (Under
-  // AddressSanitizer freed memory stays in its quarantine: not measured.)
-  CHECK(after - before < 128 * 1024);
+  // Measured for 1,000 requests: 660 MB more with no high-water mark,
+  // 30-35 MB with it. (Under AddressSanitizer freed memory stays in its
+  // quarantine: not measured.)
+  CHECK(after - before < 96 * 1024);
 #endif
 }
