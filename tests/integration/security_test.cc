@@ -254,8 +254,13 @@ TEST_CASE("a client that never reads its replies costs the broker a bounded "
   const std::int64_t start = handled();
   REQUIRE(start > 0);
   // 400 of them, never read: about 250 MB if the broker queued every
-  // reply.
+  // reply. (Under AddressSanitizer the broker is many times slower and
+  // its memory not measured: 50 run the same path.)
+#ifdef __SANITIZE_ADDRESS__
+  const int n = 50;
+#else
   const int n = 400;
+#endif
   for (int i = 0; i < n; ++i)
     REQUIRE(protocol::send(
         s,
