@@ -1,3 +1,4 @@
+#include "common/redact.h"
 #include "common/log.h"
 
 #include <unistd.h>
@@ -19,7 +20,7 @@ std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 std::atomic<int> g_format{static_cast<int>(Format::kAuto)};
 std::string g_component = "pacer";
 
-constexpr std::string_view kRedacted = "[redacted]";
+constexpr std::string_view kRedacted = kRedactedMark;
 
 // Registered at start-up, read on every line.
 std::mutex g_redact_mu;
@@ -41,12 +42,7 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-void scrub_string(std::string& s) {
-  for (const auto& secret : g_secrets)
-    for (auto at = s.find(secret); at != std::string::npos;
-         at = s.find(secret, at + kRedacted.size()))
-      s.replace(at, secret.size(), kRedacted);
-}
+void scrub_string(std::string& s) { replace_secrets(s, g_secrets); }
 
 // Caller holds g_redact_mu.
 void scrub(nlohmann::json& j) {

@@ -14,6 +14,7 @@
 #include "common/json_reader.h"
 #include "common/json_text.h"
 #include "common/ratelimit.h"
+#include "common/redact.h"
 
 namespace pacer::worker {
 namespace {
@@ -816,16 +817,7 @@ Redactor::Redactor(const std::map<std::string, ApiRoute>& routes) {
 }
 
 bool Redactor::scrub(std::string& text) const {
-  bool any = false;
-  for (const auto& secret : secrets_) {
-    std::size_t at = 0;
-    while ((at = text.find(secret, at)) != std::string::npos) {
-      text.replace(at, secret.size(), kMark);
-      at += kMark.size();
-      any = true;
-    }
-  }
-  return any;
+  return replace_secrets(text, secrets_);
 }
 
 bool Redactor::scrub_cut(std::string& text) const {

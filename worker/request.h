@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/redact.h"
 #include "common/batch.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -310,7 +311,7 @@ void settle_batch(JobResult& r, const BatchCall& call,
 class Redactor {
  public:
   static constexpr std::size_t kMinSecretBytes = 8;
-  static constexpr std::string_view kMark = "[redacted]";
+  static constexpr std::string_view kMark = kRedactedMark;
   Redactor() = default;
   explicit Redactor(const std::map<std::string, ApiRoute>& routes);
   // Replaces every secret in `text`; returns whether anything was.
